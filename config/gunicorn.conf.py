@@ -1,0 +1,98 @@
+"""gunicorn settings for keyrelay (used by `keyrelay serve`; any value can be overridden on the command line).
+
+gevent workers; bind, worker count and graceful timeout from the keyrelay config (or KEYRELAY_BIND /
+KEYRELAY_WORKERS set by `keyrelay serve`); gunicorn's access log is off (keyrelay logs JSON itself).
+The master validates the config and migrates the database before forking, keeps the last valid config
+across SIGHUP reloads, and owns the Prometheus multiprocess directory.
+"""
+import os
+import shutil
+import sys
+import tempfile
+
+from proxy import runtime
+from proxy.config import ConfigError
+
+# gunicorn runs this file at start and again on every SIGHUP (in the master).
+_previous = runtime.last_good()
+try:
+    _config = runtime.load()
+    _reload_error = None
+except ConfigError as exc:
+    if _previous is None:  # at start: refuse to run (`keyrelay serve` validated already)
+        sys.stderr.write(f"keyrelay: config error: {exc}\n")
+        sys.exit(2)
+    _config, _reload_error = _previous, str(exc)
+
+worker_class = "gevent"
+workers = int(os.environ.get("KEYRELAY_WORKERS") or _config.server.workers)
+worker_connections = int(os.environ.get("KEYRELAY_WORKER_CONNECTIONS", "2000"))
+bind = [os.environ.get("KEYRELAY_BIND") or f"{_config.server.host}:{_config.server.port}"]
+graceful_timeout = _config.server.graceful_timeout
+timeout = 60  # heartbeat: a worker blocked this long is restarted (gevent workers notify while idle)
+keepalive = 5
+accesslog = "-" if _config.server.access_log else None
+errorlog = "-"
+loglevel = "warning" if _config.server.log_level != "debug" else "debug"
+proc_name = "keyrelay"
+forwarded_allow_ips = "127.0.0.1"
+
+
+def on_starting(server):
+    from proxy.store import db
+
+    try:
+        conn = db.connect(_config.server.database)
+        db.migrate(conn)
+        conn.close()
+    except db.DatabaseError as exc:
+        sys.stderr.write(f"keyrelay: {exc}\n")
+        sys.exit(1)
+    prom_dir = tempfile.mkdtemp(prefix="keyrelay-prometheus-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    server._keyrelay_prom_dir = prom_dir
+    for notice in _config.notices:
+        server.log.info("keyrelay: %s", notice)
+
+
+def on_reload(server):
+    """SIGHUP: the file was re-read above; a broken one is reported and the old config keeps serving."""
+    if _reload_error:
+        server.log.error("keyrelay: reload rejected, old config keeps serving: %s", _reload_error)
+    else:
+        server.log.info("keyrelay: config reloaded from %s", _config.source)
+
+
+def post_worker_init(worker):
+    """Flip /healthz to 503 as soon as graceful shutdown begins in this worker."""
+    import signal
+
+    gateway = worker.wsgi.extensions["keyrelay"]
+    original = worker.handle_exit
+
+    def handle_exit(sig, frame):
+        gateway.shutting_down.set()
+        original(sig, frame)
+
+    worker.handle_exit = handle_exit
+    signal.signal(signal.SIGTERM, handle_exit)
+    signal.siginterrupt(signal.SIGTERM, False)
+
+
+def worker_exit(server, worker):
+    app = getattr(worker, "wsgi", None)
+    gateway = getattr(app, "extensions", {}).get("keyrelay") if app else None
+    if gateway is not None:
+        gateway.pool.close()  # flush batched counters
+
+
+def child_exit(server, worker):
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    prom_dir = getattr(server, "_keyrelay_prom_dir", None)
+    if prom_dir:
+        shutil.rmtree(prom_dir, ignore_errors=True)

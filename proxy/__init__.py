@@ -1,0 +1,17 @@
+"""keyrelay: a self-hosted OpenAI-compatible LLM gateway in front of many upstream keys and providers."""
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+
+def create_app(config):  # noqa: ANN001 - re-exported factory, see proxy.app.create_app
+    from proxy.app import create_app as _create_app
+
+    return _create_app(config)
+
+
+def create_app_from_env():
+    """gunicorn's entry point: the config the master validated, else KEYRELAY_CONFIG / the default."""
+    from proxy import runtime
+
+    return create_app(runtime.current_config())

@@ -1,0 +1,57 @@
+"""Render every error in the caller's own envelope: Anthropic for /v1/messages, OpenAI elsewhere.
+
+Werkzeug's HTML error pages (404 route, 405 method, 413 body) and unexpected exceptions are turned into
+the same JSON envelope; a traceback goes to the log, never to the client.
+"""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, json, request
+from werkzeug.exceptions import HTTPException
+
+from proxy.errors import GatewayError
+
+log = logging.getLogger("keyrelay")
+
+_HTTP_MESSAGES = {
+    404: "Unknown path {path}. See GET /v1/models and the README for the endpoints.",
+    405: "Method {method} is not allowed on {path}.",
+    413: "Request body is larger than this gateway's limit ({limit} bytes).",
+}
+
+
+def is_anthropic_path(path: str) -> bool:
+    return path.startswith("/v1/messages")
+
+
+def error_response(err: GatewayError) -> Response:
+    body = err.anthropic_body() if is_anthropic_path(request.path) else err.openai_body()
+    resp = Response(json.dumps(body), status=err.status, mimetype="application/json")
+    for name, value in err.headers.items():
+        resp.headers[name] = value
+    return resp
+
+
+def install(app: Flask) -> None:
+    @app.errorhandler(GatewayError)
+    def _gateway(err: GatewayError) -> Response:
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        template = _HTTP_MESSAGES.get(status)
+        message = (
+            template.format(path=request.path, method=request.method, limit=app.config.get("MAX_CONTENT_LENGTH"))
+            if template else (exc.description or exc.name)
+        )
+        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        return error_response(GatewayError(message, status=status, code=exc.name.lower().replace(" ", "_"),
+                                           headers=headers))
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"event": "unhandled_error"})
+        return error_response(GatewayError("internal error in keyrelay; see its log", status=500,
+                                           code="internal_error"))

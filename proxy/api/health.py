@@ -1,0 +1,43 @@
+"""Liveness and readiness probes; neither needs auth and neither calls an upstream."""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from proxy.store import db
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    gw = current_app.extensions["keyrelay"]
+    if gw.shutting_down.is_set():
+        return jsonify({"status": "shutting_down"}), 503
+    return jsonify({"status": "ok"}), 200
+
+
+@bp.get("/readyz")
+def readyz() -> tuple[Response, int]:
+    gw = current_app.extensions["keyrelay"]
+    reasons = []
+    if gw.shutting_down.is_set():
+        reasons.append("shutting down")
+    try:
+        conn = db.connect(gw.config.server.database, busy_timeout_ms=500)
+        try:
+            problem = db.check_ready(conn)
+        finally:
+            conn.close()
+    except db.DatabaseError as exc:
+        problem = str(exc)
+    if problem:
+        reasons.append(problem)
+    if not problem:
+        try:
+            if gw.pool.usable_count() == 0:
+                reasons.append("no usable upstream key: every key is disabled, invalid, open or cooling down")
+        except Exception as exc:  # an unusable database surfaces here too
+            reasons.append(f"key state unreadable: {type(exc).__name__}")
+    body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons,
+            "config": gw.config.source}
+    return jsonify(body), 200 if not reasons else 503

@@ -1,0 +1,107 @@
+"""The OpenAI-compatible data plane: /v1/chat/completions, /v1/embeddings, /v1/models."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from proxy.errors import BadRequest, GatewayError, ModelNotFound
+from proxy.relay import Trace
+
+bp = Blueprint("proxy", __name__, url_prefix="/v1")
+
+
+def gateway():
+    return current_app.extensions["keyrelay"]
+
+
+def read_json() -> dict:
+    """The request body as a JSON object, or a 400 that says what is wrong."""
+    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    if not raw:
+        raise BadRequest("Request body is empty; expected a JSON object.")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return body
+
+
+def require(body: dict, name: str, kind: type, what: str) -> None:
+    if name not in body:
+        raise BadRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+    if not isinstance(body[name], kind) or (kind is list and not body[name]):
+        raise BadRequest(f"Invalid '{name}': expected {what}.", param=name, code="invalid_type")
+
+
+def start_trace(model: str) -> Trace:
+    g.model = model
+    g.trace = Trace()
+    return g.trace
+
+
+def sse(chunks: Iterator[dict]) -> Iterator[bytes]:
+    """Encode OpenAI chunks as SSE; a failure after the first byte becomes an error event, then [DONE]."""
+    try:
+        for chunk in chunks:
+            yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+    except GatewayError as err:
+        yield b"data: " + json.dumps(err.openai_body()).encode() + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+def stream_response(body: Iterator[bytes], trace: Trace) -> Response:
+    resp = Response(body, mimetype="text/event-stream")
+    resp.headers["Cache-Control"] = "no-cache"
+    resp.headers["X-Accel-Buffering"] = "no"
+    if trace.route_name:
+        resp.headers["X-Keyrelay-Route"] = trace.route_name
+    return resp
+
+
+def routed(payload: dict, trace: Trace) -> Response:
+    resp = jsonify(payload)
+    if trace.route_name:
+        resp.headers["X-Keyrelay-Route"] = trace.route_name
+    return resp
+
+
+@bp.post("/chat/completions")
+def chat_completions() -> Response:
+    body = read_json()
+    require(body, "model", str, "a model name string")
+    require(body, "messages", list, "a non-empty array of messages")
+    for i, msg in enumerate(body["messages"]):
+        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
+            raise BadRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.", param=f"messages[{i}]")
+    trace = start_trace(body["model"])
+    relay = gateway().relay
+    if body.get("stream"):
+        return stream_response(sse(relay.chat_stream(body, trace)), trace)
+    return routed(relay.chat(body, trace), trace)
+
+
+@bp.post("/embeddings")
+def embeddings() -> Response:
+    body = read_json()
+    require(body, "model", str, "a model name string")
+    if not isinstance(body.get("input"), (str, list)) or body.get("input") in ("", []):
+        raise BadRequest("Invalid 'input': expected a non-empty string or array.", param="input")
+    trace = start_trace(body["model"])
+    return routed(gateway().relay.embeddings(body, trace), trace)
+
+
+@bp.get("/models")
+def list_models() -> Response:
+    return jsonify({"object": "list", "data": gateway().relay.models()})
+
+
+@bp.get("/models/<path:model_id>")
+def get_model(model_id: str) -> Response:
+    for model in gateway().relay.models():
+        if model["id"] == model_id:
+            return jsonify(model)
+    raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")

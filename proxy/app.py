@@ -1,0 +1,117 @@
+"""The app factory: one Gateway (config, key pool, relay) per worker process, four blueprints."""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from dataclasses import dataclass, field
+
+from flask import Flask, Response, g, request
+
+from proxy.config import Config
+from proxy.keys import KeyPool, KeySettings, KeySpec
+from proxy.observability import logging as jsonlog
+from proxy.relay import Relay
+from proxy.store import db
+
+log = logging.getLogger("keyrelay")
+
+
+@dataclass
+class Gateway:
+    config: Config
+    pool: KeyPool
+    relay: Relay
+    shutting_down: threading.Event = field(default_factory=threading.Event)
+
+
+def key_specs(config: Config) -> list[KeySpec]:
+    specs = []
+    for p in config.providers:
+        if p.keys:
+            specs += [KeySpec(p.name, k.key, k.weight, k.label) for k in p.keys]
+        else:
+            specs.append(KeySpec(p.name, None))
+    return specs
+
+
+def key_settings(config: Config) -> KeySettings:
+    km = config.key_manager
+    return KeySettings(
+        default_cooldown_s=km.default_cooldown_s,
+        daily_reset_tz=km.daily_reset_tz,
+        breaker_failures=km.breaker_failures,
+        breaker_open_s=km.breaker_open_s,
+        revalidate_interval_s=km.revalidate_interval_s,
+    )
+
+
+def secrets_of(config: Config) -> tuple[str, ...]:
+    out = [k.key for p in config.providers for k in p.keys if k.key]
+    if config.server.admin_token:
+        out.append(config.server.admin_token)
+    return tuple(out)
+
+
+def create_app(config: Config) -> Flask:
+    """Build the WSGI app for one worker: migrate the database, sync keys, register blueprints."""
+    jsonlog.setup(config.server.log_level, secrets_of(config))
+    conn = db.connect(config.server.database)
+    try:
+        db.migrate(conn)
+    finally:
+        conn.close()
+    pool = KeyPool(config.server.database, key_settings(config))
+    pool.sync(key_specs(config))
+
+    app = Flask("keyrelay")
+    app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    app.json.sort_keys = False
+    from proxy.observability import metrics
+
+    gw = Gateway(config, pool, Relay(config, pool, observe=metrics.observe_attempt))
+    app.extensions["keyrelay"] = gw
+
+    from proxy.api import admin, errors, health, openai
+
+    errors.install(app)
+    app.register_blueprint(openai.bp)
+    app.register_blueprint(admin.bp)
+    app.register_blueprint(health.bp)
+    metrics.install(app, gw)
+    _install_request_log(app)
+    return app
+
+
+def _install_request_log(app: Flask) -> None:
+    import time
+
+    @app.before_request
+    def _start() -> None:
+        g.started = time.monotonic()
+        rid = request.headers.get("X-Request-ID", "")
+        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+
+    @app.after_request
+    def _finish(resp: Response) -> Response:
+        resp.headers["X-Request-ID"] = g.get("request_id", "")
+        trace = g.get("trace")
+        entry = {
+            "event": "request",
+            "request_id": g.get("request_id"),
+            "method": request.method,
+            "path": request.path,
+            "status": resp.status_code,
+            "model": g.get("model"),
+            "latency_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),
+        }
+        if trace is not None:
+            entry.update(
+                provider=trace.route.provider if trace.route else None,
+                key_id=trace.key_id,
+                attempts=len(trace.attempts),
+                upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
+            )
+        if request.path not in ("/healthz", "/readyz", "/metrics"):
+            log.info("request", extra=entry)
+        return resp

@@ -1,0 +1,170 @@
+"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, version.
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from proxy import __version__
+from proxy.config import REPO_DIR, ConfigError, load_config
+
+GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        sys.stderr.write(f"keyrelay: {message} (see keyrelay --help)\n")
+        raise SystemExit(2)
+
+
+def _fail(message: str, code: int = 2) -> int:
+    sys.stderr.write(f"keyrelay: {' '.join(str(message).split())}\n")
+    return code
+
+
+def _config_path(arg: str | None) -> str | None:
+    return arg or os.environ.get("KEYRELAY_CONFIG") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    path = _config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    if args.bind:
+        host, sep, port = args.bind.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            return _fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
+    env = dict(os.environ)
+    if path:
+        env["KEYRELAY_CONFIG"] = str(Path(path).resolve())
+    env["KEYRELAY_BIND"] = args.bind or f"{config.server.host}:{config.server.port}"
+    env["KEYRELAY_WORKERS"] = str(args.workers or config.server.workers)
+    for notice in config.notices:
+        sys.stderr.write(f"keyrelay: {notice}\n")
+    argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "proxy:create_app_from_env()"]
+    sys.stderr.flush()
+    os.execve(sys.executable, argv, env)  # gunicorn's master becomes this process: signals reach it
+    return 1  # not reached
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    print(f"config ok: {len(config.providers)} provider(s), {len(config.models)} model(s)")
+    return 0
+
+
+def _open_db(args: argparse.Namespace):  # noqa: ANN202
+    from proxy.store import db
+
+    config = load_config(_config_path(args.config))
+    conn = db.connect(config.server.database)
+    db.migrate(conn)
+    return config, conn
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from proxy.store import db
+
+    try:
+        config = load_config(_config_path(args.config))
+        conn = db.connect(config.server.database)
+        applied = db.migrate(conn)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    except db.DatabaseError as exc:
+        return _fail(str(exc), 1)
+    print(f"database {config.server.database}: schema version {db.applied_version(conn)}"
+          f" ({len(applied)} migration(s) applied)")
+    return 0
+
+
+def _pool(args: argparse.Namespace):  # noqa: ANN202
+    from proxy.app import key_settings, key_specs
+    from proxy.keys import KeyPool
+
+    config, conn = _open_db(args)
+    conn.close()
+    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
+    pool.sync(key_specs(config))
+    return pool
+
+
+def cmd_snapshot(args: argparse.Namespace) -> int:
+    from proxy.keys.snapshot import SnapshotError
+    from proxy.store import db
+
+    try:
+        pool = _pool(args)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    except db.DatabaseError as exc:
+        return _fail(str(exc), 1)
+    try:
+        if args.action == "export":
+            text = json.dumps(pool.export_snapshot(), indent=2, sort_keys=True) + "\n"
+            if args.file and args.file != "-":
+                tmp = Path(args.file + ".tmp")
+                tmp.write_text(text)
+                tmp.replace(args.file)
+            else:
+                sys.stdout.write(text)
+            return 0
+        if not args.file:
+            return _fail("snapshot import needs a FILE")
+        try:
+            doc = json.loads(Path(args.file).read_text() if args.file != "-" else sys.stdin.read())
+        except (OSError, ValueError) as exc:
+            return _fail(f"snapshot {args.file}: unreadable: {exc}")
+        try:
+            pool.import_snapshot(doc, actor="cli")
+        except SnapshotError as exc:
+            return _fail(f"snapshot refused, nothing changed: {exc}")
+        print(f"snapshot imported: {len(doc.get('keys', []))} key(s)")
+        return 0
+    finally:
+        pool.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="keyrelay", description="Self-hosted OpenAI-compatible LLM gateway.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    serve = sub.add_parser("serve", help="run the gateway under gunicorn with gevent workers")
+    serve.add_argument("--config", help="config file (default: $KEYRELAY_CONFIG or config/keyrelay.yaml)")
+    serve.add_argument("--bind", help="HOST:PORT to listen on (default: server.host:server.port)")
+    serve.add_argument("--workers", type=int, help="number of gevent workers (default: server.workers)")
+    serve.set_defaults(func=cmd_serve)
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("path")
+    check.set_defaults(func=cmd_check_config)
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    migrate.add_argument("--config")
+    migrate.set_defaults(func=cmd_migrate)
+    snap = sub.add_parser("snapshot", help="export or import key state as JSON")
+    snap.add_argument("action", choices=("export", "import"))
+    snap.add_argument("file", nargs="?")
+    snap.add_argument("--config")
+    snap.set_defaults(func=cmd_snapshot)
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=lambda args: print(f"keyrelay {__version__}") or 0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "workers", None) is not None and args.workers < 1:
+        return _fail("--workers: must be at least 1")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

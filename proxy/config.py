@@ -1,0 +1,445 @@
+"""Configuration: YAML with ${VAR} / ${VAR:-default} substitution, validated into typed objects at load.
+
+Every validation error names the exact path of the bad value (``providers[1].keys[0]: ...``).
+The names ``server.host/port/database/admin_token``, ``providers[].name/type/base_url/keys`` and
+``models[].name/targets[].provider/model`` are a contract: extend, never rename.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_DIR = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
+
+PROVIDER_TYPES = ("gemini", "openai", "anthropic", "ollama", "mock")
+DEFAULT_BASE_URLS = {
+    "gemini": "https://generativelanguage.googleapis.com/v1beta",
+    "openai": "https://api.openai.com/v1",
+    "anthropic": "https://api.anthropic.com/v1",
+    "ollama": "http://127.0.0.1:11434",
+    "mock": "mock://local",
+}
+KEYLESS_TYPES = ("ollama", "mock")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message starts with the path of the offending value."""
+
+
+# ---------------------------------------------------------------------------------------------- schema
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 4806
+    database: str = "var/keyrelay.db"
+    admin_token: str | None = None
+    workers: int = 2
+    max_body_bytes: int = 10 * 1024 * 1024
+    graceful_timeout: float = 30.0
+    log_level: str = "info"
+    access_log: bool = False
+    trusted_proxies: int = 0  # X-Forwarded-For hops to trust (nginx in front: 1)
+
+
+@dataclass(frozen=True)
+class KeyManagerConfig:
+    default_cooldown_s: float = 60.0
+    daily_reset_tz: str = "America/Los_Angeles"
+    breaker_failures: int = 5
+    breaker_open_s: float = 30.0
+    revalidate_interval_s: float = 300.0
+
+
+@dataclass(frozen=True)
+class RetryConfig:
+    attempts: int = 4  # upstream attempts per request, across keys and targets
+    backoff_base_s: float = 0.05
+    backoff_cap_s: float = 2.0
+    retry_after_cap_s: float = 5.0  # longest wait honoured inside one request
+    deadline_s: float = 120.0  # overall per request, streams until the first chunk
+    retry_on: tuple[str, ...] = ("quota", "transient", "auth")
+
+
+@dataclass(frozen=True)
+class TimeoutConfig:
+    connect: float = 5.0
+    first_byte: float = 60.0
+    idle: float = 60.0
+
+
+@dataclass(frozen=True)
+class KeyConfig:
+    key: str | None
+    weight: float = 1.0
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class ProviderConfig:
+    name: str
+    type: str
+    base_url: str
+    keys: tuple[KeyConfig, ...] = ()
+    timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
+    headers: dict[str, str] = field(default_factory=dict)
+    models: tuple[str, ...] = ()  # upstream models advertised in /v1/models as "provider/model"
+    latency_ms: float = 0.0  # mock only: simulated latency before the answer
+    chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    provider: str
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    targets: tuple[TargetConfig, ...]
+    strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    providers: tuple[ProviderConfig, ...]
+    models: tuple[ModelConfig, ...]
+    key_manager: KeyManagerConfig = field(default_factory=KeyManagerConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    source: str = "<memory>"
+    notices: tuple[str, ...] = ()  # what the loader decided (e.g. which upstream is active), said at startup
+
+    def provider(self, name: str) -> ProviderConfig | None:
+        return next((p for p in self.providers if p.name == name), None)
+
+    def model(self, name: str) -> ModelConfig | None:
+        return next((m for m in self.models if m.name == name), None)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def substitute(value: Any, env: dict[str, str], path: str = "") -> Any:
+    """Replace ${VAR} and ${VAR:-default} in every string of parsed YAML (comments are never touched,
+    and a substituted value cannot change the document's structure). An unset ${VAR} is an error."""
+    if isinstance(value, dict):
+        return {k: substitute(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def repl(m: re.Match) -> str:
+        name, default = m.group(1), m.group(2)
+        found = env.get(name)
+        if found is None or (found == "" and default is not None):
+            if default is None:
+                raise ConfigError(f"{path or '<root>'}: environment variable {name} is not set "
+                                  f"(write ${{{name}:-}} to allow an empty value)")
+            return default
+        return found
+
+    return _VAR.sub(repl, value)
+
+
+def load_config(path: str | Path | None = None, env: dict[str, str] | None = None) -> Config:
+    """Read, substitute and validate a config file (default: config/keyrelay.yaml)."""
+    path = Path(path) if path else DEFAULT_CONFIG
+    env = dict(os.environ if env is None else env)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "yaml"
+        raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(substitute(data, env), source=str(path))
+
+
+def parse_config(data: Any, source: str = "<memory>") -> Config:
+    if data is None:
+        data = {}
+    obj = _Obj(data, "")
+    server = _server(obj.sub("server", {}))
+    key_manager = _key_manager(obj.sub("key_manager", {}))
+    retry = _retry(obj.sub("retry", {}))
+    providers, skipped, notices = _providers(obj.list("providers", []))
+    models = _models(obj.list("models", []), providers, skipped)
+    obj.done()
+    if not providers:
+        raise ConfigError("providers: at least one provider is required")
+    return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices))
+
+
+class _Obj:
+    """A mapping being validated; remembers its path and which keys were read (unknown keys are errors)."""
+
+    def __init__(self, data: Any, path: str) -> None:
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path or '<root>'}: expected a mapping, got {_kind(data)}")
+        self.data, self.path, self.seen = data, path, set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.seen.add(key)
+        return self.data.get(key, default)
+
+    def sub(self, key: str, default: Any) -> _Obj:
+        value = self.get(key, default)
+        return _Obj({} if value is None else value, self.at(key))
+
+    def list(self, key: str, default: list) -> list[tuple[Any, str]]:
+        value = self.get(key, default)
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise ConfigError(f"{self.at(key)}: expected a list, got {_kind(value)}")
+        return [(v, f"{self.at(key)}[{i}]") for i, v in enumerate(value)]
+
+    def str(self, key: str, default: Any = ..., *, choices: tuple[str, ...] | None = None) -> Any:
+        value = self.get(key, default)
+        if value is ...:
+            raise ConfigError(f"{self.at(key)}: required")
+        if value is None and default is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{self.at(key)}: expected a non-empty string, got {_kind(value)}")
+        if choices and value not in choices:
+            raise ConfigError(f"{self.at(key)}: must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def num(self, key: str, default: float, *, minimum: float = 0, integer: bool = False,
+            maximum: float | None = None) -> Any:
+        value = self.get(key, default)
+        if isinstance(value, str):  # values substituted from the environment arrive as strings
+            try:
+                value = int(value) if integer else float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise ConfigError(f"{self.at(key)}: expected {'an integer' if integer else 'a number'}, "
+                              f"got {_kind(value)}")
+        if value < minimum or (maximum is not None and value > maximum):
+            rng = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(f"{self.at(key)}: must be {rng}, got {value}")
+        return value
+
+    def bool(self, key: str, default: bool) -> bool:
+        value = self.get(key, default)
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            value = value.lower() in ("true", "1", "yes")
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.at(key)}: expected true or false, got {_kind(value)}")
+        return value
+
+    def done(self) -> None:
+        unknown = sorted(set(self.data) - self.seen, key=str)
+        if unknown:
+            raise ConfigError(f"{self.at(str(unknown[0]))}: unknown option")
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    if isinstance(value, str):
+        return f"string {value!r}" if len(value) < 40 else "a string"
+    return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _server(o: _Obj) -> ServerConfig:
+    d = ServerConfig()
+    token = o.get("admin_token")
+    if token is not None and not isinstance(token, str):
+        raise ConfigError(f"{o.at('admin_token')}: expected a string")
+    cfg = ServerConfig(
+        host=o.str("host", d.host),
+        port=o.num("port", d.port, minimum=0, maximum=65535, integer=True),
+        database=o.str("database", d.database),
+        admin_token=token or None,
+        workers=o.num("workers", d.workers, minimum=1, maximum=64, integer=True),
+        max_body_bytes=o.num("max_body_bytes", d.max_body_bytes, minimum=1024, integer=True),
+        graceful_timeout=o.num("graceful_timeout", d.graceful_timeout),
+        log_level=o.str("log_level", d.log_level, choices=LOG_LEVELS),
+        access_log=o.bool("access_log", d.access_log),
+        trusted_proxies=o.num("trusted_proxies", d.trusted_proxies, integer=True, maximum=10),
+    )
+    o.done()
+    return cfg
+
+
+def _key_manager(o: _Obj) -> KeyManagerConfig:
+    d = KeyManagerConfig()
+    tz = o.str("daily_reset_tz", d.daily_reset_tz)
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(tz)
+    except Exception:
+        raise ConfigError(f"{o.at('daily_reset_tz')}: unknown time zone {tz!r}") from None
+    cfg = KeyManagerConfig(
+        default_cooldown_s=o.num("default_cooldown_s", d.default_cooldown_s),
+        daily_reset_tz=tz,
+        breaker_failures=o.num("breaker_failures", d.breaker_failures, minimum=1, integer=True),
+        breaker_open_s=o.num("breaker_open_s", d.breaker_open_s),
+        revalidate_interval_s=o.num("revalidate_interval_s", d.revalidate_interval_s, minimum=1),
+    )
+    o.done()
+    return cfg
+
+
+def _retry(o: _Obj) -> RetryConfig:
+    d = RetryConfig()
+    retry_on = o.get("retry_on", list(d.retry_on))
+    if not isinstance(retry_on, list) or any(v not in ("quota", "transient", "auth") for v in retry_on):
+        raise ConfigError(f"{o.at('retry_on')}: expected a list of quota, transient, auth")
+    cfg = RetryConfig(
+        attempts=o.num("attempts", d.attempts, minimum=1, maximum=50, integer=True),
+        backoff_base_s=o.num("backoff_base_s", d.backoff_base_s),
+        backoff_cap_s=o.num("backoff_cap_s", d.backoff_cap_s),
+        retry_after_cap_s=o.num("retry_after_cap_s", d.retry_after_cap_s),
+        deadline_s=o.num("deadline_s", d.deadline_s, minimum=0.1),
+        retry_on=tuple(retry_on),
+    )
+    o.done()
+    return cfg
+
+
+def _timeouts(o: _Obj) -> TimeoutConfig:
+    d = TimeoutConfig()
+    cfg = TimeoutConfig(
+        connect=o.num("connect", d.connect, minimum=0.01),
+        first_byte=o.num("first_byte", d.first_byte, minimum=0.01),
+        idle=o.num("idle", d.idle, minimum=0.01),
+    )
+    o.done()
+    return cfg
+
+
+def _keys(raw: Any, path: str) -> list[KeyConfig]:
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):  # "${GEMINI_API_KEYS}" → comma-separated keys
+        return [KeyConfig(k.strip()) for k in raw.split(",") if k.strip()]
+    if not isinstance(raw, list):
+        raise ConfigError(f"{path}: expected a list of keys or a comma-separated string")
+    keys = []
+    for i, item in enumerate(raw):
+        at = f"{path}[{i}]"
+        if isinstance(item, str):
+            if not item.strip():
+                raise ConfigError(f"{at}: empty key")
+            keys.append(KeyConfig(item.strip()))
+            continue
+        o = _Obj(item, at)
+        secret = o.str("key")
+        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None)))
+        o.done()
+    return keys
+
+
+def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[str], list[str]]:
+    """Providers in config order. ``optional: true`` skips a provider with no key; ``standby: true``
+    (the built-in mock in the default config) is used only when no other provider is active."""
+    providers, standby, notices, names, skipped = [], [], [], set(), set()
+    for raw, path in items:
+        o = _Obj(raw, path)
+        name = o.str("name")
+        if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
+            raise ConfigError(f"{o.at('name')}: use letters, digits, '.', '_' or '-' (got {name!r})")
+        if name in names:
+            raise ConfigError(f"{o.at('name')}: duplicate provider name {name!r}")
+        names.add(name)
+        ptype = o.str("type", choices=PROVIDER_TYPES)
+        base_url = (o.str("base_url", None) or DEFAULT_BASE_URLS[ptype]).rstrip("/")
+        if not re.match(r"^(https?|mock)://", base_url):
+            raise ConfigError(f"{o.at('base_url')}: expected an http(s) URL, got {base_url!r}")
+        keys = _keys(o.get("keys"), o.at("keys"))
+        models = o.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+            raise ConfigError(f"{o.at('models')}: expected a list of model names")
+        headers = o.get("headers", {}) or {}
+        if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
+            raise ConfigError(f"{o.at('headers')}: expected a mapping of header name to string")
+        optional = o.bool("optional", False)
+        is_standby = o.bool("standby", False)
+        provider = ProviderConfig(
+            name=name,
+            type=ptype,
+            base_url=base_url,
+            keys=tuple(keys) if ptype not in KEYLESS_TYPES else (),
+            timeouts=_timeouts(o.sub("timeouts", {})),
+            headers={str(k): v for k, v in headers.items()},
+            models=tuple(models),
+            latency_ms=o.num("latency_ms", 0.0),
+            chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
+        )
+        o.done()
+        if ptype not in KEYLESS_TYPES and not keys:
+            if optional:
+                notices.append(f"provider {name}: skipped, no key configured")
+                skipped.add(name)
+                continue
+            raise ConfigError(f"{o.at('keys')}: provider type {ptype} needs at least one key")
+        (standby if is_standby else providers).append(provider)
+    if standby and not providers:
+        notices.append("no upstream key configured: serving the built-in mock provider")
+        providers = standby
+    elif providers:
+        skipped.update(p.name for p in standby)
+        active = ", ".join(f"{p.name} ({p.type}, {len(p.keys) or 'no'} key{'s' * (len(p.keys) != 1)})"
+                           for p in providers)
+        notices.append(f"upstream providers: {active}")
+    return providers, skipped, notices
+
+
+def _models(
+    items: list[tuple[Any, str]], providers: list[ProviderConfig], skipped: set[str]
+) -> list[ModelConfig]:
+    """Models; targets naming a provider that was skipped (optional/standby) are dropped."""
+    active = {p.name for p in providers}
+    models, names = [], set()
+    for raw, path in items:
+        o = _Obj(raw, path)
+        name = o.str("name")
+        if name in names:
+            raise ConfigError(f"{o.at('name')}: duplicate model name {name!r}")
+        names.add(name)
+        strategy = o.str("strategy", "fallback", choices=("fallback", "weighted"))
+        targets = []
+        raw_targets = o.list("targets", [])
+        if not raw_targets:
+            raise ConfigError(f"{o.at('targets')}: at least one target is required")
+        for traw, tpath in raw_targets:
+            t = _Obj(traw, tpath)
+            target = TargetConfig(t.str("provider"), t.str("model"), t.num("weight", 1.0))
+            t.done()
+            if target.provider in active:
+                targets.append(target)
+            elif target.provider not in skipped:
+                raise ConfigError(f"{t.at('provider')}: unknown provider {target.provider!r}")
+        o.done()
+        if targets:
+            models.append(ModelConfig(name, tuple(targets), strategy))
+    return models
+

@@ -1,0 +1,509 @@
+"""Anthropic Messages API upstream: OpenAI-shaped requests in, OpenAI-shaped answers out.
+
+Pure translation (``to_anthropic_request``, ``from_anthropic_response``, ``AnthropicStreamTranslator``,
+``classify_error``) is separate from the I/O in ``AnthropicAdapter``. The module also offers a faithful
+pass-through (``messages_passthrough*``) for Anthropic-speaking clients routed to an Anthropic upstream,
+where translating through the OpenAI shape would lose information (thinking blocks, cache control...).
+See shared/api-notes.md §5 and §7.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
+
+from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
+from proxy.providers import http
+from proxy.providers.base import Call
+
+DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
+
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def _client_error(message: str) -> UpstreamError:
+    return UpstreamError(message, outcome=CLIENT, status=400)
+
+
+# ---------------------------------------------------------------- request: OpenAI -> Anthropic
+
+
+def _text_of(content: Any) -> str:
+    """Plain text of an OpenAI content value (string or list of text parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+    raise _client_error("message content must be a string or a list of parts")
+
+
+def _image_block(part: dict) -> dict:
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str) or not url:
+        raise _client_error("image_url part without a url")
+    if url.startswith("data:"):
+        header, sep, data = url[5:].partition(",")
+        media_type, _, encoding = header.partition(";")
+        if not sep or encoding != "base64":
+            raise _client_error("image data URLs must be base64 encoded (data:<type>;base64,...)")
+        return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    return {"type": "image", "source": {"type": "url", "url": url}}
+
+
+def _content_blocks(content: Any) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}] if content else []
+    if not isinstance(content, list):
+        raise _client_error("message content must be a string or a list of parts")
+    blocks: list[dict] = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                blocks.append({"type": "text", "text": part["text"]})
+        elif kind == "image_url":
+            blocks.append(_image_block(part))
+        else:
+            raise _client_error(f"content part type {kind!r} is not supported by this model")
+    return blocks
+
+
+def _tool_use_block(call: dict) -> dict:
+    fn = call.get("function") or {}
+    raw = fn.get("arguments") or "{}"
+    try:
+        args = json.loads(raw) if isinstance(raw, str) else raw
+    except ValueError:
+        raise _client_error("tool call arguments are not valid JSON") from None
+    if not isinstance(args, dict):
+        raise _client_error("tool call arguments must be a JSON object")
+    return {"type": "tool_use", "id": call.get("id") or _new_id("toolu_"), "name": fn.get("name", ""),
+            "input": args}
+
+
+def _tool_result_block(msg: dict) -> dict:
+    content = msg.get("content")
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": msg.get("tool_call_id", "")}
+    if isinstance(content, list):
+        block["content"] = _content_blocks(content)
+    else:
+        block["content"] = _text_of(content)
+    return block
+
+
+def _tool_choice(choice: Any, parallel: Any) -> dict | None:
+    if choice is None:
+        out: dict[str, Any] | None = {"type": "auto"} if parallel is False else None
+    elif choice == "auto":
+        out = {"type": "auto"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "none":
+        return {"type": "none"}
+    elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
+        out = {"type": "tool", "name": choice["function"].get("name", "")}
+    else:
+        raise _client_error("unsupported tool_choice")
+    if out is not None and parallel is False:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def to_anthropic_request(req: dict, model: str) -> dict:
+    """Translate an OpenAI chat request into a Messages API body (without ``stream``)."""
+    system: list[str] = []
+    turns: list[dict] = []
+    for msg in req.get("messages") or []:
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(msg.get("content"))
+            if text:
+                system.append(text)
+            continue
+        if role == "user":
+            turn = {"role": "user", "content": _content_blocks(msg.get("content"))}
+        elif role == "assistant":
+            blocks = _content_blocks(msg.get("content"))
+            blocks += [_tool_use_block(c) for c in msg.get("tool_calls") or []]
+            turn = {"role": "assistant", "content": blocks}
+        elif role == "tool":
+            turn = {"role": "user", "content": [_tool_result_block(msg)]}
+        else:
+            raise _client_error(f"message role {role!r} is not supported")
+        if turns and turns[-1]["role"] == turn["role"]:
+            turns[-1]["content"].extend(turn["content"])  # Anthropic expects alternating turns
+        else:
+            turns.append(turn)
+
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": req.get("max_completion_tokens") or req.get("max_tokens") or DEFAULT_MAX_TOKENS,
+        "messages": turns,
+    }
+    if system:
+        body["system"] = "\n\n".join(system)
+    for key in ("temperature", "top_p"):
+        if req.get(key) is not None:
+            body[key] = req[key]
+    stop = req.get("stop")
+    if stop:
+        body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+    tools = req.get("tools")
+    if tools:
+        body["tools"] = [_tool_def(t) for t in tools]
+        choice = _tool_choice(req.get("tool_choice"), req.get("parallel_tool_calls"))
+        if choice is not None:
+            body["tool_choice"] = choice
+    if isinstance(req.get("user"), str):
+        body["metadata"] = {"user_id": req["user"]}
+    return body
+
+
+def _tool_def(tool: dict) -> dict:
+    if tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise _client_error("only function tools are supported")
+    fn = tool["function"]
+    out: dict[str, Any] = {"name": fn.get("name", "")}
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    out["input_schema"] = fn.get("parameters") or {"type": "object", "properties": {}}
+    return out
+
+
+# ---------------------------------------------------------------- response: Anthropic -> OpenAI
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + uuid.uuid4().hex[:24]
+
+
+def _usage(u: dict) -> dict:
+    """OpenAI usage from Anthropic usage. Anthropic input_tokens excludes cache reads/writes, while
+    OpenAI prompt_tokens includes cached tokens, so both cache counts are added to prompt_tokens."""
+    cache_read = u.get("cache_read_input_tokens") or 0
+    cache_write = u.get("cache_creation_input_tokens") or 0
+    prompt = (u.get("input_tokens") or 0) + cache_read + cache_write
+    completion = u.get("output_tokens") or 0
+    out: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                           "total_tokens": prompt + completion}
+    if cache_read or cache_write:
+        out["prompt_tokens_details"] = {"cached_tokens": cache_read}
+    return out
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return _FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def from_anthropic_response(body: dict, model: str) -> dict:
+    """Translate a Messages API response into a ``chat.completion`` (thinking blocks are dropped)."""
+    texts: list[str] = []
+    tool_calls: list[dict] = []
+    for block in body.get("content") or []:
+        if block.get("type") == "text":
+            texts.append(block.get("text", ""))
+        elif block.get("type") == "tool_use":
+            tool_calls.append({
+                "id": block.get("id") or _new_id("call_"),
+                "type": "function",
+                "function": {"name": block.get("name", ""),
+                             "arguments": json.dumps(block.get("input") or {})},
+            })
+    text = "".join(texts)
+    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "id": body.get("id") or _new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": finish_reason(body.get("stop_reason"))}],
+        "usage": _usage(body.get("usage") or {}),
+    }
+
+
+# ---------------------------------------------------------------- streaming: Anthropic SSE -> OpenAI chunks
+
+
+def stream_error(error: dict) -> UpstreamError:
+    """UpstreamError for an ``error`` event received after HTTP 200."""
+    kind = error.get("type", "api_error")
+    message = f"anthropic stream error: {kind}: {error.get('message', '')}"
+    if kind == "rate_limit_error":
+        return UpstreamError(message, outcome=QUOTA, status=429, code=kind)
+    status = 503 if kind == "overloaded_error" else 502
+    return UpstreamError(message, outcome=TRANSIENT, status=status, code=kind)
+
+
+class AnthropicStreamTranslator:
+    """Feed Anthropic stream events one by one; get back OpenAI ``chat.completion.chunk`` dicts."""
+
+    def __init__(self, model: str, include_usage: bool = False) -> None:
+        self.model = model
+        self.include_usage = include_usage
+        self.id = _new_id("chatcmpl-")
+        self.created = int(time.time())
+        self.done = False
+        self._usage: dict = {}
+        self._stop_reason: str | None = None
+        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                "model": self.model,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    def feed(self, event: str, data: dict) -> list[dict]:
+        if event == "message_start":
+            message = data.get("message") or {}
+            self.id = message.get("id") or self.id
+            self._usage.update(message.get("usage") or {})
+            return [self._chunk({"role": "assistant", "content": ""})]
+        if event == "content_block_start":
+            block = data.get("content_block") or {}
+            if block.get("type") == "text" and block.get("text"):
+                return [self._chunk({"content": block["text"]})]
+            if block.get("type") == "tool_use":
+                index = self._tools[data.get("index", 0)] = len(self._tools)
+                args = json.dumps(block["input"]) if block.get("input") else ""
+                return [self._chunk({"tool_calls": [{
+                    "index": index, "id": block.get("id") or _new_id("call_"), "type": "function",
+                    "function": {"name": block.get("name", ""), "arguments": args}}]})]
+            return []  # thinking, redacted_thinking, server tools: not shown to OpenAI clients
+        if event == "content_block_delta":
+            delta = data.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                return [self._chunk({"content": delta["text"]})]
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self._tools.get(data.get("index", 0))
+                if index is not None:
+                    return [self._chunk({"tool_calls": [
+                        {"index": index, "function": {"arguments": delta["partial_json"]}}]})]
+            return []
+        if event == "message_delta":
+            self._stop_reason = (data.get("delta") or {}).get("stop_reason") or self._stop_reason
+            # message_delta usage is cumulative; it may repeat input_tokens.
+            self._usage.update({k: v for k, v in (data.get("usage") or {}).items() if v is not None})
+            return []
+        if event == "message_stop":
+            self.done = True
+            out = [self._chunk({}, finish_reason(self._stop_reason))]
+            if self.include_usage:
+                out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
+                            "model": self.model, "choices": [], "usage": _usage(self._usage)})
+            return out
+        if event == "error":
+            raise stream_error(data.get("error") or {})
+        return []  # ping, content_block_stop and unknown future events
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _header(headers: Any, name: str) -> str | None:
+    if headers is None:
+        return None
+    for key, value in headers.items():
+        if key.lower() == name:
+            return value
+    return None
+
+
+def classify_error(status: int, body: bytes | str | dict | None, headers: Any = None, *,
+                   secret: str | None = None) -> UpstreamError:
+    """UpstreamError for an Anthropic error response. ``secret`` (the key) is scrubbed from the message."""
+    err: dict = {}
+    if isinstance(body, (bytes, str)):
+        try:
+            body = json.loads(body or b"{}")
+        except ValueError:
+            body = None
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        err = body["error"]
+    kind = str(err.get("type") or f"http_{status}")
+    text = str(err.get("message") or "")
+    if secret:
+        text = text.replace(secret, "***")
+    message = f"anthropic {status} {kind}" + (f": {text}" if text else "")
+    if status == 401:
+        return UpstreamError(message, outcome=AUTH, status=401, upstream_status=status, code=kind)
+    if status == 403:
+        return UpstreamError(message, outcome=AUTH, status=403, upstream_status=status, code=kind)
+    if status == 429:
+        retry = http.parse_retry_after(_header(headers, "retry-after"))
+        return UpstreamError(message, outcome=QUOTA, status=429, retry_after=retry, upstream_status=status,
+                             code=kind)
+    if status == 402 or (status == 400 and "credit balance" in text.lower()):
+        # The account behind this key cannot pay: a key-specific, long-lasting quota problem.
+        return UpstreamError(message, outcome=QUOTA, status=429, daily=True, upstream_status=status,
+                             code=kind)
+    if status >= 500 or status == 408:
+        client_status = 504 if status == 408 else {529: 503, 503: 503, 504: 504}.get(status, 502)
+        return UpstreamError(message, outcome=TRANSIENT, status=client_status, upstream_status=status,
+                             code=kind)
+    if 400 <= status < 500:
+        return UpstreamError(message, outcome=CLIENT, status=status, upstream_status=status, code=kind)
+    return UpstreamError(message, outcome=TRANSIENT, status=502, upstream_status=status, code=kind)
+
+
+# ---------------------------------------------------------------- I/O
+
+
+def _headers(call: Call) -> dict[str, str]:
+    headers = {"anthropic-version": ANTHROPIC_VERSION, **call.headers}
+    if call.key:
+        headers["x-api-key"] = call.key
+    return headers
+
+
+def _base(call: Call) -> str:
+    return (call.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+
+def _json(data: bytes) -> dict:
+    try:
+        obj = json.loads(data)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UpstreamError("anthropic returned a body that is not a JSON object", outcome=TRANSIENT,
+                            status=502)
+    return obj
+
+
+def _error_body(resp: http.StreamResponse) -> bytes:
+    try:
+        return resp.read_all()
+    except Exception:  # the status alone still classifies the error
+        return b""
+
+
+def _post(call: Call, path: str, body: dict) -> dict:
+    status, headers, data = http.request("POST", _base(call) + path, headers=_headers(call), body=body,
+                                         timeouts=call.timeouts)
+    if status >= 400:
+        raise classify_error(status, data, headers, secret=call.key)
+    return _json(data)
+
+
+def _sse_events(call: Call, body: dict) -> Iterator[tuple[str, dict]]:
+    """POST a streaming request; yield (event, data) until the connection closes. Errors before the first
+    event raise from the first ``next()``; the response is closed when the generator is closed."""
+    resp = http.open_request("POST", _base(call) + "/messages", headers=_headers(call), body=body,
+                             timeouts=call.timeouts)
+    try:
+        if resp.status >= 400:
+            raise classify_error(resp.status, _error_body(resp), resp.headers, secret=call.key)
+        for event, raw in http.iter_sse_data(resp.iter_lines()):
+            try:
+                data = json.loads(raw)
+            except ValueError:
+                data = None
+            if not isinstance(data, dict):
+                raise UpstreamError("anthropic sent an invalid stream event", outcome=TRANSIENT, status=502)
+            yield event or data.get("type", ""), data
+    finally:
+        resp.close()
+
+
+def _truncated() -> UpstreamError:
+    return UpstreamError("anthropic stream ended before message_stop", outcome=TRANSIENT, status=502)
+
+
+def messages_passthrough(call: Call, body: dict) -> dict:
+    """Anthropic client -> Anthropic upstream, unchanged except the model name (upstream id out, the
+    client's name back in the response)."""
+    client_model = body.get("model")
+    upstream = {**body, "model": call.model}
+    upstream.pop("stream", None)
+    resp = _post(call, "/messages", upstream)
+    if client_model:
+        resp["model"] = client_model
+    return resp
+
+
+def messages_passthrough_stream(call: Call, body: dict) -> Iterator[tuple[str, dict]]:
+    """Streaming pass-through: yields (event_name, data) as received (model renamed in message_start).
+    An ``error`` event raises UpstreamError (the endpoint re-emits it in the client's dialect)."""
+    client_model = body.get("model")
+    upstream = {**body, "model": call.model, "stream": True}
+    events = _sse_events(call, upstream)
+    try:
+        for event, data in events:
+            if event == "error":
+                raise stream_error(data.get("error") or {})
+            if event == "message_start" and client_model and isinstance(data.get("message"), dict):
+                data["message"]["model"] = client_model
+            yield event, data
+            if event == "message_stop":
+                return
+        raise _truncated()
+    finally:
+        events.close()
+
+
+class AnthropicAdapter:
+    """Adapter for the Anthropic Messages API (see proxy/providers/base.py for the contract)."""
+
+    name = "anthropic"
+
+    def chat(self, call: Call, req: dict) -> dict:
+        resp = _post(call, "/messages", to_anthropic_request(req, call.model))
+        return from_anthropic_response(resp, req.get("model") or call.model)
+
+    def chat_stream(self, call: Call, req: dict) -> Iterator[dict]:
+        body = {**to_anthropic_request(req, call.model), "stream": True}
+        include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        translator = AnthropicStreamTranslator(req.get("model") or call.model, include_usage)
+        events = _sse_events(call, body)
+        try:
+            for event, data in events:
+                yield from translator.feed(event, data)
+                if translator.done:
+                    return
+            raise _truncated()
+        finally:
+            events.close()
+
+    def embeddings(self, call: Call, req: dict) -> dict:
+        raise UpstreamError("embeddings are not supported by the Anthropic API", outcome=CLIENT, status=400)
+
+    def list_models(self, call: Call) -> list[str]:
+        names: list[str] = []
+        after: str | None = None
+        while True:
+            url = _base(call) + "/models?limit=1000" + (f"&after_id={quote(after)}" if after else "")
+            status, headers, data = http.request("GET", url, headers=_headers(call), timeouts=call.timeouts)
+            if status >= 400:
+                raise classify_error(status, data, headers, secret=call.key)
+            page = _json(data)
+            names += [m["id"] for m in page.get("data") or [] if isinstance(m, dict) and m.get("id")]
+            after = page.get("last_id")
+            if not page.get("has_more") or not after:
+                return names
+
+    def probe(self, call: Call) -> None:
+        status, headers, data = http.request("GET", _base(call) + "/models?limit=1", headers=_headers(call),
+                                             timeouts=call.timeouts)
+        if status >= 400:
+            raise classify_error(status, data, headers, secret=call.key)

@@ -1,0 +1,48 @@
+"""The contract every upstream adapter fulfils, plus the plain data it is called with.
+
+An adapter speaks one upstream dialect. The internal lingua franca is the OpenAI Chat Completions shape
+as plain dicts: adapters take an OpenAI-shaped request and return an OpenAI ``chat.completion`` dict or
+yield ``chat.completion.chunk`` dicts. Errors are raised as ``proxy.errors.UpstreamError`` with the
+outcome class already decided by the adapter (it knows its dialect).
+
+Streaming contract: ``chat_stream`` returns a generator; the HTTP request is sent on the first
+``next()``. An upstream error status raises ``UpstreamError`` *before* the first chunk is yielded (so
+the relay can fail over); a failure after chunks were yielded raises ``UpstreamError`` with outcome
+TRANSIENT. Closing the generator (client went away) must close the upstream connection (try/finally).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    connect: float = 5.0
+    first_byte: float = 60.0  # until the response headers / first byte
+    idle: float = 60.0  # between two stream chunks
+
+
+@dataclass(frozen=True)
+class Call:
+    """Everything an adapter needs for one upstream request."""
+
+    base_url: str  # no trailing slash
+    model: str  # the upstream's model id, e.g. "gemini-2.5-flash"
+    key: str | None  # the secret; never log it, never put it in an error
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers from config
+
+
+class Adapter(Protocol):
+    def chat(self, call: Call, req: dict) -> dict: ...
+
+    def chat_stream(self, call: Call, req: dict) -> Iterator[dict]: ...
+
+    def embeddings(self, call: Call, req: dict) -> dict: ...
+
+    def list_models(self, call: Call) -> list[str]: ...
+
+    def probe(self, call: Call) -> None:
+        """A cheap call that succeeds iff the key works (used to revalidate an invalid key)."""

@@ -1,0 +1,154 @@
+"""Adapter for the native Gemini API (generativelanguage.googleapis.com/v1beta).
+
+HTTP only; every translation lives in gemini_translate. The key goes in the ``x-goog-api-key`` header,
+never in the URL, so it cannot leak through URLs in logs or errors.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import urllib3
+
+from proxy.errors import TRANSIENT, UpstreamError
+from proxy.providers import gemini_translate as gt
+from proxy.providers import http
+from proxy.providers.base import Call
+
+DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
+MAX_MODEL_PAGES = 20
+
+
+class GeminiAdapter:
+    """Implements proxy.providers.base.Adapter for Gemini's generateContent family."""
+
+    name = "gemini"
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _headers(call: Call) -> dict[str, str]:
+        headers = dict(call.headers)
+        if call.key:
+            headers["x-goog-api-key"] = call.key
+        return headers
+
+    @staticmethod
+    def _url(call: Call, method: str, query: dict[str, Any] | None = None) -> str:
+        path = quote(gt.model_resource(call.model), safe="/")
+        url = f"{call.base_url}/{path}{method}"
+        return url + ("?" + urlencode(query) if query else "")
+
+    @staticmethod
+    def _json(call: Call, status: int, headers: Any, data: bytes) -> dict:
+        if status != 200:
+            raise gt.classify_error(status, data, headers, secret=call.key)
+        try:
+            body = json.loads(data)
+        except ValueError:
+            raise UpstreamError(
+                gt.PREFIX + "unreadable response body", outcome=TRANSIENT, status=502
+            ) from None
+        if isinstance(body, dict) and "error" in body:
+            raise gt.classify_error(_embedded_status(body), body, headers, secret=call.key)
+        if not isinstance(body, dict):
+            raise UpstreamError(gt.PREFIX + "unexpected response body", outcome=TRANSIENT, status=502)
+        return body
+
+    def _post(self, call: Call, method: str, body: dict) -> dict:
+        status, headers, data = http.request(
+            "POST", self._url(call, method), headers=self._headers(call), body=body, timeouts=call.timeouts
+        )
+        return self._json(call, status, headers, data)
+
+    def _get(self, call: Call, url: str) -> dict:
+        status, headers, data = http.request("GET", url, headers=self._headers(call), timeouts=call.timeouts)
+        return self._json(call, status, headers, data)
+
+    # -- Adapter protocol ----------------------------------------------------------------------------
+
+    def chat(self, call: Call, req: dict) -> dict:
+        body = self._post(call, ":generateContent", gt.to_gemini_request(req, call.model))
+        return gt.from_gemini_response(body, req.get("model") or call.model)
+
+    def chat_stream(self, call: Call, req: dict) -> Iterator[dict]:
+        """Generator of OpenAI chunks; nothing is sent before the first next()."""
+        body = gt.to_gemini_request(req, call.model)
+        include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        resp = http.open_request(
+            "POST",
+            self._url(call, ":streamGenerateContent", {"alt": "sse"}),
+            headers=self._headers(call),
+            body=body,
+            timeouts=call.timeouts,
+        )
+        try:
+            if resp.status != 200:
+                raise gt.classify_error(resp.status, _error_body(resp), resp.headers, secret=call.key)
+            tr = gt.StreamTranslator(req.get("model") or call.model)
+            yielded = False
+            for _event, data in http.iter_sse_data(resp.iter_lines()):
+                event = _parse_event(data)
+                if "error" in event:
+                    err = gt.classify_error(_embedded_status(event), event, None, secret=call.key)
+                    if yielded:  # contract: a failure after the first chunk is TRANSIENT
+                        err.outcome = TRANSIENT
+                    raise err
+                for chunk in tr.feed(event):
+                    yielded = True
+                    yield chunk
+            if tr.events == 0:
+                raise UpstreamError(gt.PREFIX + "empty stream", outcome=TRANSIENT, status=502)
+            yield from tr.finish()
+            if include_usage:
+                yield tr.usage_chunk()
+        finally:
+            resp.close()
+
+    def embeddings(self, call: Call, req: dict) -> dict:
+        method, body = gt.to_gemini_embed(req, call.model)
+        answer = self._post(call, method, body)
+        return gt.from_gemini_embed(answer, req.get("model") or call.model, req.get("encoding_format"))
+
+    def list_models(self, call: Call) -> list[str]:
+        models: list[str] = []
+        token = None
+        for _ in range(MAX_MODEL_PAGES):
+            query = {"pageSize": 1000, **({"pageToken": token} if token else {})}
+            page = self._get(call, f"{call.base_url}/models?{urlencode(query)}")
+            models.extend(gt.from_gemini_models(page))
+            token = page.get("nextPageToken")
+            if not token:
+                break
+        return models
+
+    def probe(self, call: Call) -> None:
+        self._get(call, f"{call.base_url}/models?pageSize=1")
+
+
+def _embedded_status(obj: Any) -> int:
+    code = gt.parse_error_envelope(obj).get("code")
+    return code if isinstance(code, int) and 400 <= code < 600 else 502
+
+
+def _parse_event(data: str) -> dict:
+    try:
+        event = json.loads(data)
+    except ValueError:
+        raise UpstreamError(gt.PREFIX + "malformed stream event", outcome=TRANSIENT, status=502) from None
+    if isinstance(event, list):  # error bodies sometimes come wrapped in an array
+        event = event[0] if event else {}
+    if not isinstance(event, dict):
+        raise UpstreamError(gt.PREFIX + "malformed stream event", outcome=TRANSIENT, status=502)
+    return event
+
+
+def _error_body(resp: http.StreamResponse) -> bytes:
+    """The body of an error answer; a body that cannot be read classifies by status alone."""
+    try:
+        return resp.read_all()
+    except (urllib3.exceptions.HTTPError, OSError):
+        return b""

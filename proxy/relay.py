@@ -1,0 +1,248 @@
+"""The request path, top to bottom: resolve the model, plan the attempts, and for each attempt take a key
+from the pool, call the provider adapter, classify and record the outcome, then answer or move on.
+
+Failover happens only before the first byte reaches the client: for a stream, that means until the
+adapter produced its first chunk. After that, a failure ends the stream with an error event (the
+blueprint renders it) and the key is scored.
+"""
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from proxy.config import Config, ModelConfig, ProviderConfig, TargetConfig
+from proxy.errors import (
+    CLIENT,
+    OK,
+    TRANSIENT,
+    GatewayError,
+    ModelNotFound,
+    NoKeyAvailable,
+    UpstreamError,
+)
+from proxy.providers import make_adapter
+from proxy.providers.base import Adapter, Call, Timeouts
+
+
+@dataclass
+class Attempt:
+    provider: str
+    model: str
+    key_id: str
+    outcome: str
+    latency_ms: float
+    error: str | None = None
+
+
+@dataclass
+class Trace:
+    """What happened while serving one request; read by logging and metrics."""
+
+    attempts: list[Attempt] = field(default_factory=list)
+    route: TargetConfig | None = None
+    key_id: str | None = None
+    first_byte_ms: float | None = None
+
+    @property
+    def route_name(self) -> str | None:
+        return f"{self.route.provider}/{self.route.model}" if self.route else None
+
+
+class DeadlineExceeded(GatewayError):
+    status = 504
+    code = "deadline_exceeded"
+
+
+class Relay:
+    def __init__(self, config: Config, pool: Any, observe: Callable[[Attempt], None] | None = None) -> None:
+        self.config = config
+        self.pool = pool
+        self.observe = observe or (lambda attempt: None)
+        self.adapters: dict[str, tuple[ProviderConfig, Adapter]] = {
+            p.name: (p, make_adapter(p)) for p in config.providers
+        }
+
+    # ------------------------------------------------------------------------------------ public API
+
+    def chat(self, req: dict, trace: Trace) -> dict:
+        return self._run(req, trace, lambda adapter, call, r: adapter.chat(call, r))
+
+    def embeddings(self, req: dict, trace: Trace) -> dict:
+        return self._run(req, trace, lambda adapter, call, r: adapter.embeddings(call, r))
+
+    def chat_stream(self, req: dict, trace: Trace) -> Iterator[dict]:
+        """Open a stream with failover until its first chunk; the returned iterator yields all chunks."""
+        holder: dict = {}
+
+        def open_stream(adapter: Adapter, call: Call, r: dict) -> dict | None:
+            gen = adapter.chat_stream(call, r)
+            holder["gen"] = gen
+            try:
+                return next(gen)
+            except StopIteration:
+                return None
+            except BaseException:
+                gen.close()
+                raise
+
+        first = self._run(req, trace, open_stream, record_ok=False)
+        return self._relay_stream(first, holder["gen"], trace)
+
+    def resolve(self, name: str) -> list[TargetConfig]:
+        """Targets for a client model name: a configured alias, or ``provider/model`` pass-through."""
+        model = self.config.model(name)
+        if model:
+            return self._order(model)
+        provider, sep, upstream_model = name.partition("/")
+        if sep and upstream_model and provider in self.adapters:
+            return [TargetConfig(provider, upstream_model)]
+        raise ModelNotFound(
+            f"The model '{name}' does not exist. Use GET /v1/models to list the models this gateway serves.",
+            param="model",
+        )
+
+    def models(self) -> list[dict]:
+        """What clients may ask for: configured names, then ``provider/model`` for advertised models."""
+        ids = [m.name for m in self.config.models]
+        for p in self.config.providers:
+            ids += [f"{p.name}/{m}" for m in p.models]
+        return [{"id": i, "object": "model", "created": 0, "owned_by": "keyrelay"} for i in dict.fromkeys(ids)]
+
+    # ------------------------------------------------------------------------------------ attempts
+
+    def _order(self, model: ModelConfig) -> list[TargetConfig]:
+        targets = list(model.targets)
+        if model.strategy == "weighted" and len(targets) > 1:
+            first = random.choices(targets, weights=[max(t.weight, 0.0) or 1e-9 for t in targets])[0]
+            targets.remove(first)
+            targets.insert(0, first)
+        return targets
+
+    def _run(self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Any], *,
+             record_ok: bool = True) -> Any:
+        retry = self.config.retry
+        deadline = time.monotonic() + retry.deadline_s
+        targets = self.resolve(req["model"])
+        no_key: list[NoKeyAvailable] = []
+        last_error: UpstreamError | None = None
+        attempts = 0
+        for target in targets:
+            provider, adapter = self.adapters[target.provider]
+            tried: set[str] = set()
+            while attempts < retry.attempts:
+                try:
+                    key = self._next_key(target, tried, attempts, deadline)
+                except NoKeyAvailable as exc:
+                    no_key.append(exc)
+                    break
+                attempts += 1
+                call = self._call(provider, target, key, deadline)
+                started = time.monotonic()
+                try:
+                    result = op(adapter, call, {**req, "model": target.model})
+                except UpstreamError as exc:
+                    latency = (time.monotonic() - started) * 1000
+                    self._record(trace, target, key.id, exc.outcome, latency, exc)
+                    if exc.outcome == CLIENT or exc.outcome not in retry.retry_on:
+                        raise _with_retry_after(exc) from None
+                    last_error = exc
+                    tried.add(key.id)
+                    continue
+                latency = (time.monotonic() - started) * 1000
+                trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
+                if record_ok:
+                    self._record(trace, target, key.id, OK, latency)
+                return result
+            if attempts >= retry.attempts:
+                break
+        if last_error is not None and (not no_key or attempts >= retry.attempts):
+            raise _with_retry_after(last_error)
+        raise _merge_no_key(no_key)
+
+    def _next_key(self, target: TargetConfig, tried: set[str], attempt: int, deadline: float) -> Any:
+        """A key not yet tried for this request; else, after a short pause, a tried one still usable."""
+        if time.monotonic() >= deadline:
+            raise DeadlineExceeded("the request deadline passed before an upstream answered")
+        try:
+            return self.pool.acquire(target.provider, target.model, frozenset(tried))
+        except NoKeyAvailable:
+            if not tried:
+                raise
+        retry = self.config.retry
+        try:
+            key = self.pool.acquire(target.provider, target.model)
+            pause = random.uniform(0, min(retry.backoff_cap_s, retry.backoff_base_s * 2**attempt))
+        except NoKeyAvailable as exc:
+            wait = float(exc.headers.get("Retry-After", "inf")) if exc.status == 429 else float("inf")
+            if wait > retry.retry_after_cap_s:
+                raise
+            key, pause = None, wait
+        if time.monotonic() + pause >= deadline:
+            raise DeadlineExceeded("the request deadline passed before an upstream answered")
+        time.sleep(pause)
+        return key or self.pool.acquire(target.provider, target.model)
+
+    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Any, deadline: float) -> Call:
+        remaining = max(0.01, deadline - time.monotonic())
+        t = provider.timeouts
+        return Call(
+            base_url=provider.base_url,
+            model=target.model,
+            key=key.secret,
+            timeouts=Timeouts(min(t.connect, remaining), min(t.first_byte, remaining), t.idle),
+            headers=provider.headers,
+        )
+
+    def _record(self, trace: Trace, target: TargetConfig, key_id: str, outcome: str, latency_ms: float,
+                exc: UpstreamError | None = None) -> None:
+        self.pool.record(
+            key_id, target.model, outcome, latency_ms=latency_ms,
+            retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
+            error=exc.message if exc else None,
+        )
+        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, exc.message if exc else None)
+        trace.attempts.append(attempt)
+        self.observe(attempt)
+
+    # ------------------------------------------------------------------------------------ streaming
+
+    def _relay_stream(self, first: dict | None, gen: Iterator[dict], trace: Trace) -> Iterator[dict]:
+        target, key_id = trace.route, trace.key_id
+        started = time.monotonic()
+        outcome, error = OK, None
+        try:
+            if first is not None:
+                yield first
+            for chunk in gen:
+                yield chunk
+        except UpstreamError as exc:
+            outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
+            raise
+        except GeneratorExit:
+            outcome = CLIENT  # the client went away: not the key's fault
+            raise
+        finally:
+            gen.close()
+            latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
+            self._record(trace, target, key_id, outcome, latency, error)
+
+
+def _with_retry_after(exc: UpstreamError) -> UpstreamError:
+    if exc.retry_after is not None and exc.status == 429:
+        exc.headers.setdefault("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
+    return exc
+
+
+def _merge_no_key(errors: list[NoKeyAvailable]) -> NoKeyAvailable:
+    """One answer for 'no key anywhere': 429 with the earliest Retry-After when every target only
+    cools down, else 503 with every target's per-key diagnosis."""
+    if len(errors) == 1:
+        return errors[0]
+    if all(e.status == 429 for e in errors):
+        soonest = min(errors, key=lambda e: float(e.headers.get("Retry-After", "inf")))
+        return soonest
+    details = [e.details for e in errors if e.details is not None]
+    return NoKeyAvailable("no usable upstream key for any target of this model", status=503, details=details)

@@ -1,0 +1,105 @@
+"""A real keyrelay under gunicorn + gevent on a free 127.0.0.1 port, for integration tests."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """`keyrelay serve` in a subprocess; stderr (the JSON log) goes to a file the test can read."""
+
+    def __init__(self, tmp_path: Path, config: dict, *, workers: int = 2, env: dict | None = None) -> None:
+        self.dir = tmp_path
+        self.config = config
+        config.setdefault("server", {}).setdefault("database", str(tmp_path / "keyrelay.db"))
+        self.config_path = tmp_path / "keyrelay.yaml"
+        self.write_config(config)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.workers = workers
+        self.env = env or {}
+        self.log_path = tmp_path / "keyrelay.log"
+        self.proc: subprocess.Popen | None = None
+
+    def write_config(self, config: dict) -> None:
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self, timeout: float = 30) -> Gateway:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYRELAY_", "GEMINI_API_KEYS"))}
+        env.update(self.env)
+        self._log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "serve", "--config", str(self.config_path),
+             "--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)],
+            cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"keyrelay exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"keyrelay did not become healthy in {timeout}s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        return [int(p) for p in out.split()]
+
+    def signal(self, sig: int) -> None:
+        self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if getattr(self, "_log", None):
+            self._log.close()
+        return self.proc.returncode if self.proc else None
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def mock_config(**server: object) -> dict:
+    """The smallest config: the built-in mock provider behind two model names."""
+    return {
+        "server": dict(server),
+        "providers": [{"name": "mock", "type": "mock"}],
+        "models": [{"name": "mock-chat", "targets": [{"provider": "mock", "model": "mock-1"}]}],
+    }
