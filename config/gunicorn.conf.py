@@ -28,7 +28,7 @@ worker_class = "gevent"
 workers = int(os.environ.get("KEYRELAY_WORKERS") or _config.server.workers)
 worker_connections = int(os.environ.get("KEYRELAY_WORKER_CONNECTIONS", "2000"))
 bind = [os.environ.get("KEYRELAY_BIND") or f"{_config.server.host}:{_config.server.port}"]
-graceful_timeout = _config.server.graceful_timeout
+graceful_timeout = int(_config.server.graceful_timeout)
 timeout = 60  # heartbeat: a worker blocked this long is restarted (gevent workers notify while idle)
 keepalive = 5
 accesslog = "-" if _config.server.access_log else None
@@ -65,9 +65,12 @@ def on_reload(server):
 
 def post_worker_init(worker):
     """Flip /healthz to 503 as soon as graceful shutdown begins in this worker."""
+    import logging
     import signal
 
     gateway = worker.wsgi.extensions["keyrelay"]
+    logging.getLogger("keyrelay").info("worker ready", extra={
+        "event": "worker_ready", "pid": worker.pid, "worker_class": type(worker).__name__})
     original = worker.handle_exit
 
     def handle_exit(sig, frame):

@@ -72,10 +72,11 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observe=metrics.observe_attempt))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, errors, health, openai
+    from proxy.api import admin, anthropic, errors, health, openai
 
     errors.install(app)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(anthropic.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(health.bp)
     metrics.install(app, gw)

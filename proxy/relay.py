@@ -51,6 +51,9 @@ class Trace:
         return f"{self.route.provider}/{self.route.model}" if self.route else None
 
 
+_EMPTY = object()  # a stream that ended before its first item
+
+
 class DeadlineExceeded(GatewayError):
     status = 504
     code = "deadline_exceeded"
@@ -67,29 +70,38 @@ class Relay:
 
     # ------------------------------------------------------------------------------------ public API
 
-    def chat(self, req: dict, trace: Trace) -> dict:
-        return self._run(req, trace, lambda adapter, call, r: adapter.chat(call, r))
+    def complete(self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Any]) -> Any:
+        """One whole answer from the first target and key that can give it."""
+        return self._run(req, trace, op)
 
-    def embeddings(self, req: dict, trace: Trace) -> dict:
-        return self._run(req, trace, lambda adapter, call, r: adapter.embeddings(call, r))
-
-    def chat_stream(self, req: dict, trace: Trace) -> Iterator[dict]:
-        """Open a stream with failover until its first chunk; the returned iterator yields all chunks."""
+    def stream(
+        self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Iterator[Any]]
+    ) -> Iterator[Any]:
+        """Open a stream with failover until its first item; the returned iterator yields every item."""
         holder: dict = {}
 
-        def open_stream(adapter: Adapter, call: Call, r: dict) -> dict | None:
-            gen = adapter.chat_stream(call, r)
+        def open_stream(adapter: Adapter, call: Call, r: dict) -> Any:
+            gen = op(adapter, call, r)
             holder["gen"] = gen
             try:
                 return next(gen)
             except StopIteration:
-                return None
+                return _EMPTY
             except BaseException:
                 gen.close()
                 raise
 
         first = self._run(req, trace, open_stream, record_ok=False)
         return self._relay_stream(first, holder["gen"], trace)
+
+    def chat(self, req: dict, trace: Trace) -> dict:
+        return self.complete(req, trace, lambda adapter, call, r: adapter.chat(call, r))
+
+    def chat_stream(self, req: dict, trace: Trace) -> Iterator[dict]:
+        return self.stream(req, trace, lambda adapter, call, r: adapter.chat_stream(call, r))
+
+    def embeddings(self, req: dict, trace: Trace) -> dict:
+        return self.complete(req, trace, lambda adapter, call, r: adapter.embeddings(call, r))
 
     def resolve(self, name: str) -> list[TargetConfig]:
         """Targets for a client model name: a configured alias, or ``provider/model`` pass-through."""
@@ -109,7 +121,8 @@ class Relay:
         ids = [m.name for m in self.config.models]
         for p in self.config.providers:
             ids += [f"{p.name}/{m}" for m in p.models]
-        return [{"id": i, "object": "model", "created": 0, "owned_by": "keyrelay"} for i in dict.fromkeys(ids)]
+        return [{"id": i, "object": "model", "created": 0, "owned_by": "keyrelay"}
+                for i in dict.fromkeys(ids)]
 
     # ------------------------------------------------------------------------------------ attempts
 
@@ -203,21 +216,21 @@ class Relay:
             retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
             error=exc.message if exc else None,
         )
-        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, exc.message if exc else None)
+        error = exc.message if exc else None
+        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error)
         trace.attempts.append(attempt)
         self.observe(attempt)
 
     # ------------------------------------------------------------------------------------ streaming
 
-    def _relay_stream(self, first: dict | None, gen: Iterator[dict], trace: Trace) -> Iterator[dict]:
+    def _relay_stream(self, first: Any, gen: Iterator[Any], trace: Trace) -> Iterator[Any]:
         target, key_id = trace.route, trace.key_id
         started = time.monotonic()
         outcome, error = OK, None
         try:
-            if first is not None:
+            if first is not _EMPTY:
                 yield first
-            for chunk in gen:
-                yield chunk
+            yield from gen
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise

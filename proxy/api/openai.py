@@ -1,7 +1,9 @@
 """The OpenAI-compatible data plane: /v1/chat/completions, /v1/embeddings, /v1/models."""
 from __future__ import annotations
 
+import base64
 import json
+import struct
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
@@ -91,7 +93,13 @@ def embeddings() -> Response:
     if not isinstance(body.get("input"), (str, list)) or body.get("input") in ("", []):
         raise BadRequest("Invalid 'input': expected a non-empty string or array.", param="input")
     trace = start_trace(body["model"])
-    return routed(gateway().relay.embeddings(body, trace), trace)
+    result = gateway().relay.embeddings(body, trace)
+    if body.get("encoding_format") == "base64":  # what the openai SDK asks for by default
+        for item in result.get("data", []):
+            if isinstance(item.get("embedding"), list):
+                item["embedding"] = base64.b64encode(struct.pack(f"<{len(item['embedding'])}f",
+                                                                 *item["embedding"])).decode()
+    return routed(result, trace)
 
 
 @bp.get("/models")

@@ -141,7 +141,8 @@ def _validate_entry(i: int, e: Any) -> None:
     c = e["circuit"]
     _fields(f"{w}.circuit", c, _CIRCUIT_FIELDS)
     if c["state"] not in breaker.STATES:
-        raise SnapshotError(f"{w}.circuit.state must be one of {', '.join(breaker.STATES)}, got {c['state']!r}")
+        raise SnapshotError(f"{w}.circuit.state must be one of {', '.join(breaker.STATES)},"
+                            f" got {c['state']!r}")
     _num(f"{w}.circuit.failures", c["failures"], lo=0, integer=True)
     for name in ("open_until", "last_failure_at", "probe_at"):
         _num(f"{w}.circuit.{name}", c[name], lo=0, null=True)
@@ -169,7 +170,8 @@ def validate(doc: Any) -> list[dict]:
         raise SnapshotError(f"not a keyrelay snapshot (format must be {FORMAT!r}, got {doc.get('format')!r})")
     version = doc.get("version")
     if version != VERSION or isinstance(version, bool):
-        raise SnapshotError(f"unsupported snapshot version {version!r} (this keyrelay reads version {VERSION})")
+        raise SnapshotError(f"unsupported snapshot version {version!r}"
+                            f" (this keyrelay reads version {VERSION})")
     _fields("snapshot", doc, {"format", "version", "exported_at", "keys", "checksum"})
     _str("snapshot.exported_at", doc["exported_at"])
     if not isinstance(doc["checksum"], str):

@@ -68,4 +68,5 @@ def from_row(row: sqlite3.Row) -> KeyState:
 
 
 def breaker_from_row(row: sqlite3.Row) -> Breaker:
-    return Breaker(row["circuit"], row["open_until"], row["failures"], row["last_failure_at"], row["probe_at"])
+    return Breaker(row["circuit"], row["open_until"], row["failures"], row["last_failure_at"],
+                   row["probe_at"])

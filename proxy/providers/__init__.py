@@ -18,7 +18,7 @@ def make_adapter(provider: ProviderConfig) -> Adapter:
     if provider.type == "openai":
         from proxy.providers.openai import OpenAIAdapter
 
-        return OpenAIAdapter()
+        return OpenAIAdapter(name=provider.name)
     if provider.type == "anthropic":
         from proxy.providers.anthropic import AnthropicAdapter
 

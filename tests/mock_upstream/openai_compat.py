@@ -95,7 +95,9 @@ def stream_frames(model: str, r: Reply, chunks: int | None, include_usage: bool)
                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-    frames = [(chunk({"role": "assistant", "content": None if r.tool_calls else "", "refusal": None}), False)]
+    first = {"role": "assistant", "content": None} if r.tool_calls else {"role": "assistant", "content": "",
+                                                                          "refusal": None}
+    frames = [(chunk(first), False)]  # exactly as in the recorded fixtures
     if r.text:
         pieces = split_text(r.text, chunks or DEFAULT_CHUNKS)
         frames += [(chunk({"content": piece}), True) for piece in pieces]

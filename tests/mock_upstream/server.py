@@ -541,7 +541,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(data)
             return
-        events = re.findall(rb".+?(?:\r\n\r\n|\n\n|\r\r|$)", data, re.S)
+        events = re.findall(rb".+?(?:\r\n\r\n|\n\n|\r\r|\Z)", data, re.S)
         frames = [(e, True) for e in events if e.strip()]
         self._send_stream(frames, "text/event-stream", b, status)
 
