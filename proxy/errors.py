@@ -3,6 +3,7 @@
 The API blueprints render a GatewayError in the client's own dialect (OpenAI or Anthropic envelope);
 nothing else in the code builds error bodies.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -68,7 +69,9 @@ class GatewayError(Exception):
     def openai_body(self) -> dict:
         err: dict[str, Any] = {
             "message": self.message,
-            "type": _OPENAI_TYPES.get(self.status, "server_error" if self.status >= 500 else "invalid_request_error"),
+            "type": _OPENAI_TYPES.get(
+                self.status, "server_error" if self.status >= 500 else "invalid_request_error"
+            ),
             "param": self.param,
             "code": self.code,
         }

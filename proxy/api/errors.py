@@ -3,6 +3,7 @@
 Werkzeug's HTML error pages (404 route, 405 method, 413 body) and unexpected exceptions are turned into
 the same JSON envelope; a traceback goes to the log, never to the client.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,15 +44,20 @@ def install(app: Flask) -> None:
         status = exc.code or 500
         template = _HTTP_MESSAGES.get(status)
         message = (
-            template.format(path=request.path, method=request.method, limit=app.config.get("MAX_CONTENT_LENGTH"))
-            if template else (exc.description or exc.name)
+            template.format(
+                path=request.path, method=request.method, limit=app.config.get("MAX_CONTENT_LENGTH")
+            )
+            if template
+            else (exc.description or exc.name)
         )
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
-        return error_response(GatewayError(message, status=status, code=exc.name.lower().replace(" ", "_"),
-                                           headers=headers))
+        return error_response(
+            GatewayError(message, status=status, code=exc.name.lower().replace(" ", "_"), headers=headers)
+        )
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error", extra={"event": "unhandled_error"})
-        return error_response(GatewayError("internal error in keyrelay; see its log", status=500,
-                                           code="internal_error"))
+        return error_response(
+            GatewayError("internal error in keyrelay; see its log", status=500, code="internal_error")
+        )

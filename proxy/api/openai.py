@@ -1,4 +1,5 @@
 """The OpenAI-compatible data plane: /v1/chat/completions, /v1/embeddings, /v1/models."""
+
 from __future__ import annotations
 
 import base64
@@ -34,7 +35,9 @@ def read_json() -> dict:
 
 def require(body: dict, name: str, kind: type, what: str) -> None:
     if name not in body:
-        raise BadRequest(f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter")
+        raise BadRequest(
+            f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
+        )
     if not isinstance(body[name], kind) or (kind is list and not body[name]):
         raise BadRequest(f"Invalid '{name}': expected {what}.", param=name, code="invalid_type")
 
@@ -78,7 +81,9 @@ def chat_completions() -> Response:
     require(body, "messages", list, "a non-empty array of messages")
     for i, msg in enumerate(body["messages"]):
         if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise BadRequest(f"Invalid 'messages[{i}]': expected an object with a 'role'.", param=f"messages[{i}]")
+            raise BadRequest(
+                f"Invalid 'messages[{i}]': expected an object with a 'role'.", param=f"messages[{i}]"
+            )
     trace = start_trace(body["model"])
     relay = gateway().relay
     if body.get("stream"):
@@ -97,8 +102,9 @@ def embeddings() -> Response:
     if body.get("encoding_format") == "base64":  # what the openai SDK asks for by default
         for item in result.get("data", []):
             if isinstance(item.get("embedding"), list):
-                item["embedding"] = base64.b64encode(struct.pack(f"<{len(item['embedding'])}f",
-                                                                 *item["embedding"])).decode()
+                item["embedding"] = base64.b64encode(
+                    struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])
+                ).decode()
     return routed(result, trace)
 
 

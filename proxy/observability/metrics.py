@@ -5,6 +5,7 @@ relay; key-state gauges are read from SQLite at scrape time so every worker repo
 With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does it) every worker writes its own files and
 any worker's /metrics aggregates all of them.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,8 +28,10 @@ UPSTREAM_REQUESTS = Counter(
     "keyrelay_upstream_requests_total", "Upstream attempts by outcome", ["provider", "model", "outcome"]
 )
 UPSTREAM_LATENCY = Histogram(
-    "keyrelay_upstream_latency_seconds", "Upstream attempt latency (whole answer, or until the stream ended)",
-    ["provider", "model"], buckets=LATENCY_BUCKETS,
+    "keyrelay_upstream_latency_seconds",
+    "Upstream attempt latency (whole answer, or until the stream ended)",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
 )
 
 
@@ -44,15 +47,23 @@ class KeyStateCollector:
         self.pool = pool
 
     def collect(self):  # noqa: ANN201
-        enabled = GaugeMetricFamily("keyrelay_key_enabled", "1 if the operator has the key enabled",
-                                    labels=["key_id", "provider"])
-        usable = GaugeMetricFamily("keyrelay_key_usable", "1 if the key can serve some model now",
-                                   labels=["key_id", "provider"])
-        health = GaugeMetricFamily("keyrelay_key_health", "Rolling health score 0..1", labels=["key_id", "provider"])
-        circuit = GaugeMetricFamily("keyrelay_key_circuit_open", "0 closed, 0.5 half-open, 1 open",
-                                    labels=["key_id", "provider"])
-        cooling = GaugeMetricFamily("keyrelay_key_cooling_models", "Models this key is cooling down for",
-                                    labels=["key_id", "provider"])
+        enabled = GaugeMetricFamily(
+            "keyrelay_key_enabled", "1 if the operator has the key enabled", labels=["key_id", "provider"]
+        )
+        usable = GaugeMetricFamily(
+            "keyrelay_key_usable", "1 if the key can serve some model now", labels=["key_id", "provider"]
+        )
+        health = GaugeMetricFamily(
+            "keyrelay_key_health", "Rolling health score 0..1", labels=["key_id", "provider"]
+        )
+        circuit = GaugeMetricFamily(
+            "keyrelay_key_circuit_open", "0 closed, 0.5 half-open, 1 open", labels=["key_id", "provider"]
+        )
+        cooling = GaugeMetricFamily(
+            "keyrelay_key_cooling_models",
+            "Models this key is cooling down for",
+            labels=["key_id", "provider"],
+        )
         for key in self.pool.describe():
             labels = [key["id"], key["provider"]]
             enabled.add_metric(labels, 1.0 if key["enabled"] else 0.0)
@@ -68,13 +79,20 @@ def install(app: Flask, gateway) -> None:  # noqa: ANN001
     if multiproc:
         from prometheus_flask_exporter.multiprocess import MultiprocessPrometheusMetrics
 
-        MultiprocessPrometheusMetrics(app, path=None, defaults_prefix="keyrelay_http",
-                                      group_by="url_rule", buckets=LATENCY_BUCKETS)
+        MultiprocessPrometheusMetrics(
+            app, path=None, defaults_prefix="keyrelay_http", group_by="url_rule", buckets=LATENCY_BUCKETS
+        )
     else:
         from prometheus_flask_exporter import PrometheusMetrics
 
-        PrometheusMetrics(app, path=None, defaults_prefix="keyrelay_http", group_by="url_rule",
-                          buckets=LATENCY_BUCKETS, registry=CollectorRegistry(auto_describe=True))
+        PrometheusMetrics(
+            app,
+            path=None,
+            defaults_prefix="keyrelay_http",
+            group_by="url_rule",
+            buckets=LATENCY_BUCKETS,
+            registry=CollectorRegistry(auto_describe=True),
+        )
     key_state = KeyStateCollector(gateway.pool)
 
     @bp.get("/metrics")

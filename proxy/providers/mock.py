@@ -3,6 +3,7 @@
 Answers are derived from the request alone (same request → same answer), streaming included, with
 optional simulated latency (``latency_ms`` before the answer, ``chunk_delay_ms`` between chunks).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -37,8 +38,11 @@ def _tool_call(req: dict) -> dict | None:
         return None
     fn = tools[0].get("function", {})
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
-    return {"id": f"call_mock{digest[:12]}", "type": "function",
-            "function": {"name": fn.get("name", "tool"), "arguments": "{}"}}
+    return {
+        "id": f"call_mock{digest[:12]}",
+        "type": "function",
+        "function": {"name": fn.get("name", "tool"), "arguments": "{}"},
+    }
 
 
 def _tokens(text: str) -> int:
@@ -73,19 +77,32 @@ class MockAdapter:
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.get("model", call.model),
-            "choices": [{"index": 0, "message": message, "logprobs": None,
-                         "finish_reason": "tool_calls" if call_ else "stop"}],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "logprobs": None,
+                    "finish_reason": "tool_calls" if call_ else "stop",
+                }
+            ],
             "usage": _usage(req, text or ""),
         }
 
     def chat_stream(self, call: Call, req: dict) -> Iterator[dict]:
         if self.latency:
             time.sleep(self.latency)
-        base = {"id": _response_id(req), "object": "chat.completion.chunk", "created": int(time.time()),
-                "model": req.get("model", call.model)}
+        base = {
+            "id": _response_id(req),
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": req.get("model", call.model),
+        }
 
         def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {**base, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+            return {
+                **base,
+                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+            }
 
         yield chunk({"role": "assistant", "content": ""})
         call_ = _tool_call(req)
@@ -113,8 +130,12 @@ class MockAdapter:
             vec = [round((digest[j % len(digest)] - 127.5) / 127.5, 6) for j in range(dims)]
             data.append({"object": "embedding", "index": i, "embedding": vec})
         tokens = sum(_tokens(str(x)) for x in items)
-        return {"object": "list", "data": data, "model": req.get("model", call.model),
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        return {
+            "object": "list",
+            "data": data,
+            "model": req.get("model", call.model),
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
 
     def list_models(self, call: Call) -> list[str]:
         return ["mock-1"]

@@ -13,9 +13,14 @@ BASE = "providers:\n  - name: g\n    type: gemini\n    keys: [k1]\n"
 
 
 def test_substitution_with_defaults_and_comments(tmp_path):
-    cfg = load_config(write(tmp_path, "# ${NOT_SET} in a comment is ignored\nserver:\n"
-                                      "  port: ${PORT:-5000}\n  admin_token: ${TOKEN}\n" + BASE),
-                      env={"TOKEN": "t0k"})
+    cfg = load_config(
+        write(
+            tmp_path,
+            "# ${NOT_SET} in a comment is ignored\nserver:\n"
+            "  port: ${PORT:-5000}\n  admin_token: ${TOKEN}\n" + BASE,
+        ),
+        env={"TOKEN": "t0k"},
+    )
     assert cfg.server.port == 5000 and cfg.server.admin_token == "t0k"
 
 
@@ -24,17 +29,26 @@ def test_unset_variable_names_its_path(tmp_path):
         load_config(write(tmp_path, "server:\n  admin_token: ${TOKEN}\n" + BASE), env={})
 
 
-@pytest.mark.parametrize("text,path", [
-    ("server: {port: 70000}\n" + BASE, "server.port"),
-    ("server: {portt: 1}\n" + BASE, "server.portt: unknown option"),
-    ("providers:\n  - {name: g, type: gemini, keys: [a, {key: b, weight: x}]}\n", "providers[0].keys[1].weight"),
-    ("providers:\n  - {name: g, type: nope}\n", "providers[0].type: must be one of"),
-    ("providers:\n  - {name: g, type: gemini}\n", "providers[0].keys: provider type gemini needs"),
-    (BASE + "models:\n  - {name: m, targets: [{provider: zz, model: x}]}\n", "models[0].targets[0].provider"),
-    (BASE + "models:\n  - {name: m, targets: []}\n", "models[0].targets: at least one"),
-    ("providers: {}\n", "providers: expected a list"),
-    ("server: [1]\n" + BASE, "server: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "text,path",
+    [
+        ("server: {port: 70000}\n" + BASE, "server.port"),
+        ("server: {portt: 1}\n" + BASE, "server.portt: unknown option"),
+        (
+            "providers:\n  - {name: g, type: gemini, keys: [a, {key: b, weight: x}]}\n",
+            "providers[0].keys[1].weight",
+        ),
+        ("providers:\n  - {name: g, type: nope}\n", "providers[0].type: must be one of"),
+        ("providers:\n  - {name: g, type: gemini}\n", "providers[0].keys: provider type gemini needs"),
+        (
+            BASE + "models:\n  - {name: m, targets: [{provider: zz, model: x}]}\n",
+            "models[0].targets[0].provider",
+        ),
+        (BASE + "models:\n  - {name: m, targets: []}\n", "models[0].targets: at least one"),
+        ("providers: {}\n", "providers: expected a list"),
+        ("server: [1]\n" + BASE, "server: expected a mapping"),
+    ],
+)
 def test_errors_name_the_path(text, path, tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, text), env={})
@@ -49,10 +63,14 @@ def test_invalid_yaml_and_missing_file(tmp_path):
 
 
 def test_key_forms_and_base_url_default():
-    cfg = parse_config({"providers": [
-        {"name": "g", "type": "gemini", "keys": ["a", {"key": "b", "weight": 2, "label": "team"}]},
-        {"name": "o", "type": "openai", "keys": "x, y ,"},
-    ]})
+    cfg = parse_config(
+        {
+            "providers": [
+                {"name": "g", "type": "gemini", "keys": ["a", {"key": "b", "weight": 2, "label": "team"}]},
+                {"name": "o", "type": "openai", "keys": "x, y ,"},
+            ]
+        }
+    )
     g, o = cfg.providers
     assert [k.key for k in g.keys] == ["a", "b"] and g.keys[1].weight == 2 and g.keys[1].label == "team"
     assert g.base_url == "https://generativelanguage.googleapis.com/v1beta"
