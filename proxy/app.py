@@ -69,7 +69,7 @@ def create_app(config: Config) -> Flask:
     app.json.sort_keys = False
     from proxy.observability import metrics
 
-    gw = Gateway(config, pool, Relay(config, pool, observe=metrics.observe_attempt))
+    gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
     from proxy.api import admin, anthropic, errors, health, openai

@@ -51,6 +51,22 @@ class Trace:
         return f"{self.route.provider}/{self.route.model}" if self.route else None
 
 
+class Observer:
+    """Hooks the relay calls as it works (metrics implement them; the default does nothing)."""
+
+    def attempt(self, attempt: Attempt) -> None:
+        """One upstream attempt finished (outcome, latency)."""
+
+    def first_byte(self, target: TargetConfig, seconds: float) -> None:
+        """The upstream's answer (or first stream chunk) arrived after ``seconds``."""
+
+    def retry(self, kind: str, target: TargetConfig) -> None:
+        """Another attempt follows a failure: ``kind`` is "key" (next key, same target) or "target"."""
+
+    def usage(self, target: TargetConfig, usage: dict) -> None:
+        """Token usage reported by the upstream (OpenAI ``usage`` shape)."""
+
+
 _EMPTY = object()  # a stream that ended before its first item
 
 
@@ -60,10 +76,10 @@ class DeadlineExceeded(GatewayError):
 
 
 class Relay:
-    def __init__(self, config: Config, pool: Any, observe: Callable[[Attempt], None] | None = None) -> None:
+    def __init__(self, config: Config, pool: Any, observer: Observer | None = None) -> None:
         self.config = config
         self.pool = pool
-        self.observe = observe or (lambda attempt: None)
+        self.observer = observer or Observer()
         self.adapters: dict[str, tuple[ProviderConfig, Adapter]] = {
             p.name: (p, make_adapter(p)) for p in config.providers
         }
@@ -145,6 +161,8 @@ class Relay:
         for target in targets:
             provider, adapter = self.adapters[target.provider]
             tried: set[str] = set()
+            if attempts:
+                self.observer.retry("target", target)
             while attempts < retry.attempts:
                 try:
                     key = self._next_key(target, tried, attempts, deadline)
@@ -163,11 +181,15 @@ class Relay:
                         raise _with_retry_after(exc) from None
                     last_error = exc
                     tried.add(key.id)
+                    if attempts < retry.attempts:
+                        self.observer.retry("key", target)
                     continue
                 latency = (time.monotonic() - started) * 1000
                 trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
+                self.observer.first_byte(target, latency / 1000)
                 if record_ok:
                     self._record(trace, target, key.id, OK, latency)
+                    self._usage(target, result)
                 return result
             if attempts >= retry.attempts:
                 break
@@ -209,6 +231,11 @@ class Relay:
             headers=provider.headers,
         )
 
+    def _usage(self, target: TargetConfig, item: Any) -> None:
+        usage = _find_usage(item)
+        if usage:
+            self.observer.usage(target, usage)
+
     def _record(self, trace: Trace, target: TargetConfig, key_id: str, outcome: str, latency_ms: float,
                 exc: UpstreamError | None = None) -> None:
         self.pool.record(
@@ -219,7 +246,7 @@ class Relay:
         error = exc.message if exc else None
         attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error)
         trace.attempts.append(attempt)
-        self.observe(attempt)
+        self.observer.attempt(attempt)
 
     # ------------------------------------------------------------------------------------ streaming
 
@@ -229,8 +256,11 @@ class Relay:
         outcome, error = OK, None
         try:
             if first is not _EMPTY:
+                self._usage(target, first)
                 yield first
-            yield from gen
+            for item in gen:
+                self._usage(target, item)
+                yield item
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise
@@ -241,6 +271,13 @@ class Relay:
             gen.close()
             latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
             self._record(trace, target, key_id, outcome, latency, error)
+
+
+def _find_usage(item: Any) -> dict | None:
+    """Token usage in a response, a chunk, or a tagged/evented stream item (the last element of a tuple)."""
+    while isinstance(item, tuple) and item:
+        item = item[-1]
+    return item.get("usage") if isinstance(item, dict) else None
 
 
 def _with_retry_after(exc: UpstreamError) -> UpstreamError:

@@ -48,10 +48,13 @@ def start_trace(model: str) -> Trace:
     return g.trace
 
 
-def sse(chunks: Iterator[dict]) -> Iterator[bytes]:
-    """Encode OpenAI chunks as SSE; a failure after the first byte becomes an error event, then [DONE]."""
+def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
+    """Encode OpenAI chunks as SSE; a failure after the first byte becomes an error event, then [DONE].
+    Without ``include_usage`` the usage-only chunk (asked for by the gateway, for metrics) is dropped."""
     try:
         for chunk in chunks:
+            if not include_usage and not chunk.get("choices") and "usage" in chunk:
+                continue
             yield b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
     except GatewayError as err:
         yield b"data: " + json.dumps(err.openai_body()).encode() + b"\n\n"
@@ -87,7 +90,10 @@ def chat_completions() -> Response:
     trace = start_trace(body["model"])
     relay = gateway().relay
     if body.get("stream"):
-        return stream_response(sse(relay.chat_stream(body, trace)), trace)
+        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        wanted = bool(options.get("include_usage"))
+        body["stream_options"] = {**options, "include_usage": True}  # usage feeds the token metrics
+        return stream_response(sse(relay.chat_stream(body, trace), wanted), trace)
     return routed(relay.chat(body, trace), trace)
 
 

@@ -20,6 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from proxy.relay import Attempt, Observer
+
 bp = Blueprint("metrics", __name__)
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
@@ -35,9 +37,10 @@ UPSTREAM_LATENCY = Histogram(
 )
 
 
-def observe_attempt(attempt) -> None:  # noqa: ANN001 - proxy.relay.Attempt
-    UPSTREAM_REQUESTS.labels(attempt.provider, attempt.model, attempt.outcome).inc()
-    UPSTREAM_LATENCY.labels(attempt.provider, attempt.model).observe(attempt.latency_ms / 1000)
+class RelayMetrics(Observer):
+    def attempt(self, attempt: Attempt) -> None:
+        UPSTREAM_REQUESTS.labels(attempt.provider, attempt.model, attempt.outcome).inc()
+        UPSTREAM_LATENCY.labels(attempt.provider, attempt.model).observe(attempt.latency_ms / 1000)
 
 
 class KeyStateCollector:
