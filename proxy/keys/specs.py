@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,10 @@ class KeySettings:
 
     def __post_init__(self) -> None:
         for tz in (self.daily_reset_tz, *self.provider_reset_tz.values()):
-            ZoneInfo(tz)  # raises on an unknown zone at config time
+            try:
+                ZoneInfo(tz)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {tz!r} for daily quota resets") from None
         positive = ("default_cooldown_s", "breaker_window_s", "breaker_open_s", "probe_timeout_s",
                     "health_half_life_s", "revalidate_interval_s", "flush_interval_s", "slow_latency_ms")
         for name in positive:

@@ -1,4 +1,4 @@
-"""Shared helpers for the key-manager tests (not a test module)."""
+"""Shared helpers for the key-manager tests (no tests here; imported by the test_keys_* modules)."""
 from __future__ import annotations
 
 import time
