@@ -206,7 +206,8 @@ def test_chunks_arrive_before_upstream_finishes(gw, mock):
             if line.startswith(b"data: ") and b"content" in line and not got_first.is_set():
                 result["first_at"] = time.monotonic()
                 got_first.set()
-            lines.append(line)
+            if line:
+                lines.append(line)
         result["lines"] = lines
 
     t = threading.Thread(target=consume)
