@@ -1,4 +1,5 @@
 """The app factory: one Gateway (config, key pool, relay) per worker process, four blueprints."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,10 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 
 from proxy.config import Config
-from proxy.keys import KeyPool, KeySettings, KeySpec
+from proxy.errors import UpstreamError
+from proxy.keys import Key, KeyPool, KeySettings, KeySpec, run_revalidation
 from proxy.observability import logging as jsonlog
+from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay
 from proxy.store import db
 
@@ -23,6 +26,29 @@ class Gateway:
     pool: KeyPool
     relay: Relay
     shutting_down: threading.Event = field(default_factory=threading.Event)
+
+    def probe(self, key: Key) -> bool:
+        """Does this key work again? A cheap call through its provider's adapter."""
+        provider, adapter = self.relay.adapters[key.provider]
+        t = provider.timeouts
+        call = Call(
+            provider.base_url, "", key.secret, Timeouts(t.connect, t.first_byte, t.idle), provider.headers
+        )
+        try:
+            adapter.probe(call)
+        except UpstreamError:
+            return False
+        return True
+
+    def start_background(self) -> None:
+        """Revalidate invalid keys in the background (a greenlet under gunicorn's gevent workers)."""
+        interval = min(5.0, self.config.key_manager.revalidate_interval_s)
+        threading.Thread(
+            target=run_revalidation,
+            args=(self.pool, self.probe, self.shutting_down, interval),
+            name="keyrelay-revalidate",
+            daemon=True,
+        ).start()
 
 
 def key_specs(config: Config) -> list[KeySpec]:
@@ -71,6 +97,7 @@ def create_app(config: Config) -> Flask:
 
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
+    gw.start_background()
 
     from proxy.api import admin, anthropic, errors, health, openai
 

@@ -196,8 +196,8 @@ class KeyPool:
                 if until > cds.get(model, -math.inf):  # the DB keeps the max anyway; skip useless writes
                     cds[model] = until
                     self._write(self._tx_cooldown(key_id, model, until), key_id)
-            elif outcome == errors.AUTH and st.status != STATUS_INVALID:
-                st.status = STATUS_INVALID
+            elif outcome == errors.AUTH and self._states[key_id].status != STATUS_INVALID:
+                self._states[key_id].status = STATUS_INVALID  # _write may have replaced the view object
                 self._write(self._tx_invalid(key_id, err, now), key_id)
 
     # --- admin --------------------------------------------------------------------------------
