@@ -55,6 +55,10 @@ def on_starting(server):
         server.log.info("keyrelay: %s", notice)
 
 
+def when_ready(server):
+    sys.stderr.write(f"keyrelay: serving on http://{', '.join(bind)} with {workers} gevent worker(s)\n")
+
+
 def on_reload(server):
     """SIGHUP: the file was re-read above; a broken one is reported and the old config keeps serving."""
     if _reload_error:
