@@ -1,19 +1,28 @@
 """The request path, top to bottom: resolve the model, plan the attempts, and for each attempt take a key
 from the pool, call the provider adapter, classify and record the outcome, then answer or move on.
 
+Policy (``config.retry``, see ``_run``): a quota or transient failure moves to the next key, then to the
+next target (fallback order, or a weighted first pick), at once; a pause (backoff with full jitter, or a
+short cooldown) comes only when no target has a fresh key. ``attempts`` and ``deadline_s`` bound every
+request; each upstream call also has its provider's connect / first-byte / idle timeouts (the first two
+clipped to what is left of the deadline).
+
 Failover happens only before the first byte reaches the client: for a stream, that means until the
 adapter produced its first chunk. After that, a failure ends the stream with an error event (the
-blueprint renders it) and the key is scored.
+blueprint renders it) and the key is scored. A client that goes away closes the stream, which closes
+the upstream connection.
 """
 from __future__ import annotations
 
+import logging
+import math
 import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from proxy.config import Config, ModelConfig, ProviderConfig, TargetConfig
+from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
 from proxy.errors import (
     CLIENT,
     OK,
@@ -25,6 +34,8 @@ from proxy.errors import (
 )
 from proxy.providers import make_adapter
 from proxy.providers.base import Adapter, Call, Timeouts
+
+log = logging.getLogger("keyrelay")
 
 
 @dataclass
@@ -152,73 +163,61 @@ class Relay:
 
     def _run(self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Any], *,
              record_ok: bool = True) -> Any:
+        """Rounds over the targets in order. Within a round each target offers its keys not yet tried,
+        with no pause: a quota or transient failure moves to the next key, then to the next target, at
+        once. Only when every target is out of fresh keys does the relay pause (exponential backoff with
+        full jitter after transient failures, or the soonest cooldown when every key only cools down and
+        that wait is within ``retry_after_cap_s``) and go round again. The attempt budget and the
+        request deadline bound it all."""
         retry = self.config.retry
         deadline = time.monotonic() + retry.deadline_s
         targets = self.resolve(req["model"])
-        no_key: list[NoKeyAvailable] = []
-        last_error: UpstreamError | None = None
         attempts = 0
-        for target in targets:
-            provider, adapter = self.adapters[target.provider]
-            tried: set[str] = set()
-            if attempts:
-                self.observer.retry("target", target)
-            while attempts < retry.attempts:
-                try:
-                    key = self._next_key(target, tried, attempts, deadline)
-                except NoKeyAvailable as exc:
-                    no_key.append(exc)
+        failed: tuple[TargetConfig, UpstreamError] | None = None  # the latest failed attempt
+        no_key: list[NoKeyAvailable] = []  # targets with no usable key left in the latest round
+        transient = False  # the latest round saw a transient failure (a key that may work again)
+        for round_no in range(retry.attempts):
+            if round_no:
+                pause = _pause(retry, round_no, transient, no_key)
+                if pause is None or attempts >= retry.attempts or time.monotonic() + pause >= deadline:
                     break
-                attempts += 1
-                call = self._call(provider, target, key, deadline)
-                started = time.monotonic()
-                try:
-                    result = op(adapter, call, {**req, "model": target.model})
-                except UpstreamError as exc:
-                    latency = (time.monotonic() - started) * 1000
-                    self._record(trace, target, key.id, exc.outcome, latency, exc)
-                    if exc.outcome == CLIENT or exc.outcome not in retry.retry_on:
-                        raise _with_retry_after(exc) from None
-                    last_error = exc
-                    tried.add(key.id)
-                    if attempts < retry.attempts:
-                        self.observer.retry("key", target)
-                    continue
-                latency = (time.monotonic() - started) * 1000
-                trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
-                self.observer.first_byte(target, latency / 1000)
-                if record_ok:
-                    self._record(trace, target, key.id, OK, latency)
-                    self._usage(target, result)
-                return result
-            if attempts >= retry.attempts:
-                break
-        if last_error is not None and (not no_key or attempts >= retry.attempts):
-            raise _with_retry_after(last_error)
+                time.sleep(pause)
+            no_key, transient = [], False
+            for target in targets:
+                provider, adapter = self.adapters[target.provider]
+                tried: set[str] = set()
+                while attempts < retry.attempts:
+                    if time.monotonic() >= deadline:
+                        raise _deadline(retry.deadline_s, failed)
+                    try:
+                        key = self.pool.acquire(target.provider, target.model, frozenset(tried))
+                    except NoKeyAvailable as exc:
+                        no_key.append(exc)
+                        break
+                    if failed:
+                        self.observer.retry("key" if failed[0] == target else "target", target)
+                    attempts += 1
+                    call = self._call(provider, target, key, deadline)
+                    started = time.monotonic()
+                    try:
+                        result = op(adapter, call, {**req, "model": target.model})
+                    except UpstreamError as exc:
+                        self._record(trace, target, key.id, exc.outcome, _ms_since(started), exc)
+                        if exc.outcome == CLIENT or exc.outcome not in retry.retry_on:
+                            raise _with_retry_after(exc) from None
+                        failed, transient = (target, exc), transient or exc.outcome == TRANSIENT
+                        tried.add(key.id)
+                        continue
+                    latency = _ms_since(started)
+                    trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
+                    self.observer.first_byte(target, latency / 1000)
+                    if record_ok:
+                        self._record(trace, target, key.id, OK, latency)
+                        self._usage(target, result)
+                    return result
+        if failed and (attempts >= retry.attempts or not no_key):
+            raise _with_retry_after(failed[1])
         raise _merge_no_key(no_key)
-
-    def _next_key(self, target: TargetConfig, tried: set[str], attempt: int, deadline: float) -> Any:
-        """A key not yet tried for this request; else, after a short pause, a tried one still usable."""
-        if time.monotonic() >= deadline:
-            raise DeadlineExceeded("the request deadline passed before an upstream answered")
-        try:
-            return self.pool.acquire(target.provider, target.model, frozenset(tried))
-        except NoKeyAvailable:
-            if not tried:
-                raise
-        retry = self.config.retry
-        try:
-            key = self.pool.acquire(target.provider, target.model)
-            pause = random.uniform(0, min(retry.backoff_cap_s, retry.backoff_base_s * 2**attempt))
-        except NoKeyAvailable as exc:
-            wait = float(exc.headers.get("Retry-After", "inf")) if exc.status == 429 else float("inf")
-            if wait > retry.retry_after_cap_s:
-                raise
-            key, pause = None, wait
-        if time.monotonic() + pause >= deadline:
-            raise DeadlineExceeded("the request deadline passed before an upstream answered")
-        time.sleep(pause)
-        return key or self.pool.acquire(target.provider, target.model)
 
     def _call(self, provider: ProviderConfig, target: TargetConfig, key: Any, deadline: float) -> Call:
         remaining = max(0.01, deadline - time.monotonic())
@@ -264,6 +263,11 @@ class Relay:
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise
+        except Exception as exc:  # an adapter bug must still end the client's stream with an error event
+            log.exception("stream from %s failed", trace.route_name)
+            outcome = TRANSIENT
+            error = UpstreamError(f"upstream stream failed: {type(exc).__name__}", outcome=TRANSIENT)
+            raise error from None
         except GeneratorExit:
             outcome = CLIENT  # the client went away: not the key's fault
             raise
@@ -278,6 +282,24 @@ def _find_usage(item: Any) -> dict | None:
     while isinstance(item, tuple) and item:
         item = item[-1]
     return item.get("usage") if isinstance(item, dict) else None
+
+
+def _pause(retry: RetryConfig, round_no: int, transient: bool, no_key: list[NoKeyAvailable]) -> float | None:
+    """How long to wait before round ``round_no`` (1, 2, ...), or None when waiting cannot help."""
+    if transient:  # exponential backoff with full jitter
+        return random.uniform(0, min(retry.backoff_cap_s, retry.backoff_base_s * 2 ** (round_no - 1)))
+    waits = [float(e.headers.get("Retry-After", "inf")) for e in no_key if e.status == 429]
+    soonest = min(waits, default=math.inf)  # a key cools down, or a circuit reopens, that soon
+    return soonest if soonest <= retry.retry_after_cap_s else None
+
+
+def _deadline(seconds: float, failed: tuple[TargetConfig, UpstreamError] | None) -> DeadlineExceeded:
+    last = f" (last error: {failed[1].message})" if failed else ""
+    return DeadlineExceeded(f"no upstream answered within the request deadline of {seconds:g}s{last}")
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000
 
 
 def _with_retry_after(exc: UpstreamError) -> UpstreamError:

@@ -16,7 +16,7 @@ from proxy.api.anthropic_shape import (
     anthropic_to_openai_request,
     openai_to_anthropic_response,
 )
-from proxy.api.openai import gateway, read_json, routed, start_trace, stream_response
+from proxy.api.openai import close, gateway, read_json, routed, start_trace, stream_response
 from proxy.errors import GatewayError
 from proxy.providers.anthropic import AnthropicAdapter, messages_passthrough, messages_passthrough_stream
 
@@ -69,3 +69,5 @@ def anthropic_sse(items: Iterator[tuple[str | None, object]], model: str) -> Ite
                 yield encode_event(*event)
     except GatewayError as err:
         yield encode_event(*AnthropicStreamEncoder.error_event(err))
+    finally:
+        close(items)

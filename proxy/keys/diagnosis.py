@@ -33,8 +33,6 @@ def judge(k: KeyState, cooldown_until: float | None, now: float, *, probe_timeou
         return Verdict(False, "invalid")
     if not has_secret:
         return Verdict(False, "not in this worker's config")
-    if excluded:
-        return Verdict(False, "excluded (already tried)")
     reasons, waits = [], []
     state, left = breaker.view(k.breaker, now, probe_timeout)
     if state == breaker.OPEN:
@@ -46,8 +44,10 @@ def judge(k: KeyState, cooldown_until: float | None, now: float, *, probe_timeou
     if cooldown_until is not None and cooldown_until > now:
         reasons.append(f"cooling_down ({_left(cooldown_until - now)})")
         waits.append(cooldown_until - now)
-    if reasons:
+    if reasons:  # before "excluded": a key tried and then cooled down says when it is back
         return Verdict(False, "; ".join(reasons), max(waits))
+    if excluded:
+        return Verdict(False, "excluded (already tried)")
     return Verdict(True, probe=state == breaker.HALF_OPEN)
 
 
