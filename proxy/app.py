@@ -92,6 +92,11 @@ def create_app(config: Config) -> Flask:
 
     app = Flask("keyrelay")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
+    if config.server.trusted_proxies:  # behind nginx: the client address comes from X-Forwarded-For
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        hops = config.server.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
     app.json.sort_keys = False
     from proxy.observability import metrics
 
@@ -129,6 +134,7 @@ def _install_request_log(app: Flask) -> None:
             "request_id": g.get("request_id"),
             "method": request.method,
             "path": request.path,
+            "client": request.remote_addr,
             "status": resp.status_code,
             "model": g.get("model"),
             "latency_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),

@@ -1,33 +1,282 @@
-"""The /admin API (JSON, bearer token, constant-time compare)."""
+"""/admin: the JSON admin API under /admin/api (bearer token, constant-time compare) and the dashboard.
 
+Every change goes through the KeyPool, which writes it and its audit row to SQLite in one transaction,
+so every worker obeys it within the pool's refresh interval. Secrets never leave the config: a key is
+named by its id and shown as a masked hint (first 4 + "…" + last 3 characters).
+"""
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import os
+import signal
+import sqlite3
+from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from proxy.errors import Forbidden, Unauthorized
+from proxy import runtime
+from proxy.api import dashboard
+from proxy.api.errors import error_response
+from proxy.config import Config, ConfigError, load_config
+from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized, UpstreamError
+from proxy.keys import SnapshotError, key_id
+from proxy.providers.base import Call, Timeouts
+
+log = logging.getLogger("keyrelay")
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+api = Blueprint("admin_api", __name__, url_prefix="/api")
+
+MAX_REASON = 200
+HINT_MIN_LEN = 12  # shorter secrets get no hint at all: 7 of 11 characters would say too much
 
 
-@bp.before_request
+# ---------------------------------------------------------------------------------------------- pure helpers
+
+
+def mask(secret: str | None) -> str | None:
+    """``AIza…x9Q``: first 4 + "…" + last 3 characters; just "…" for short secrets; None if keyless."""
+    if not secret:
+        return None
+    if len(secret) < HINT_MIN_LEN:
+        return "…"
+    return f"{secret[:4]}…{secret[-3:]}"
+
+
+def hints(config: Config) -> dict[str, str | None]:
+    """Key id → masked hint, for every configured key."""
+    out: dict[str, str | None] = {}
+    for p in config.providers:
+        for k in p.keys:
+            out[key_id(p.name, k.key)] = mask(k.key)
+    return out
+
+
+def secrets_of(config: Config) -> dict[str, str]:
+    return {key_id(p.name, k.key): k.key for p in config.providers for k in p.keys if k.key}
+
+
+def redact(text: str, config: Config) -> str:
+    for secret in secrets_of(config).values():
+        text = text.replace(secret, "[REDACTED]")
+    if config.server.admin_token:
+        text = text.replace(config.server.admin_token, "[REDACTED]")
+    return text
+
+
+# ---------------------------------------------------------------------------------------------- plumbing
+
+
+def gateway():  # noqa: ANN201
+    return current_app.extensions["keyrelay"]
+
+
+def actor() -> str:
+    return f"admin@{request.remote_addr or 'unknown'}"
+
+
+def body_object(required: bool) -> dict:
+    """The JSON object body; an empty body is ``{}`` unless required."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if required:
+            raise BadRequest("Request body is empty; expected a JSON object.")
+        return {}
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("Request body must be a JSON object.")
+    return body
+
+
+def key_view(key: dict, hint_of: dict[str, str | None]) -> dict:
+    return {**key, "hint": hint_of.get(key["id"])}
+
+
+def one_key(kid: str) -> dict:
+    key = gateway().pool.get(kid)
+    if key is None:
+        raise NotFound(f"No key with id {kid!r}. GET /admin/api/keys lists the keys.", code="key_not_found")
+    return key_view(key, hints(gateway().config))
+
+
+def change(kid: str, fn: Any, *args: Any) -> Response:
+    """Apply one pool change (KeyError → 404) and answer with the key as it is now."""
+    try:
+        fn(kid, *args)
+    except KeyError:
+        raise NotFound(f"No key with id {kid!r}. GET /admin/api/keys lists the keys.",
+                       code="key_not_found") from None
+    return jsonify({"key": one_key(kid)})
+
+
+# nested, so app.register_blueprint(admin.bp) serves both (the dashboard page itself needs no token)
+bp.register_blueprint(api)
+bp.register_blueprint(dashboard.bp)
+
+
+@api.before_request
 def _authenticate() -> None:
-    token = current_app.extensions["keyrelay"].config.server.admin_token
+    token = gateway().config.server.admin_token
     if not token:
         raise Forbidden(
-            "The admin API is disabled: set server.admin_token (KEYRELAY_ADMIN_TOKEN) to enable it.",
+            "The admin API is disabled: set server.admin_token (or KEYRELAY_ADMIN_TOKEN with the example "
+            "config) to enable it.",
             code="admin_disabled",
         )
-    given = request.headers.get("Authorization", "")
-    scheme, _, value = given.partition(" ")
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
         raise Unauthorized(
             "Missing or wrong admin token: send 'Authorization: Bearer <admin token>'.",
+            code="invalid_admin_token",
             headers={"WWW-Authenticate": "Bearer"},
         )
 
 
-@bp.get("/api/keys")
+@api.after_request
+def _no_store(resp: Response) -> Response:
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["X-Keyrelay-Worker"] = str(os.getpid())
+    return resp
+
+
+@api.errorhandler(sqlite3.OperationalError)
+def _db_busy(exc: sqlite3.OperationalError) -> Response:
+    log.warning("admin request failed: %s", exc, extra={"event": "admin_db_error"})
+    return error_response(GatewayError(
+        "The key database is busy or unusable; nothing was changed. Try again.",
+        status=503, code="database_unavailable"))
+
+
+# ---------------------------------------------------------------------------------------------- keys
+
+
+@api.get("/keys")
 def list_keys() -> Response:
-    return jsonify({"keys": current_app.extensions["keyrelay"].pool.describe()})
+    gw = gateway()
+    hint_of = hints(gw.config)
+    return jsonify({"keys": [key_view(k, hint_of) for k in gw.pool.describe()], "worker_pid": os.getpid()})
+
+
+@api.get("/keys/<kid>")
+def get_key(kid: str) -> Response:
+    return jsonify({"key": one_key(kid)})
+
+
+@api.post("/keys/<kid>/disable")
+def disable(kid: str) -> Response:
+    reason = body_object(required=False).get("reason")
+    if reason is not None and not isinstance(reason, str):
+        raise BadRequest("Invalid 'reason': expected a string.", param="reason")
+    if reason and len(reason) > MAX_REASON:
+        raise BadRequest(f"Invalid 'reason': at most {MAX_REASON} characters.", param="reason")
+    return change(kid, gateway().pool.disable, (reason or "").strip(), actor())
+
+
+@api.post("/keys/<kid>/enable")
+def enable(kid: str) -> Response:
+    return change(kid, gateway().pool.enable, actor())
+
+
+@api.post("/keys/<kid>/reset")
+def reset(kid: str) -> Response:
+    return change(kid, gateway().pool.reset, actor())
+
+
+@api.patch("/keys/<kid>")
+def patch_key(kid: str) -> Response:
+    body = body_object(required=True)
+    unknown = sorted(set(body) - {"weight"})
+    if unknown:
+        raise BadRequest(f"Unknown field {unknown[0]!r}: only 'weight' can be changed here.",
+                         param=unknown[0])
+    if "weight" not in body:
+        raise BadRequest("Missing 'weight'.", param="weight", code="missing_required_parameter")
+    weight = body["weight"]
+    try:
+        return change(kid, gateway().pool.set_weight, weight, actor())
+    except ValueError as exc:
+        raise BadRequest(f"Invalid 'weight': {exc}", param="weight") from None
+
+
+@api.post("/keys/<kid>/revalidate")
+def revalidate(kid: str) -> Response:
+    """Probe the key now through its provider's adapter; a pass restores an invalid key."""
+    gw = gateway()
+    key = one_key(kid)  # 404 first
+    gw.pool.revalidate(kid, actor())  # audited; also makes it due for the background prober
+    provider, adapter = gw.relay.adapters.get(key["provider"], (None, None))
+    secret = secrets_of(gw.config).get(kid)
+    if provider is None or (provider.keys and secret is None):
+        raise GatewayError(f"Key {kid} is not in the running config (retired); it cannot be probed.",
+                           status=409, code="key_retired")
+    t = provider.timeouts
+    call = Call(provider.base_url, "", secret, Timeouts(t.connect, t.first_byte, t.idle), provider.headers)
+    probe: dict[str, Any] = {"ok": True, "outcome": "ok", "error": None}
+    try:
+        adapter.probe(call)
+    except UpstreamError as exc:
+        probe = {"ok": False, "outcome": exc.outcome, "error": redact(exc.message, gw.config)}
+    except Exception as exc:  # a broken probe is a failed probe; never echo the exception text
+        probe = {"ok": False, "outcome": "error", "error": type(exc).__name__}
+    gw.pool.record_probe(kid, probe["ok"])
+    return jsonify({"key": one_key(kid), "probe": probe})
+
+
+# ------------------------------------------------------------------------------------- audit, snapshot
+
+
+@api.get("/audit")
+def audit() -> Response:
+    raw = request.args.get("limit", "100")
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise BadRequest("Invalid 'limit': expected an integer between 1 and 1000.", param="limit")
+    return jsonify({"audit": gateway().pool.audit(int(raw))})
+
+
+@api.get("/snapshot")
+def export_snapshot() -> Response:
+    resp = jsonify(gateway().pool.export_snapshot())
+    resp.headers["Content-Disposition"] = 'attachment; filename="keyrelay-snapshot.json"'
+    return resp
+
+
+@api.post("/snapshot")
+def import_snapshot() -> Response:
+    doc = body_object(required=True)
+    try:
+        gateway().pool.import_snapshot(doc, actor())
+    except SnapshotError as exc:
+        raise BadRequest(f"Snapshot refused, nothing changed: {exc}", code="invalid_snapshot") from None
+    return jsonify({"imported": len(doc.get("keys", [])), "keys": [
+        key_view(k, hints(gateway().config)) for k in gateway().pool.describe()]})
+
+
+# ---------------------------------------------------------------------------------------------- reload
+
+
+@api.post("/reload")
+def reload() -> Response:
+    """Validate the config file, then ask the gunicorn master (SIGHUP) to reload workers gracefully."""
+    gw = gateway()
+    path = runtime.config_path()
+    try:
+        new = load_config(path)
+    except ConfigError as exc:
+        message = redact(str(exc), gw.config)
+        raise BadRequest(f"Config not reloaded, the running config keeps serving: {message}",
+                         code="invalid_config") from None
+    if not str(request.environ.get("SERVER_SOFTWARE", "")).startswith("gunicorn"):
+        raise GatewayError("Reload needs gunicorn (keyrelay serve); restart this process instead.",
+                           status=409, code="reload_unsupported")
+    master = os.getppid()
+    log.info("config reload requested", extra={"event": "admin_reload", "actor": actor(),
+                                               "config": new.source, "master_pid": master})
+    os.kill(master, signal.SIGHUP)
+    return jsonify({"reloaded": True, "config": new.source, "master_pid": master,
+                    "providers": [p.name for p in new.providers], "models": [m.name for m in new.models],
+                    "notices": [redact(n, new) for n in new.notices]})

@@ -30,6 +30,8 @@ def readyz() -> tuple[Response, int]:
             conn.close()
     except db.DatabaseError as exc:
         problem = str(exc)
+    except OSError as exc:  # e.g. the database's directory is gone or is a file now
+        problem = f"database unusable: {exc}"
     if problem:
         reasons.append(problem)
     if not problem:

@@ -1,16 +1,25 @@
 """Prometheus metrics, correct across gunicorn workers (multiprocess mode).
 
-HTTP metrics come from prometheus-flask-exporter; upstream metrics are recorded per attempt by the
-relay; key-state gauges are read from SQLite at scrape time so every worker reports the same truth.
-With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does it) every worker writes its own files and
-any worker's /metrics aggregates all of them.
-"""
+* HTTP: prometheus-flask-exporter. ``keyrelay_http_request_duration_seconds{method,endpoint,status}``
+  (a histogram, so its ``_count`` is the request count by endpoint/method/status; ``endpoint`` is the
+  Flask URL rule, "unmatched" for unknown paths, so clients cannot mint label values) and
+  ``keyrelay_http_request_total{method,status}``.
+* Upstream, recorded by the relay through the Observer hooks: attempts by provider/model/outcome,
+  latency and time-to-first-byte histograms, retries (next key) and failovers (next target), tokens
+  in/out by model.
+* Key state: gauges by key id read from SQLite at scrape time, so every worker reports the same truth.
 
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does it before forking and cleans up per worker)
+every worker writes its own files and any worker's /metrics aggregates all of them. Labels carry key
+ids, provider and model names only, never a secret.
+"""
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
 
-from flask import Blueprint, Flask, Response
+from flask import Flask, Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -18,13 +27,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import GaugeMetricFamily, Metric
 
+from proxy.config import TargetConfig
 from proxy.relay import Attempt, Observer
 
-bp = Blueprint("metrics", __name__)
-
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+MAX_MODEL_LABELS = 200  # per process; further distinct (pass-through) model names count as "other"
+MAX_LABEL_LEN = 100
 
 UPSTREAM_REQUESTS = Counter(
     "keyrelay_upstream_requests_total", "Upstream attempts by outcome", ["provider", "model", "outcome"]
@@ -35,12 +45,109 @@ UPSTREAM_LATENCY = Histogram(
     ["provider", "model"],
     buckets=LATENCY_BUCKETS,
 )
+UPSTREAM_TTFB = Histogram(
+    "keyrelay_upstream_ttfb_seconds",
+    "Time until the upstream's answer (or first stream chunk) arrived",
+    ["provider", "model"],
+    buckets=LATENCY_BUCKETS,
+)
+RETRIES = Counter(
+    "keyrelay_upstream_retries_total",
+    "Attempts that followed a failure with another key of the same target",
+    ["provider", "model"],
+)
+FAILOVERS = Counter(
+    "keyrelay_upstream_failovers_total",
+    "Moves to the next target of a model after the previous one failed (labels: the new target)",
+    ["provider", "model"],
+)
+TOKENS = Counter(
+    "keyrelay_tokens_total", "Tokens reported by upstreams", ["provider", "model", "direction"]
+)
+
+
+def token_counts(usage: dict) -> tuple[int, int]:
+    """(input, output) tokens from an OpenAI (prompt/completion) or Anthropic (input/output) usage dict."""
+    def num(*names: str) -> int:
+        for name in names:
+            value = usage.get(name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+                return int(value)
+        return 0
+
+    return num("prompt_tokens", "input_tokens"), num("completion_tokens", "output_tokens")
+
+
+class _ModelLabels:
+    """Bounded, sanitised model label values (pass-through names come from clients)."""
+
+    def __init__(self, limit: int = MAX_MODEL_LABELS) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, model: str) -> str:
+        value = "".join(c if c.isprintable() else "?" for c in str(model))[:MAX_LABEL_LEN]
+        with self.lock:
+            if value in self.seen:
+                return value
+            if len(self.seen) >= self.limit:
+                return "other"
+            self.seen.add(value)
+            return value
+
+
+model_label = _ModelLabels()
 
 
 class RelayMetrics(Observer):
+    """The relay's Observer: upstream counters and histograms."""
+
     def attempt(self, attempt: Attempt) -> None:
-        UPSTREAM_REQUESTS.labels(attempt.provider, attempt.model, attempt.outcome).inc()
-        UPSTREAM_LATENCY.labels(attempt.provider, attempt.model).observe(attempt.latency_ms / 1000)
+        model = model_label(attempt.model)
+        UPSTREAM_REQUESTS.labels(attempt.provider, model, attempt.outcome).inc()
+        UPSTREAM_LATENCY.labels(attempt.provider, model).observe(max(attempt.latency_ms, 0.0) / 1000)
+
+    def first_byte(self, target: TargetConfig, seconds: float) -> None:
+        UPSTREAM_TTFB.labels(target.provider, model_label(target.model)).observe(max(seconds, 0.0))
+
+    def retry(self, kind: str, target: TargetConfig) -> None:
+        (FAILOVERS if kind == "target" else RETRIES).labels(target.provider, model_label(target.model)).inc()
+
+    def usage(self, target: TargetConfig, usage: dict) -> None:
+        tokens_in, tokens_out = token_counts(usage)
+        model = model_label(target.model)
+        if tokens_in:
+            TOKENS.labels(target.provider, model, "in").inc(tokens_in)
+        if tokens_out:
+            TOKENS.labels(target.provider, model, "out").inc(tokens_out)
+
+
+CIRCUIT_VALUES = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
+
+
+def key_state_metrics(keys: list[dict]) -> list[Metric]:
+    """Gauges for the admin listing of keys (pure: the same listing gives the same output)."""
+    def family(name: str, doc: str) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, labels=["key_id", "provider"])
+
+    enabled = family("keyrelay_key_enabled", "1 if the operator has the key enabled")
+    usable = family("keyrelay_key_usable", "1 if the key can serve some model now")
+    invalid = family("keyrelay_key_invalid", "1 if the upstream rejected the key as invalid")
+    health = family("keyrelay_key_health", "Rolling health score 0..1")
+    circuit = family("keyrelay_key_circuit_state", "Circuit breaker: 0 closed, 0.5 half-open, 1 open")
+    cooling = family("keyrelay_key_cooling_models", "Models this key is cooling down for")
+    weight = family("keyrelay_key_weight", "Selection weight (config or operator override)")
+    for key in keys:
+        labels = [key["id"], key["provider"]]
+        enabled.add_metric(labels, 1.0 if key["enabled"] else 0.0)
+        usable.add_metric(labels, 1.0 if key.get("usable") else 0.0)
+        invalid.add_metric(labels, 1.0 if key.get("status") == "invalid" else 0.0)
+        health.add_metric(labels, float(key["health"]))
+        circuit.add_metric(labels, CIRCUIT_VALUES.get(key["circuit"], 1.0))
+        cooling.add_metric(labels, float(len(key["cooldowns"])))
+        weight.add_metric(labels, float(key["weight"]))
+    return [enabled, usable, invalid, health, circuit, cooling, weight]
 
 
 class KeyStateCollector:
@@ -49,71 +156,41 @@ class KeyStateCollector:
     def __init__(self, pool) -> None:  # noqa: ANN001
         self.pool = pool
 
-    def collect(self):  # noqa: ANN201
-        enabled = GaugeMetricFamily(
-            "keyrelay_key_enabled", "1 if the operator has the key enabled", labels=["key_id", "provider"]
-        )
-        usable = GaugeMetricFamily(
-            "keyrelay_key_usable", "1 if the key can serve some model now", labels=["key_id", "provider"]
-        )
-        health = GaugeMetricFamily(
-            "keyrelay_key_health", "Rolling health score 0..1", labels=["key_id", "provider"]
-        )
-        circuit = GaugeMetricFamily(
-            "keyrelay_key_circuit_open", "0 closed, 0.5 half-open, 1 open", labels=["key_id", "provider"]
-        )
-        cooling = GaugeMetricFamily(
-            "keyrelay_key_cooling_models",
-            "Models this key is cooling down for",
-            labels=["key_id", "provider"],
-        )
-        for key in self.pool.describe():
-            labels = [key["id"], key["provider"]]
-            enabled.add_metric(labels, 1.0 if key["enabled"] else 0.0)
-            usable.add_metric(labels, 1.0 if key.get("usable") else 0.0)
-            health.add_metric(labels, float(key["health"]))
-            circuit.add_metric(labels, {"closed": 0.0, "half_open": 0.5}.get(key["circuit"], 1.0))
-            cooling.add_metric(labels, float(len(key["cooldowns"])))
-        yield from (enabled, usable, health, circuit, cooling)
+    def collect(self) -> Iterator[Metric]:
+        yield from key_state_metrics(self.pool.describe())
+
+
+def endpoint(request: Request) -> str:
+    """The HTTP metrics' endpoint label: the URL rule, never the raw path."""
+    rule = request.url_rule
+    return rule.rule if rule is not None else "unmatched"
 
 
 def install(app: Flask, gateway) -> None:  # noqa: ANN001
+    """HTTP metrics on ``app`` and the /metrics endpoint (aggregated over workers in multiprocess mode)."""
     multiproc = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+    options = dict(path=None, defaults_prefix="keyrelay", group_by=endpoint, buckets=LATENCY_BUCKETS)
     if multiproc:
+        from prometheus_client import multiprocess
         from prometheus_flask_exporter.multiprocess import MultiprocessPrometheusMetrics
 
-        MultiprocessPrometheusMetrics(
-            app, path=None, defaults_prefix="keyrelay_http", group_by="url_rule", buckets=LATENCY_BUCKETS
-        )
-    else:
+        MultiprocessPrometheusMetrics(app, **options)
+        registries = [CollectorRegistry()]
+        multiprocess.MultiProcessCollector(registries[0])
+    else:  # one process (tests, plain Flask): this app's HTTP metrics + the upstream metrics
+        from prometheus_client import REGISTRY
         from prometheus_flask_exporter import PrometheusMetrics
 
-        PrometheusMetrics(
-            app,
-            path=None,
-            defaults_prefix="keyrelay_http",
-            group_by="url_rule",
-            buckets=LATENCY_BUCKETS,
-            registry=CollectorRegistry(auto_describe=True),
-        )
-    key_state = KeyStateCollector(gateway.pool)
+        http = PrometheusMetrics(app, registry=CollectorRegistry(auto_describe=True), **options)
+        registries = [http.registry, REGISTRY]
+    key_state = CollectorRegistry()
+    key_state.register(KeyStateCollector(gateway.pool))
+    registries.append(key_state)
 
-    @bp.get("/metrics")
     def metrics() -> Response:
-        registry = CollectorRegistry()
-        if multiproc:
-            from prometheus_client import multiprocess
+        resp = Response(b"".join(generate_latest(r) for r in registries), mimetype=CONTENT_TYPE_LATEST)
+        resp.headers["X-Keyrelay-Worker"] = str(os.getpid())
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
 
-            multiprocess.MultiProcessCollector(registry)
-        else:
-            from prometheus_client import REGISTRY
-
-            registry = REGISTRY
-        data = generate_latest(registry)
-        if multiproc or key_state not in getattr(registry, "_collector_to_names", {}):
-            extra = CollectorRegistry()
-            extra.register(key_state)
-            data += generate_latest(extra)
-        return Response(data, mimetype=CONTENT_TYPE_LATEST)
-
-    app.register_blueprint(bp)
+    app.add_url_rule("/metrics", "metrics", metrics, methods=["GET"])
