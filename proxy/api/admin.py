@@ -274,6 +274,9 @@ def reload() -> Response:
         raise GatewayError("Reload needs gunicorn (keyrelay serve); restart this process instead.",
                            status=409, code="reload_unsupported")
     master = os.getppid()
+    gw.pool.audit_event(actor(), "reload", {"config": gw.config.source},
+                        {"config": new.source, "providers": [p.name for p in new.providers],
+                         "models": [m.name for m in new.models]})
     log.info("config reload requested", extra={"event": "admin_reload", "actor": actor(),
                                                "config": new.source, "master_pid": master})
     os.kill(master, signal.SIGHUP)

@@ -23,15 +23,13 @@ def readyz() -> tuple[Response, int]:
     if gw.shutting_down.is_set():
         reasons.append("shutting down")
     try:
-        conn = db.connect(gw.config.server.database, busy_timeout_ms=500)
+        conn = db.connect(gw.config.server.database, busy_timeout_ms=500, create=False)
         try:
             problem = db.check_ready(conn)
         finally:
             conn.close()
-    except db.DatabaseError as exc:
+    except db.DatabaseError as exc:  # missing, unreadable, not a database, directory is a file...
         problem = str(exc)
-    except OSError as exc:  # e.g. the database's directory is gone or is a file now
-        problem = f"database unusable: {exc}"
     if problem:
         reasons.append(problem)
     if not problem:

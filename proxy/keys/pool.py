@@ -288,6 +288,12 @@ class KeyPool:
             if key_id in self._states:
                 self._write(fn, key_id)
 
+    def audit_event(self, actor: str, action: str, before: dict | None = None,
+                    after: dict | None = None) -> None:
+        """Audit an operator action that concerns no single key (e.g. a config reload)."""
+        with self._lock, self._tx() as conn:
+            self._audit(conn, self._clock(), actor, action, None, before, after)
+
     def audit(self, limit: int = 100) -> list[dict]:
         with self._lock:
             rows = self._conn.execute(

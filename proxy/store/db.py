@@ -18,21 +18,23 @@ class DatabaseError(Exception):
     """The database cannot be used (unreadable, newer than the code, failed migration)."""
 
 
-def connect(path: str | Path, *, busy_timeout_ms: int = 2000) -> sqlite3.Connection:
-    """Open the database in WAL mode; autocommit (isolation_level=None) so transactions are explicit."""
+def connect(path: str | Path, *, busy_timeout_ms: int = 2000, create: bool = True) -> sqlite3.Connection:
+    """Open the database in WAL mode; autocommit (isolation_level=None) so transactions are explicit.
+    With ``create=False`` a missing file is an error instead of a new empty database (for probes)."""
     path = Path(path)
-    if str(path) != ":memory:":
-        path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        conn = sqlite3.connect(str(path), timeout=busy_timeout_ms / 1000, isolation_level=None,
-                               check_same_thread=False)
+        if create and str(path) != ":memory:":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        target = str(path) if create else f"{path.resolve().as_uri()}?mode=rw"
+        conn = sqlite3.connect(target, timeout=busy_timeout_ms / 1000, isolation_level=None,
+                               check_same_thread=False, uri=not create)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
-    except sqlite3.DatabaseError as exc:
-        raise DatabaseError(f"cannot open database {path}: {exc}") from None
+    except (sqlite3.DatabaseError, OSError) as exc:
+        raise DatabaseError(f"database unusable: cannot open {path}: {exc}") from None
     return conn
 
 
@@ -117,11 +119,12 @@ def _statements(sql: str) -> list[str]:
 
 
 def check_ready(conn: sqlite3.Connection) -> str | None:
-    """None when the database is usable and fully migrated, else the reason."""
+    """None when the database is usable and fully migrated, else the reason (reads only)."""
     try:
-        current = applied_version(conn)
+        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
     except sqlite3.DatabaseError as exc:
         return f"database unusable: {exc}"
+    current = int(row[0] or 0)
     latest = code_version()
     if current != latest:
         return f"database schema at version {current}, code expects {latest}"

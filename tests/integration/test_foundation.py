@@ -113,7 +113,9 @@ def test_health_ready_models_and_request_id(gw):
 
 def test_runs_gevent_workers(gw):
     assert len(gw.worker_pids()) == 2
-    assert gw.logs().count('"worker_class": "GeventWorker"') == 2
+    events = [json.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+    ready = [e for e in events if e.get("event") == "worker_ready"]
+    assert [e["worker_class"] for e in ready] == ["GeventWorker", "GeventWorker"]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
