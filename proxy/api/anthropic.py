@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
 from proxy.api.anthropic_shape import (
     AnthropicStreamEncoder,
@@ -17,8 +17,14 @@ from proxy.api.anthropic_shape import (
     openai_to_anthropic_response,
 )
 from proxy.api.openai import close, gateway, read_json, routed, start_trace, stream_response
-from proxy.errors import GatewayError
-from proxy.providers.anthropic import AnthropicAdapter, messages_passthrough, messages_passthrough_stream
+from proxy.errors import CLIENT, GatewayError, UpstreamError
+from proxy.providers.anthropic import (
+    AnthropicAdapter,
+    client_headers,
+    messages_count_tokens,
+    messages_passthrough,
+    messages_passthrough_stream,
+)
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
 
@@ -36,20 +42,48 @@ def messages() -> Response:
     client_model = body["model"]
     trace = start_trace(client_model)
     relay = gateway().relay
+    forward = client_headers(request.headers)
     if body.get("stream"):
         def open_stream(adapter, call, r):  # noqa: ANN001, ANN202
             if isinstance(adapter, AnthropicAdapter):
-                return ((NATIVE, item) for item in messages_passthrough_stream(call, body))
-            return ((None, chunk) for chunk in adapter.chat_stream(call, r))
+                return _tagged(NATIVE, messages_passthrough_stream(call, body, forward))
+            return _tagged(None, adapter.chat_stream(call, r))
 
         return stream_response(anthropic_sse(relay.stream(req, trace, open_stream), client_model), trace)
 
     def complete(adapter, call, r):  # noqa: ANN001, ANN202
         if isinstance(adapter, AnthropicAdapter):
-            return messages_passthrough(call, body)
+            return messages_passthrough(call, body, forward)
         return openai_to_anthropic_response(adapter.chat(call, r), client_model)
 
     return routed(relay.complete(req, trace, complete), trace)
+
+
+@bp.post("/messages/count_tokens")
+def count_tokens() -> Response:
+    """Counted by the upstream itself, so only for models served by an Anthropic upstream: any other
+    count would be a guess."""
+    body = read_json()
+    req = anthropic_to_openai_request({**body, "max_tokens": 1, "stream": False})  # validates the rest
+    trace = start_trace(body["model"])
+    forward = client_headers(request.headers)
+
+    def count(adapter, call, r):  # noqa: ANN001, ANN202
+        if not isinstance(adapter, AnthropicAdapter):
+            raise UpstreamError(f"count_tokens is only available for models served by an Anthropic upstream; "
+                                f"{body['model']!r} is not", outcome=CLIENT, status=400)
+        return messages_count_tokens(call, body, forward)
+
+    return routed(gateway().relay.complete(req, trace, count), trace)
+
+
+def _tagged(tag: str | None, items: Iterator[object]) -> Iterator[tuple[str | None, object]]:
+    """Tag each stream item; closing this closes ``items`` at once (and with it the upstream response)."""
+    try:
+        for item in items:
+            yield tag, item
+    finally:
+        close(items)
 
 
 def anthropic_sse(items: Iterator[tuple[str | None, object]], model: str) -> Iterator[bytes]:

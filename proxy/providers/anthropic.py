@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +22,7 @@ from proxy.providers.base import Call
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
+PASSTHROUGH_HEADERS = ("anthropic-beta",)
 
 _FINISH_REASONS = {
     "end_turn": "stop",
@@ -369,11 +370,22 @@ def classify_error(status: int, body: bytes | str | dict | None, headers: Any = 
 # ---------------------------------------------------------------- I/O
 
 
-def _headers(call: Call) -> dict[str, str]:
+def _headers(call: Call, client: Mapping[str, str] | None = None) -> dict[str, str]:
     headers = {"anthropic-version": ANTHROPIC_VERSION, **call.headers}
+    for name, value in (client or {}).items():  # a configured value (any case) and the client's merge
+        configured = next((k for k in headers if k.lower() == name), None)
+        mine = headers.pop(configured) if configured else None
+        headers[name] = f"{mine},{value}" if mine else value
     if call.key:
         headers["x-api-key"] = call.key
     return headers
+
+
+def client_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Headers of an Anthropic client (a case-insensitive mapping, e.g. Flask's ``request.headers``) that a
+    pass-through forwards: ``anthropic-beta`` turns on features the body may use (without it the upstream
+    rejects those fields). Merged with a configured value of the same header."""
+    return {name: headers[name] for name in PASSTHROUGH_HEADERS if headers.get(name)}
 
 
 def _base(call: Call) -> str:
@@ -398,18 +410,19 @@ def _error_body(resp: http.StreamResponse) -> bytes:
         return b""
 
 
-def _post(call: Call, path: str, body: dict) -> dict:
-    status, headers, data = http.request("POST", _base(call) + path, headers=_headers(call), body=body,
-                                         timeouts=call.timeouts)
+def _post(call: Call, path: str, body: dict, client: Mapping[str, str] | None = None) -> dict:
+    status, headers, data = http.request("POST", _base(call) + path, headers=_headers(call, client),
+                                         body=body, timeouts=call.timeouts)
     if status >= 400:
         raise classify_error(status, data, headers, secret=call.key)
     return _json(data)
 
 
-def _sse_events(call: Call, body: dict) -> Iterator[tuple[str, dict]]:
+def _sse_events(call: Call, body: dict, client: Mapping[str, str] | None = None
+                ) -> Iterator[tuple[str, dict]]:
     """POST a streaming request; yield (event, data) until the connection closes. Errors before the first
     event raise from the first ``next()``; the response is closed when the generator is closed."""
-    resp = http.open_request("POST", _base(call) + "/messages", headers=_headers(call), body=body,
+    resp = http.open_request("POST", _base(call) + "/messages", headers=_headers(call, client), body=body,
                              timeouts=call.timeouts)
     try:
         if resp.status >= 400:
@@ -430,24 +443,30 @@ def _truncated() -> UpstreamError:
     return UpstreamError("anthropic stream ended before message_stop", outcome=TRANSIENT, status=502)
 
 
-def messages_passthrough(call: Call, body: dict) -> dict:
+def messages_passthrough(call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict:
     """Anthropic client -> Anthropic upstream, unchanged except the model name (upstream id out, the
-    client's name back in the response)."""
+    client's name back in the response). ``client``: headers from ``client_headers``."""
     client_model = body.get("model")
     upstream = {**body, "model": call.model}
     upstream.pop("stream", None)
-    resp = _post(call, "/messages", upstream)
+    resp = _post(call, "/messages", upstream, client)
     if client_model:
         resp["model"] = client_model
     return resp
 
 
-def messages_passthrough_stream(call: Call, body: dict) -> Iterator[tuple[str, dict]]:
+def messages_count_tokens(call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict:
+    """POST /messages/count_tokens with the client's body (model renamed): ``{"input_tokens": N}``."""
+    return _post(call, "/messages/count_tokens", {**body, "model": call.model}, client)
+
+
+def messages_passthrough_stream(call: Call, body: dict, client: Mapping[str, str] | None = None
+                                ) -> Iterator[tuple[str, dict]]:
     """Streaming pass-through: yields (event_name, data) as received (model renamed in message_start).
     An ``error`` event raises UpstreamError (the endpoint re-emits it in the client's dialect)."""
     client_model = body.get("model")
     upstream = {**body, "model": call.model, "stream": True}
-    events = _sse_events(call, upstream)
+    events = _sse_events(call, upstream, client)
     try:
         for event, data in events:
             if event == "error":

@@ -1,8 +1,8 @@
 """Adapter for OpenAI-compatible upstreams (OpenAI, OpenRouter, Groq, vLLM, Gemini's /openai endpoint).
 
 The request is passed through with ``model`` replaced by the upstream id (``call.model``). The answer's
-``model`` is set back to the client-facing name, taken from ``req["model"]``: this relies on the relay
-leaving ``req["model"]`` as the name the client asked for (it passes the upstream id in ``call.model``).
+``model`` is ``req["model"]``, which the relay sets to the upstream model that answered (so a client
+asking for an alias learns which target served it, as with every other adapter).
 
 Error policy (classify_error):
 - 401 -> AUTH 401, 403 -> AUTH 403. The upstream message is NOT shown for auth errors: OpenAI echoes a
