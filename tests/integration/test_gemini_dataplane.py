@@ -1,4 +1,5 @@
 """Issue 3: the official openai SDK → keyrelay (gunicorn + gevent) → a local mock speaking Gemini's wire format."""
+
 from __future__ import annotations
 
 import base64
@@ -30,8 +31,13 @@ def gw(tmp_path_factory, mock):
         "server": {"log_level": "info"},
         "retry": {"attempts": 2, "backoff_base_s": 0.01, "backoff_cap_s": 0.05},
         "providers": [
-            {"name": "gemini", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [KEY],
-             "models": ["gemini-2.5-flash"]},
+            {
+                "name": "gemini",
+                "type": "gemini",
+                "base_url": mock.url + "/v1beta",
+                "keys": [KEY],
+                "models": ["gemini-2.5-flash"],
+            },
             {"name": "gemini-errors", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [ERR_KEY]},
             {"name": "compat", "type": "openai", "base_url": mock.url + "/v1", "keys": ["sk-compat-1"]},
         ],
@@ -55,8 +61,10 @@ def user(text):
 
 
 def test_plain_chat(client, mock):
-    resp = client.chat.completions.create(model="flash", messages=[
-        {"role": "system", "content": "Be terse."}, *user("What is the capital of Wyoming?")])
+    resp = client.chat.completions.create(
+        model="flash",
+        messages=[{"role": "system", "content": "Be terse."}, *user("What is the capital of Wyoming?")],
+    )
     assert resp.choices[0].finish_reason == "stop"
     assert "capital of Wyoming" in resp.choices[0].message.content
     assert resp.usage.prompt_tokens > 0 and resp.usage.total_tokens >= resp.usage.prompt_tokens
@@ -66,8 +74,11 @@ def test_plain_chat(client, mock):
 
 
 def test_streaming_with_usage(client):
-    chunks = list(client.chat.completions.create(
-        model="flash", messages=user("stream please"), stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="flash", messages=user("stream please"), stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert "stream please" in text
@@ -80,12 +91,22 @@ def test_stream_without_include_usage_has_no_usage_chunk(client):
     assert all(c.choices for c in chunks)
 
 
-WEATHER = {"type": "function", "function": {
-    "name": "get_weather", "description": "Weather for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
-TIME = {"type": "function", "function": {
-    "name": "get_time", "description": "Local time for a city",
-    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
 
 
 def test_tool_call_round_trip_echoes_thought_signature(client, mock):
@@ -95,8 +116,10 @@ def test_tool_call_round_trip_echoes_thought_signature(client, mock):
     call = first.choices[0].message.tool_calls[0]
     assert call.function.name == "get_weather"
     json.loads(call.function.arguments)
-    messages += [first.choices[0].message.model_dump(exclude_none=True),
-                 {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})}]
+    messages += [
+        first.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": json.dumps({"temp_c": 21})},
+    ]
     mock.clear()
     final = client.chat.completions.create(model="flash", messages=messages, tools=[WEATHER])
     assert final.choices[0].finish_reason == "stop" and final.choices[0].message.content
@@ -110,7 +133,8 @@ def test_tool_call_round_trip_echoes_thought_signature(client, mock):
 
 def test_parallel_tool_calls_streamed(client):
     stream = client.chat.completions.create(
-        model="flash", messages=user("parallel: weather and time in Oslo"), tools=[WEATHER, TIME], stream=True)
+        model="flash", messages=user("parallel: weather and time in Oslo"), tools=[WEATHER, TIME], stream=True
+    )
     calls: dict[int, dict] = {}
     finish = None
     for chunk in stream:
@@ -123,20 +147,32 @@ def test_parallel_tool_calls_streamed(client):
             finish = choice.finish_reason or finish
     assert finish == "tool_calls"
     assert sorted(c["name"] for c in calls.values()) == ["get_time", "get_weather"]
-    assert all(c["id"] for c in calls.values()) and all(json.loads(c["args"]) is not None for c in calls.values())
+    assert all(c["id"] for c in calls.values()) and all(
+        json.loads(c["args"]) is not None for c in calls.values()
+    )
 
 
 def test_json_mode(client, mock):
-    resp = client.chat.completions.create(model="flash", messages=user("give me json"),
-                                          response_format={"type": "json_object"})
+    resp = client.chat.completions.create(
+        model="flash", messages=user("give me json"), response_format={"type": "json_object"}
+    )
     assert isinstance(json.loads(resp.choices[0].message.content), dict)
     assert mock.calls[-1]["body"]["generationConfig"]["responseMimeType"] == "application/json"
 
 
 def test_image_input(client, mock):
-    resp = client.chat.completions.create(model="flash", messages=[{"role": "user", "content": [
-        {"type": "text", "text": "What is in this image?"},
-        {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}}]}])
+    resp = client.chat.completions.create(
+        model="flash",
+        messages=[
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is in this image?"},
+                    {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{PNG}"}},
+                ],
+            }
+        ],
+    )
     assert "image/png" in resp.choices[0].message.content
     part = mock.calls[-1]["body"]["contents"][0]["parts"][1]
     assert part["inlineData"] == {"mimeType": "image/png", "data": PNG}
@@ -171,16 +207,30 @@ def test_openai_compatible_upstream(client, mock):
     resp = client.chat.completions.create(model="compat-chat", messages=user("hi compat"))
     assert resp.choices[0].message.content
     call = mock.calls[-1]
-    assert call["dialect"] == "openai" and call["body"]["model"] == "gpt-4o-mini" and call["key"] == "sk-compat-1"
-    text = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model="compat-chat", messages=user("stream compat"), stream=True) if c.choices)
+    assert (
+        call["dialect"] == "openai"
+        and call["body"]["model"] == "gpt-4o-mini"
+        and call["key"] == "sk-compat-1"
+    )
+    text = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model="compat-chat", messages=user("stream compat"), stream=True
+        )
+        if c.choices
+    )
     assert text
 
 
-@pytest.mark.parametrize("status,exc", [
-    (400, openai.BadRequestError), (404, openai.NotFoundError),
-    (429, openai.RateLimitError), (500, openai.InternalServerError),
-])
+@pytest.mark.parametrize(
+    "status,exc",
+    [
+        (400, openai.BadRequestError),
+        (404, openai.NotFoundError),
+        (429, openai.RateLimitError),
+        (500, openai.InternalServerError),
+    ],
+)
 def test_upstream_errors_are_typed_sdk_exceptions(client, mock, status, exc):
     model = f"err-{status}"
     mock.script(key=ERR_KEY, model=model, behaviour=error(status, retry_delay="30s"))
@@ -199,8 +249,12 @@ def test_chunks_arrive_before_upstream_finishes(gw, mock):
     result: dict = {}
 
     def consume():
-        r = requests.post(gw.url + "/v1/chat/completions", stream=True, timeout=30, json={
-            "model": "gemini/gemini-hold", "stream": True, "messages": user("hold the line")})
+        r = requests.post(
+            gw.url + "/v1/chat/completions",
+            stream=True,
+            timeout=30,
+            json={"model": "gemini/gemini-hold", "stream": True, "messages": user("hold the line")},
+        )
         lines = []
         for line in r.iter_lines():
             if line.startswith(b"data: ") and b"content" in line and not got_first.is_set():

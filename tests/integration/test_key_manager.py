@@ -1,4 +1,5 @@
 """Issue 4: the key manager through a real 2-worker gunicorn against a scriptable mock Gemini."""
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,11 @@ def mock():
 
 
 def chat(gw: Gateway, model: str = "flash", session: requests.Session | None = None) -> requests.Response:
-    return (session or requests).post(gw.url + "/v1/chat/completions", timeout=20, json={
-        "model": model, "messages": [{"role": "user", "content": "hi"}]})
+    return (session or requests).post(
+        gw.url + "/v1/chat/completions",
+        timeout=20,
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+    )
 
 
 def many(gw: Gateway, n: int, model: str = "flash", threads: int = 8) -> list[requests.Response]:
@@ -55,8 +59,9 @@ def many(gw: Gateway, n: int, model: str = "flash", threads: int = 8) -> list[re
 
 
 def admin(gw: Gateway, method: str, path: str, **kw) -> requests.Response:
-    return requests.request(method, gw.url + "/admin/api" + path, timeout=10,
-                            headers={"Authorization": f"Bearer {TOKEN}"}, **kw)
+    return requests.request(
+        method, gw.url + "/admin/api" + path, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}, **kw
+    )
 
 
 def keys_by_id(gw: Gateway) -> dict[str, dict]:
@@ -180,8 +185,9 @@ def test_state_survives_restart_and_kill_9(tmp_path, mock):
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "proxy.cli", *args], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
 
 
 def test_snapshot_round_trip_and_refusals(tmp_path, mock):
