@@ -1,4 +1,4 @@
-"""Issue 3: the official openai SDK → keyrelay (gunicorn + gevent) → a local mock speaking Gemini's wire format."""
+"""Issue 3: the openai SDK → keyrelay (gunicorn + gevent) → a local mock speaking Gemini's wire format."""
 
 from __future__ import annotations
 
