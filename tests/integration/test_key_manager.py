@@ -146,8 +146,10 @@ def test_state_survives_restart_and_kill_9(tmp_path, mock):
         assert chat(gw).status_code == 200  # KEYS[0] quota, KEYS[1] invalid, KEYS[2] answers
         for _ in range(2):
             many(gw, 10)
-        for _ in range(6):  # transient failures on KEYS[2] for pro open its circuit
+        for _ in range(40):  # transient failures on KEYS[2] (for pro) open its circuit
             chat(gw, "pro")
+            if keys_by_id(gw)[IDS[2]]["circuit"] == "open":
+                break
         assert admin(gw, "POST", f"/keys/{IDS[2]}/disable", json={"reason": "maintenance"}).status_code == 200
         before = keys_by_id(gw)
         # kill -9 a worker under load: transitions already written must survive
