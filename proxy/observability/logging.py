@@ -7,6 +7,8 @@ import logging
 import sys
 import time
 
+import orjson
+
 _STD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
@@ -14,13 +16,19 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.secrets = tuple(s for s in secrets if s)
+        self._second: tuple[int, str] = (-1, "")  # (epoch second, its prefix), swapped as one object
 
     def format(self, record: logging.LogRecord) -> str:
+        sec, stamp = self._second
+        if int(record.created) != sec:  # one strftime per second, not per line (one request log per request)
+            sec = int(record.created)
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+            self._second = (sec, stamp)
         entry = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": f"{stamp}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # which gunicorn worker
             "message": record.getMessage(),
         }
         for key, value in record.__dict__.items():
@@ -28,7 +36,10 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        line = json.dumps(entry, default=str)
+        try:  # orjson: ~15 us less per line than json.dumps (bench/RESULTS.md)
+            line = orjson.dumps(entry, default=str).decode()
+        except TypeError:  # what orjson refuses (non-str keys, huge ints): the standard library's way
+            line = json.dumps(entry, default=str)
         for secret in self.secrets:
             line = line.replace(secret, "[REDACTED]")
         return line

@@ -6,11 +6,11 @@ never in the URL, so it cannot leak through URLs in logs or errors.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import orjson
 import urllib3
 
 from proxy.errors import TRANSIENT, UpstreamError
@@ -47,7 +47,7 @@ class GeminiAdapter:
         if status != 200:
             raise gt.classify_error(status, data, headers, secret=call.key)
         try:
-            body = json.loads(data)
+            body = orjson.loads(data)
         except ValueError:
             raise UpstreamError(
                 gt.PREFIX + "unreadable response body", outcome=TRANSIENT, status=502
@@ -136,7 +136,7 @@ def _embedded_status(obj: Any) -> int:
 
 def _parse_event(data: str) -> dict:
     try:
-        event = json.loads(data)
+        event = orjson.loads(data)
     except ValueError:
         raise UpstreamError(gt.PREFIX + "malformed stream event", outcome=TRANSIENT, status=502) from None
     if isinstance(event, list):  # error bodies sometimes come wrapped in an array
