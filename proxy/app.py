@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-import uuid
+import time
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, g, request
@@ -14,7 +15,7 @@ from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyPool, KeySettings, KeySpec, run_revalidation
 from proxy.observability import logging as jsonlog
 from proxy.providers.base import Call, Timeouts
-from proxy.relay import Relay
+from proxy.relay import Relay, Trace
 from proxy.store import db
 
 log = logging.getLogger("keyrelay")
@@ -116,36 +117,45 @@ def create_app(config: Config) -> Flask:
     return app
 
 
-def _install_request_log(app: Flask) -> None:
-    import time
+def _log_request(entry: dict, started: float, trace: Trace | None) -> None:
+    entry["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+    if trace is not None:
+        entry.update(
+            provider=trace.route.provider if trace.route else None,
+            key_id=trace.key_id,
+            attempts=len(trace.attempts),
+            upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
+        )
+        if trace.attempts and trace.attempts[-1].outcome not in ("ok", "client"):
+            entry["upstream_error"] = trace.attempts[-1].error
+    log.info("request", extra=entry)
 
+
+def _install_request_log(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
         g.started = time.monotonic()
         rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else uuid.uuid4().hex
+        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else os.urandom(16).hex()
 
     @app.after_request
     def _finish(resp: Response) -> Response:
-        resp.headers["X-Request-ID"] = g.get("request_id", "")
-        trace = g.get("trace")
+        state = g._get_current_object()
+        resp.headers["X-Request-ID"] = state.get("request_id", "")
+        if request.path in ("/healthz", "/readyz", "/metrics"):
+            return resp
         entry = {
             "event": "request",
-            "request_id": g.get("request_id"),
+            "request_id": state.get("request_id"),
             "method": request.method,
             "path": request.path,
             "client": request.remote_addr,
             "status": resp.status_code,
-            "model": g.get("model"),
-            "latency_ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 2),
+            "model": state.get("model"),
         }
-        if trace is not None:
-            entry.update(
-                provider=trace.route.provider if trace.route else None,
-                key_id=trace.key_id,
-                attempts=len(trace.attempts),
-                upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
-            )
-        if request.path not in ("/healthz", "/readyz", "/metrics"):
-            log.info("request", extra=entry)
+        started, trace = state.get("started", time.monotonic()), state.get("trace")
+        if resp.is_streamed:  # log when the stream has ended, with its whole story
+            resp.call_on_close(lambda: _log_request(entry, started, trace))
+        else:
+            _log_request(entry, started, trace)
         return resp

@@ -13,11 +13,13 @@ With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does it before forking and c
 every worker writes its own files and any worker's /metrics aggregates all of them. Labels carry key
 ids, provider and model names only, never a secret.
 """
+
 from __future__ import annotations
 
 import os
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Flask, Request, Response
 from prometheus_client import (
@@ -61,13 +63,12 @@ FAILOVERS = Counter(
     "Moves to the next target of a model after the previous one failed (labels: the new target)",
     ["provider", "model"],
 )
-TOKENS = Counter(
-    "keyrelay_tokens_total", "Tokens reported by upstreams", ["provider", "model", "direction"]
-)
+TOKENS = Counter("keyrelay_tokens_total", "Tokens reported by upstreams", ["provider", "model", "direction"])
 
 
 def token_counts(usage: dict) -> tuple[int, int]:
     """(input, output) tokens from an OpenAI (prompt/completion) or Anthropic (input/output) usage dict."""
+
     def num(*names: str) -> int:
         for name in names:
             value = usage.get(name)
@@ -84,43 +85,62 @@ class _ModelLabels:
     def __init__(self, limit: int = MAX_MODEL_LABELS) -> None:
         self.limit = limit
         self.seen: set[str] = set()
+        self.cache: dict[str, str] = {}  # raw name -> label, so the hot path does one dict lookup
         self.lock = threading.Lock()
 
     def __call__(self, model: str) -> str:
+        label = self.cache.get(model)
+        if label is not None:
+            return label
         value = "".join(c if c.isprintable() else "?" for c in str(model))[:MAX_LABEL_LEN]
         with self.lock:
-            if value in self.seen:
-                return value
-            if len(self.seen) >= self.limit:
-                return "other"
-            self.seen.add(value)
-            return value
+            if value not in self.seen and len(self.seen) < self.limit:
+                self.seen.add(value)
+            label = value if value in self.seen else "other"
+            if len(self.cache) < 4 * self.limit:
+                self.cache[model] = label
+        return label
 
 
 model_label = _ModelLabels()
 
 
 class RelayMetrics(Observer):
-    """The relay's Observer: upstream counters and histograms."""
+    """The relay's Observer: upstream counters and histograms.
+
+    Labelled children are kept in a dict (label values are bounded by ``model_label``): prometheus'
+    ``.labels()`` costs a few microseconds per call, and the hot path makes several per request."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple, Any] = {}
+
+    def _child(self, metric: Any, provider: str, model: str, *extra: str) -> Any:
+        key = (metric, provider, model, *extra)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(provider, model_label(model), *extra)
+            if len(self._children) < 8 * MAX_MODEL_LABELS:  # raw names come from clients: stay bounded
+                self._children[key] = child
+        return child
 
     def attempt(self, attempt: Attempt) -> None:
-        model = model_label(attempt.model)
-        UPSTREAM_REQUESTS.labels(attempt.provider, model, attempt.outcome).inc()
-        UPSTREAM_LATENCY.labels(attempt.provider, model).observe(max(attempt.latency_ms, 0.0) / 1000)
+        self._child(UPSTREAM_REQUESTS, attempt.provider, attempt.model, attempt.outcome).inc()
+        self._child(UPSTREAM_LATENCY, attempt.provider, attempt.model).observe(
+            max(attempt.latency_ms, 0.0) / 1000
+        )
 
     def first_byte(self, target: TargetConfig, seconds: float) -> None:
-        UPSTREAM_TTFB.labels(target.provider, model_label(target.model)).observe(max(seconds, 0.0))
+        self._child(UPSTREAM_TTFB, target.provider, target.model).observe(max(seconds, 0.0))
 
     def retry(self, kind: str, target: TargetConfig) -> None:
-        (FAILOVERS if kind == "target" else RETRIES).labels(target.provider, model_label(target.model)).inc()
+        self._child(FAILOVERS if kind == "target" else RETRIES, target.provider, target.model).inc()
 
     def usage(self, target: TargetConfig, usage: dict) -> None:
         tokens_in, tokens_out = token_counts(usage)
-        model = model_label(target.model)
         if tokens_in:
-            TOKENS.labels(target.provider, model, "in").inc(tokens_in)
+            self._child(TOKENS, target.provider, target.model, "in").inc(tokens_in)
         if tokens_out:
-            TOKENS.labels(target.provider, model, "out").inc(tokens_out)
+            self._child(TOKENS, target.provider, target.model, "out").inc(tokens_out)
 
 
 CIRCUIT_VALUES = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
@@ -128,6 +148,7 @@ CIRCUIT_VALUES = {"closed": 0.0, "half_open": 0.5, "open": 1.0}
 
 def key_state_metrics(keys: list[dict]) -> list[Metric]:
     """Gauges for the admin listing of keys (pure: the same listing gives the same output)."""
+
     def family(name: str, doc: str) -> GaugeMetricFamily:
         return GaugeMetricFamily(name, doc, labels=["key_id", "provider"])
 
