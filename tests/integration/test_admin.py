@@ -239,8 +239,13 @@ def test_reset_clears_cooldown_and_invalid(gw, mock):
             break
     assert MODEL in keys[k[K3]]["cooldowns"] and 50 < keys[k[K3]]["cooldowns"][MODEL] <= 60
     assert keys[k[K2]]["status"] == "invalid"
-    time.sleep(0.5)  # counters and last errors are flushed by the worker that saw them every 0.25 s
-    listing = {x["id"]: x for x in api(gw, "GET", "/keys").json()["keys"]}
+    # counters and last errors are flushed by the worker that saw them every 0.25 s: poll for them
+    deadline = time.monotonic() + 5
+    while True:
+        listing = {x["id"]: x for x in api(gw, "GET", "/keys").json()["keys"]}
+        if listing[k[K2]]["last_error"] or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert "API key" in listing[k[K2]]["last_error"] and listing[k[K2]]["errors"] >= 1
     assert K2 not in json.dumps(keys) and K3 not in json.dumps(keys)
 
