@@ -1,17 +1,20 @@
 """gunicorn settings for keyrelay (used by `keyrelay serve`; any value can be overridden on the command line).
 
 gevent workers; bind, worker count and graceful timeout from the keyrelay config (or KEYRELAY_BIND /
-KEYRELAY_WORKERS set by `keyrelay serve`); gunicorn's access log is off (keyrelay logs JSON itself).
+KEYRELAY_WORKERS set by `keyrelay serve`); gunicorn's own lines are JSON too, its access log off by default.
 The master validates the config and migrates the database before forking, keeps the last valid config
 across SIGHUP reloads, and owns the Prometheus multiprocess directory.
 """
+import logging
 import os
 import shutil
 import sys
 import tempfile
 
 from proxy import runtime
+from proxy.app import secrets_of
 from proxy.config import ConfigError
+from proxy.observability import logging as jsonlog
 
 # gunicorn runs this file at start and again on every SIGHUP (in the master).
 _previous = runtime.last_good()
@@ -24,6 +27,10 @@ except ConfigError as exc:
         sys.exit(2)
     _config, _reload_error = _previous, str(exc)
 
+_secrets = secrets_of(_config)
+jsonlog.setup(_config.server.log_level, _secrets)
+_log = logging.getLogger("keyrelay")
+
 worker_class = "gevent"
 workers = int(os.environ.get("KEYRELAY_WORKERS") or _config.server.workers)
 worker_connections = int(os.environ.get("KEYRELAY_WORKER_CONNECTIONS", "2000"))
@@ -33,7 +40,9 @@ timeout = 60  # heartbeat: a worker blocked this long is restarted (gevent worke
 keepalive = 5
 accesslog = "-" if _config.server.access_log else None
 errorlog = "-"
-loglevel = "warning" if _config.server.log_level != "debug" else "debug"
+loglevel = _config.server.log_level
+logconfig_dict = jsonlog.gunicorn_logconfig(loglevel, _config.server.access_log, _secrets)
+control_socket_disable = True  # gunicorn >= 25: a shared ~/.gunicorn/gunicorn.ctl clashes between instances
 proc_name = "keyrelay"
 forwarded_allow_ips = "127.0.0.1"
 
@@ -52,11 +61,12 @@ def on_starting(server):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     server._keyrelay_prom_dir = prom_dir
     for notice in _config.notices:
-        server.log.info("keyrelay: %s", notice)
+        _log.info(notice, extra={"event": "config_notice"})
 
 
 def when_ready(server):
-    sys.stderr.write(f"keyrelay: serving on http://{', '.join(bind)} with {workers} gevent worker(s)\n")
+    _log.info(f"serving on http://{', '.join(bind)} with {workers} gevent worker(s)",
+              extra={"event": "serving", "bind": bind, "workers": workers})
 
 
 def on_reload(server):

@@ -46,8 +46,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
         env["KEYRELAY_CONFIG"] = str(Path(path).resolve())
     env["KEYRELAY_BIND"] = args.bind or f"{config.server.host}:{config.server.port}"
     env["KEYRELAY_WORKERS"] = str(args.workers or config.server.workers)
-    for notice in config.notices:
-        sys.stderr.write(f"keyrelay: {notice}\n")
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "proxy:create_app_from_env()"]
     sys.stderr.flush()
     os.execve(sys.executable, argv, env)  # gunicorn's master becomes this process: signals reach it

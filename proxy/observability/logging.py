@@ -52,3 +52,21 @@ def setup(level: str, secrets: tuple[str, ...] = ()) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+
+
+def gunicorn_logconfig(level: str, access: bool, secrets: tuple[str, ...] = ()) -> dict:
+    """gunicorn's ``logconfig_dict``: its own error (and, if wanted, access) loggers write JSON lines."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter, "secrets": secrets}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "loggers": {
+            "gunicorn.error": {"level": level.upper(), "handlers": ["stderr"], "propagate": False},
+            "gunicorn.access": {"level": "INFO" if access else "CRITICAL", "handlers": ["stderr"],
+                                "propagate": False},
+        },
+        "root": {"level": "WARNING", "handlers": []},
+    }
