@@ -70,6 +70,8 @@ def key_settings(config: Config) -> KeySettings:
         breaker_failures=km.breaker_failures,
         breaker_open_s=km.breaker_open_s,
         revalidate_interval_s=km.revalidate_interval_s,
+        refresh_interval_s=0.0,  # look at PRAGMA data_version on every acquire (~4 us): other workers'
+        # transitions are obeyed at once, not after a refresh interval
     )
 
 
