@@ -392,30 +392,12 @@ def _base(call: Call) -> str:
     return (call.base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
-def _json(data: bytes) -> dict:
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        obj = None
-    if not isinstance(obj, dict):
-        raise UpstreamError("anthropic returned a body that is not a JSON object", outcome=TRANSIENT,
-                            status=502)
-    return obj
-
-
-def _error_body(resp: http.StreamResponse) -> bytes:
-    try:
-        return resp.read_all()
-    except Exception:  # the status alone still classifies the error
-        return b""
-
-
 def _post(call: Call, path: str, body: dict, client: Mapping[str, str] | None = None) -> dict:
     status, headers, data = http.request("POST", _base(call) + path, headers=_headers(call, client),
                                          body=body, timeouts=call.timeouts)
     if status >= 400:
         raise classify_error(status, data, headers, secret=call.key)
-    return _json(data)
+    return http.json_object(data, "anthropic")
 
 
 def _sse_events(call: Call, body: dict, client: Mapping[str, str] | None = None
@@ -426,7 +408,7 @@ def _sse_events(call: Call, body: dict, client: Mapping[str, str] | None = None
                              timeouts=call.timeouts)
     try:
         if resp.status >= 400:
-            raise classify_error(resp.status, _error_body(resp), resp.headers, secret=call.key)
+            raise classify_error(resp.status, http.read_error_body(resp), resp.headers, secret=call.key)
         for event, raw in http.iter_sse_data(resp.iter_lines()):
             try:
                 data = json.loads(raw)
@@ -515,7 +497,7 @@ class AnthropicAdapter:
             status, headers, data = http.request("GET", url, headers=_headers(call), timeouts=call.timeouts)
             if status >= 400:
                 raise classify_error(status, data, headers, secret=call.key)
-            page = _json(data)
+            page = http.json_object(data, "anthropic")
             names += [m["id"] for m in page.get("data") or [] if isinstance(m, dict) and m.get("id")]
             after = page.get("last_id")
             if not page.get("has_more") or not after:

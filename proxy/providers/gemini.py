@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 import orjson
-import urllib3
 
 from proxy.errors import TRANSIENT, UpstreamError
 from proxy.providers import gemini_translate as gt
@@ -87,7 +86,8 @@ class GeminiAdapter:
         )
         try:
             if resp.status != 200:
-                raise gt.classify_error(resp.status, _error_body(resp), resp.headers, secret=call.key)
+                body = http.read_error_body(resp)
+                raise gt.classify_error(resp.status, body, resp.headers, secret=call.key)
             tr = gt.StreamTranslator(req.get("model") or call.model)
             yielded = False
             for _event, data in http.iter_sse_data(resp.iter_lines()):
@@ -144,11 +144,3 @@ def _parse_event(data: str) -> dict:
     if not isinstance(event, dict):
         raise UpstreamError(gt.PREFIX + "malformed stream event", outcome=TRANSIENT, status=502)
     return event
-
-
-def _error_body(resp: http.StreamResponse) -> bytes:
-    """The body of an error answer; a body that cannot be read classifies by status alone."""
-    try:
-        return resp.read_all()
-    except (urllib3.exceptions.HTTPError, OSError):
-        return b""

@@ -499,6 +499,25 @@ def request(
     return resp.status, resp.headers, data
 
 
+def read_error_body(resp: StreamResponse) -> bytes:
+    """The body of an error answer; one that cannot be read is b"" (the status alone then classifies)."""
+    try:
+        return resp.read_all()
+    except (UpstreamError, OSError):
+        return b""
+
+
+def json_object(data: bytes, who: str) -> dict:
+    """A response body that must be a JSON object; anything else is the upstream's TRANSIENT fault."""
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise UpstreamError(f"{who} returned a body that is not a JSON object", outcome=TRANSIENT, status=502)
+    return obj
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Seconds from a Retry-After header (delta-seconds form; HTTP-date form too)."""
     if not value:

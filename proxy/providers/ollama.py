@@ -222,22 +222,12 @@ def _base(call: Call) -> str:
     return (call.base_url or DEFAULT_BASE_URL).rstrip("/")
 
 
-def _json(data: bytes) -> dict:
-    try:
-        obj = json.loads(data)
-    except ValueError:
-        obj = None
-    if not isinstance(obj, dict):
-        raise UpstreamError("ollama returned a body that is not a JSON object", outcome=TRANSIENT, status=502)
-    return obj
-
-
 def _call(call: Call, method: str, path: str, body: dict | None = None) -> dict:
     status, _, data = http.request(method, _base(call) + path, headers=dict(call.headers), body=body,
                                    timeouts=call.timeouts)
     if status >= 400:
         raise classify_error(status, data)
-    return _json(data)
+    return http.json_object(data, "ollama")
 
 
 class OllamaAdapter:

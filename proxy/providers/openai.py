@@ -20,8 +20,6 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-import urllib3
-
 from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.providers import http
 from proxy.providers.base import Call
@@ -231,7 +229,7 @@ class OpenAIAdapter:
         )
         try:
             if resp.status != 200:
-                raise self._error(call, resp.status, _error_body(resp), resp.headers)
+                raise self._error(call, resp.status, http.read_error_body(resp), resp.headers)
             yielded = finished = False
             for _event, data in http.iter_sse_data(resp.iter_lines()):
                 if data.strip() == "[DONE]":
@@ -279,11 +277,3 @@ class OpenAIAdapter:
     def probe(self, call: Call) -> None:
         path = self.probe_path or ("/key" if "openrouter.ai" in call.base_url else "/models")
         self._send("GET", call, path)
-
-
-def _error_body(resp: http.StreamResponse) -> bytes:
-    """The body of an error answer; a body that cannot be read classifies by status alone."""
-    try:
-        return resp.read_all()
-    except (urllib3.exceptions.HTTPError, OSError):
-        return b""
