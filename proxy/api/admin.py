@@ -7,7 +7,6 @@ named by its id and shown as a masked hint (first 4 + "…" + last 3 characters)
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 import os
 import signal
@@ -18,6 +17,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from proxy import runtime
 from proxy.api import dashboard
+from proxy.api.common import read_json
 from proxy.api.errors import error_response
 from proxy.config import Config, ConfigError, load_config
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized, UpstreamError
@@ -75,22 +75,6 @@ def gateway():  # noqa: ANN201
 
 def actor() -> str:
     return f"admin@{request.remote_addr or 'unknown'}"
-
-
-def body_object(required: bool) -> dict:
-    """The JSON object body; an empty body is ``{}`` unless required."""
-    raw = request.get_data(cache=True)
-    if not raw.strip():
-        if required:
-            raise BadRequest("Request body is empty; expected a JSON object.")
-        return {}
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object.")
-    return body
 
 
 def key_view(key: dict, hint_of: dict[str, str | None]) -> dict:
@@ -169,7 +153,7 @@ def get_key(kid: str) -> Response:
 
 @api.post("/keys/<kid>/disable")
 def disable(kid: str) -> Response:
-    reason = body_object(required=False).get("reason")
+    reason = read_json(required=False).get("reason")
     if reason is not None and not isinstance(reason, str):
         raise BadRequest("Invalid 'reason': expected a string.", param="reason")
     if reason and len(reason) > MAX_REASON:
@@ -189,7 +173,7 @@ def reset(kid: str) -> Response:
 
 @api.patch("/keys/<kid>")
 def patch_key(kid: str) -> Response:
-    body = body_object(required=True)
+    body = read_json()
     unknown = sorted(set(body) - {"weight"})
     if unknown:
         raise BadRequest(f"Unknown field {unknown[0]!r}: only 'weight' can be changed here.",
@@ -247,7 +231,7 @@ def export_snapshot() -> Response:
 
 @api.post("/snapshot")
 def import_snapshot() -> Response:
-    doc = body_object(required=True)
+    doc = read_json()
     try:
         gateway().pool.import_snapshot(doc, actor())
     except SnapshotError as exc:

@@ -16,7 +16,7 @@ from proxy.api.anthropic_shape import (
     anthropic_to_openai_request,
     openai_to_anthropic_response,
 )
-from proxy.api.openai import close, gateway, read_json, routed, start_trace, stream_response
+from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
 from proxy.errors import CLIENT, GatewayError, UpstreamError
 from proxy.providers.anthropic import (
     AnthropicAdapter,

@@ -7,30 +7,12 @@ import struct
 from collections.abc import Iterator
 
 import orjson
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, jsonify
 
+from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
 from proxy.errors import BadRequest, GatewayError, ModelNotFound
-from proxy.relay import Trace
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
-
-
-def gateway():
-    return current_app.extensions["keyrelay"]
-
-
-def read_json() -> dict:
-    """The request body as a JSON object, or a 400 that says what is wrong."""
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
-    if not raw:
-        raise BadRequest("Request body is empty; expected a JSON object.")
-    try:
-        body = orjson.loads(raw)  # orjson: ~5x faster than json here (bench/RESULTS.md)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"Request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("Request body must be a JSON object.")
-    return body
 
 
 def require(body: dict, name: str, kind: type, what: str) -> None:
@@ -40,12 +22,6 @@ def require(body: dict, name: str, kind: type, what: str) -> None:
         )
     if not isinstance(body[name], kind) or (kind is list and not body[name]):
         raise BadRequest(f"Invalid '{name}': expected {what}.", param=name, code="invalid_type")
-
-
-def start_trace(model: str) -> Trace:
-    g.model = model
-    g.trace = Trace()
-    return g.trace
 
 
 def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
@@ -61,31 +37,6 @@ def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
     finally:
         close(chunks)
     yield b"data: [DONE]\n\n"
-
-
-def close(items: Iterator) -> None:
-    """Close a stream at once (a client that went away must release the upstream connection now, not
-    whenever the garbage collector gets to the generator)."""
-    closer = getattr(items, "close", None)
-    if closer is not None:
-        closer()
-
-
-def stream_response(body: Iterator[bytes], trace: Trace) -> Response:
-    resp = Response(body, mimetype="text/event-stream")
-    resp.headers["Cache-Control"] = "no-cache"
-    resp.headers["X-Accel-Buffering"] = "no"
-    if trace.route_name:
-        resp.headers["X-Keyrelay-Route"] = trace.route_name
-    return resp
-
-
-def routed(payload: dict, trace: Trace) -> Response:
-    # orjson straight into a Response: Flask's jsonify (json provider, indent checks) cost ~60 us more
-    resp = Response(orjson.dumps(payload), mimetype="application/json")
-    if trace.route_name:
-        resp.headers["X-Keyrelay-Route"] = trace.route_name
-    return resp
 
 
 @bp.post("/chat/completions")
