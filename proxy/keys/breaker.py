@@ -45,10 +45,6 @@ def view(b: Breaker, now: float, probe_timeout: float) -> tuple[str, float | Non
     return HALF_OPEN, None  # claimable: usable by exactly one probe
 
 
-def claim(b: Breaker, now: float) -> Breaker:
-    return replace(b, state=HALF_OPEN, probe_at=now)
-
-
 def on_outcome(b: Breaker, outcome: str, now: float, *, threshold: int, window: float,
                open_s: float) -> Breaker:
     """The breaker after one request outcome."""

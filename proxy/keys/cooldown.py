@@ -30,11 +30,3 @@ def cooldown_until(now: float, *, retry_after: float | None, daily: bool, defaul
         until = max(until, next_daily_reset(now, tz))
     return until
 
-
-def merge(existing: float | None, new: float) -> float:
-    """A new cooldown never shortens an existing one."""
-    return new if existing is None else max(existing, new)
-
-
-def seconds_left(until: float | None, now: float) -> float:
-    return 0.0 if until is None else max(0.0, until - now)
