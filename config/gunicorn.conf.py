@@ -12,7 +12,6 @@ import sys
 import tempfile
 
 from proxy import runtime
-from proxy.app import secrets_of
 from proxy.config import ConfigError
 from proxy.observability import logging as jsonlog
 
@@ -27,7 +26,7 @@ except ConfigError as exc:
         sys.exit(2)
     _config, _reload_error = _previous, str(exc)
 
-_secrets = secrets_of(_config)
+_secrets = _config.secrets()
 jsonlog.setup(_config.server.log_level, _secrets)
 _log = logging.getLogger("keyrelay")
 

@@ -28,8 +28,9 @@ class Gateway:
     relay: Relay
     shutting_down: threading.Event = field(default_factory=threading.Event)
 
-    def probe(self, key: Key) -> bool:
-        """Does this key work again? A cheap call through its provider's adapter."""
+    def probe(self, key: Key) -> dict:
+        """Does this key work (again)? A cheap call through its provider's adapter:
+        ``{"ok": bool, "outcome": str, "error": str | None}`` (the error never contains a secret)."""
         provider, adapter = self.relay.adapters[key.provider]
         t = provider.timeouts
         call = Call(
@@ -37,16 +38,18 @@ class Gateway:
         )
         try:
             adapter.probe(call)
-        except UpstreamError:
-            return False
-        return True
+        except UpstreamError as exc:
+            return {"ok": False, "outcome": exc.outcome, "error": exc.message}
+        except Exception as exc:  # a broken probe is a failed probe; never echo the exception text
+            return {"ok": False, "outcome": "error", "error": type(exc).__name__}
+        return {"ok": True, "outcome": "ok", "error": None}
 
     def start_background(self) -> None:
         """Revalidate invalid keys in the background (a greenlet under gunicorn's gevent workers)."""
         interval = min(5.0, self.config.key_manager.revalidate_interval_s)
         threading.Thread(
             target=run_revalidation,
-            args=(self.pool, self.probe, self.shutting_down, interval),
+            args=(self.pool, lambda key: self.probe(key)["ok"], self.shutting_down, interval),
             name="keyrelay-revalidate",
             daemon=True,
         ).start()
@@ -75,16 +78,9 @@ def key_settings(config: Config) -> KeySettings:
     )
 
 
-def secrets_of(config: Config) -> tuple[str, ...]:
-    out = [k.key for p in config.providers for k in p.keys if k.key]
-    if config.server.admin_token:
-        out.append(config.server.admin_token)
-    return tuple(out)
-
-
 def create_app(config: Config) -> Flask:
     """Build the WSGI app for one worker: migrate the database, sync keys, register blueprints."""
-    jsonlog.setup(config.server.log_level, secrets_of(config))
+    jsonlog.setup(config.server.log_level, config.secrets())
     conn = db.connect(config.server.database)
     try:
         db.migrate(conn)

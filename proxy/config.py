@@ -126,6 +126,13 @@ class Config:
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every upstream key and the admin token: what logs, errors and responses must never show."""
+        out = [k.key for p in self.providers for k in p.keys if k.key]
+        if self.server.admin_token:
+            out.append(self.server.admin_token)
+        return tuple(out)
+
 
 # ---------------------------------------------------------------------------------------------- loading
 

@@ -13,16 +13,15 @@ import signal
 import sqlite3
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from proxy import runtime
 from proxy.api import dashboard
-from proxy.api.common import read_json
+from proxy.api.common import gateway, read_json
 from proxy.api.errors import error_response
 from proxy.config import Config, ConfigError, load_config
-from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized, UpstreamError
+from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from proxy.keys import SnapshotError, key_id
-from proxy.providers.base import Call, Timeouts
 
 log = logging.getLogger("keyrelay")
 
@@ -54,23 +53,10 @@ def hints(config: Config) -> dict[str, str | None]:
     return out
 
 
-def secrets_of(config: Config) -> dict[str, str]:
-    return {key_id(p.name, k.key): k.key for p in config.providers for k in p.keys if k.key}
-
-
 def redact(text: str, config: Config) -> str:
-    for secret in secrets_of(config).values():
+    for secret in config.secrets():
         text = text.replace(secret, "[REDACTED]")
-    if config.server.admin_token:
-        text = text.replace(config.server.admin_token, "[REDACTED]")
     return text
-
-
-# ---------------------------------------------------------------------------------------------- plumbing
-
-
-def gateway():  # noqa: ANN201
-    return current_app.extensions["keyrelay"]
 
 
 def actor() -> str:
@@ -191,22 +177,15 @@ def patch_key(kid: str) -> Response:
 def revalidate(kid: str) -> Response:
     """Probe the key now through its provider's adapter; a pass restores an invalid key."""
     gw = gateway()
-    key = one_key(kid)  # 404 first
+    one_key(kid)  # 404 first
     gw.pool.revalidate(kid, actor())  # audited; also makes it due for the background prober
-    provider, adapter = gw.relay.adapters.get(key["provider"], (None, None))
-    secret = secrets_of(gw.config).get(kid)
-    if provider is None or (provider.keys and secret is None):
+    pool_key = gw.pool.key(kid)
+    if pool_key is None:
         raise GatewayError(f"Key {kid} is not in the running config (retired); it cannot be probed.",
                            status=409, code="key_retired")
-    t = provider.timeouts
-    call = Call(provider.base_url, "", secret, Timeouts(t.connect, t.first_byte, t.idle), provider.headers)
-    probe: dict[str, Any] = {"ok": True, "outcome": "ok", "error": None}
-    try:
-        adapter.probe(call)
-    except UpstreamError as exc:
-        probe = {"ok": False, "outcome": exc.outcome, "error": redact(exc.message, gw.config)}
-    except Exception as exc:  # a broken probe is a failed probe; never echo the exception text
-        probe = {"ok": False, "outcome": "error", "error": type(exc).__name__}
+    probe = gw.probe(pool_key)
+    if probe["error"]:
+        probe["error"] = redact(probe["error"], gw.config)
     gw.pool.record_probe(kid, probe["ok"])
     return jsonify({"key": one_key(kid), "probe": probe})
 

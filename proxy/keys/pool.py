@@ -614,6 +614,14 @@ class KeyPool:
         return judge(st, until, now, probe_timeout=self.settings.probe_timeout_s, excluded=st.id in exclude,
                      has_secret=st.id in self._secrets)
 
+    def key(self, key_id: str) -> Key | None:
+        """The active key with this id (its secret included, for a provider call), else None."""
+        with self._lock:
+            st = self._states.get(key_id)
+            if st is None or st.retired or key_id not in self._secrets:
+                return None
+            return self._key(key_id)
+
     def _key(self, kid: str) -> Key:
         st = self._states[kid]
         return Key(kid, st.provider, self._secrets[kid], st.label, st.weight)
