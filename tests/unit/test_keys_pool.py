@@ -5,7 +5,7 @@ import collections
 import time
 
 import pytest
-from test_keys_support import FAST, SECRETS, SPECS, Clock, eventually, make_pool
+from keys_support import FAST, SECRETS, SPECS, Clock, eventually, make_pool
 
 from proxy import errors
 from proxy.errors import NoKeyAvailable

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_keys_support import SECRETS, SPECS, make_pool
+from keys_support import SECRETS, SPECS, make_pool
 
 from proxy.keys import key_id
 
@@ -17,7 +17,7 @@ G = [key_id("gemini", s) for s in SECRETS]
 CHILD = """
 import sys, time
 sys.path[:0] = [{repo!r}, {here!r}]
-from test_keys_support import FAST, SECRETS, SPECS, make_pool
+from keys_support import FAST, SECRETS, SPECS, make_pool
 from proxy import errors
 from proxy.keys import key_id
 from dataclasses import replace

@@ -5,7 +5,7 @@ import copy
 import json
 
 import pytest
-from test_keys_support import SECRETS, SPECS, Clock, make_pool
+from keys_support import SECRETS, SPECS, Clock, make_pool
 
 from proxy import errors
 from proxy.keys import KeySpec, SnapshotError, key_id
