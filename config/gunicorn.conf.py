@@ -11,6 +11,8 @@ import shutil
 import sys
 import tempfile
 
+from gunicorn import glogging
+
 from proxy import runtime
 from proxy.config import ConfigError
 from proxy.observability import logging as jsonlog
@@ -44,6 +46,18 @@ logconfig_dict = jsonlog.gunicorn_logconfig(loglevel, _config.server.access_log,
 control_socket_disable = True  # gunicorn >= 25: a shared ~/.gunicorn/gunicorn.ctl clashes between instances
 proc_name = "keyrelay"
 forwarded_allow_ips = "127.0.0.1"
+
+
+class _Logger(glogging.Logger):
+    """gunicorn builds every request's access-log atoms (a dict over all headers and the environ) whenever
+    ``logconfig_dict`` is set, even with the access log off (its logger then drops the line)."""
+
+    def access(self, resp, req, environ, request_time):
+        if self.cfg.accesslog:
+            super().access(resp, req, environ, request_time)
+
+
+logger_class = _Logger  # ~21 us less per request with the access log off (bench/RESULTS.md)
 
 
 def on_starting(server):
