@@ -9,9 +9,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from proxy import __version__
 from proxy.config import REPO_DIR, ConfigError, load_config
+
+if TYPE_CHECKING:
+    from proxy.keys import KeyPool
 
 GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
 
@@ -61,15 +65,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_db(args: argparse.Namespace):  # noqa: ANN202
-    from proxy.store import db
-
-    config = load_config(_config_path(args.config))
-    conn = db.connect(config.server.database)
-    db.migrate(conn)
-    return config, conn
-
-
 def cmd_migrate(args: argparse.Namespace) -> int:
     from proxy.store import db
 
@@ -86,12 +81,12 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool(args: argparse.Namespace):  # noqa: ANN202
+def _pool(args: argparse.Namespace) -> KeyPool:
+    """The key pool of the configured database (migrated), synced with the config's keys."""
     from proxy.app import key_settings, key_specs
     from proxy.keys import KeyPool
 
-    config, conn = _open_db(args)
-    conn.close()
+    config = load_config(_config_path(args.config))
     pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
     pool.sync(key_specs(config))
     return pool
@@ -105,15 +100,18 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         pool = _pool(args)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
-    except db.DatabaseError as exc:
+    except (db.DatabaseError, ValueError) as exc:  # ValueError: the same key configured twice
         return _fail(str(exc), 1)
     try:
         if args.action == "export":
             text = json.dumps(pool.export_snapshot(), indent=2, sort_keys=True) + "\n"
             if args.file and args.file != "-":
                 tmp = Path(args.file + ".tmp")
-                tmp.write_text(text)
-                tmp.replace(args.file)
+                try:
+                    tmp.write_text(text)
+                    tmp.replace(args.file)
+                except OSError as exc:
+                    return _fail(f"snapshot {args.file}: cannot write: {exc.strerror or exc}", 1)
             else:
                 sys.stdout.write(text)
             return 0

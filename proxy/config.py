@@ -382,6 +382,11 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
         if not re.match(r"^(https?|mock)://", base_url):
             raise ConfigError(f"{o.at('base_url')}: expected an http(s) URL, got {base_url!r}")
         keys = _keys(o.get("keys"), o.at("keys"))
+        seen: dict[str | None, int] = {}
+        for i, k in enumerate(keys):
+            if k.key in seen:  # name the positions, never the secret
+                raise ConfigError(f"{o.at('keys')}[{i}]: the same key as {o.at('keys')}[{seen[k.key]}]")
+            seen[k.key] = i
         models = o.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
             raise ConfigError(f"{o.at('models')}: expected a list of model names")

@@ -25,6 +25,7 @@ from proxy.providers.anthropic import (
     messages_passthrough,
     messages_passthrough_stream,
 )
+from proxy.providers.base import Adapter, Call
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
 
@@ -44,14 +45,14 @@ def messages() -> Response:
     relay = gateway().relay
     forward = client_headers(request.headers)
     if body.get("stream"):
-        def open_stream(adapter, call, r):  # noqa: ANN001, ANN202
+        def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[tuple[str | None, object]]:
             if isinstance(adapter, AnthropicAdapter):
                 return _tagged(NATIVE, messages_passthrough_stream(call, body, forward))
             return _tagged(None, adapter.chat_stream(call, r))
 
         return stream_response(anthropic_sse(relay.stream(req, trace, open_stream), client_model), trace)
 
-    def complete(adapter, call, r):  # noqa: ANN001, ANN202
+    def complete(adapter: Adapter, call: Call, r: dict) -> dict:
         if isinstance(adapter, AnthropicAdapter):
             return messages_passthrough(call, body, forward)
         return openai_to_anthropic_response(adapter.chat(call, r), client_model)
@@ -68,7 +69,7 @@ def count_tokens() -> Response:
     trace = start_trace(body["model"])
     forward = client_headers(request.headers)
 
-    def count(adapter, call, r):  # noqa: ANN001, ANN202
+    def count(adapter: Adapter, call: Call, r: dict) -> dict:
         if not isinstance(adapter, AnthropicAdapter):
             raise UpstreamError(f"count_tokens is only available for models served by an Anthropic upstream; "
                                 f"{body['model']!r} is not", outcome=CLIENT, status=400)

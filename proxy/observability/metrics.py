@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, Response
 from prometheus_client import (
@@ -33,6 +33,10 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy.config import TargetConfig
 from proxy.relay import Attempt, Observer
+
+if TYPE_CHECKING:
+    from proxy.app import Gateway
+    from proxy.keys import KeyPool
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MAX_MODEL_LABELS = 200  # per process; further distinct (pass-through) model names count as "other"
@@ -174,7 +178,7 @@ def key_state_metrics(keys: list[dict]) -> list[Metric]:
 class KeyStateCollector:
     """Key gauges by key id, read from the shared database at scrape time."""
 
-    def __init__(self, pool) -> None:  # noqa: ANN001
+    def __init__(self, pool: KeyPool) -> None:
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
@@ -187,7 +191,7 @@ def endpoint(request: Request) -> str:
     return rule.rule if rule is not None else "unmatched"
 
 
-def install(app: Flask, gateway) -> None:  # noqa: ANN001
+def install(app: Flask, gateway: Gateway) -> None:
     """HTTP metrics on ``app`` and the /metrics endpoint (aggregated over workers in multiprocess mode)."""
     multiproc = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
     options = dict(path=None, defaults_prefix="keyrelay", group_by=endpoint, buckets=LATENCY_BUCKETS)
