@@ -46,7 +46,10 @@ def test_unset_variable_names_its_path(tmp_path):
         ),
         (BASE + "models:\n  - {name: m, targets: []}\n", "models[0].targets: at least one"),
         ("providers: {}\n", "providers: expected a list"),
-    ("providers:\n  - {name: g, type: gemini, keys: [a, b, {key: a}]}\n", "providers[0].keys[2]: the same key"),
+        (
+            "providers:\n  - {name: g, type: gemini, keys: [a, b, {key: a}]}\n",
+            "providers[0].keys[2]: the same key",
+        ),
         ("server: [1]\n" + BASE, "server: expected a mapping"),
     ],
 )
