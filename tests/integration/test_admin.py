@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.harness import Gateway
-from tests.mock_upstream import MockUpstream, error, invalid_key
+from tests.mock_upstream import error, invalid_key
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -29,12 +29,6 @@ def gateway_config(mock_url: str) -> dict:
                        "keys": [K1, {"key": K2, "label": "team-b", "weight": 2}, K3]}],
         "models": [{"name": "fast", "targets": [{"provider": "gem", "model": MODEL}]}],
     }
-
-
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as upstream:
-        yield upstream
 
 
 @pytest.fixture(scope="module")

@@ -41,12 +41,6 @@ def err_key(kind: str, tag: object) -> str:
     return f"{kind}-err-key-{tag}"
 
 
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as m:
-        yield m
-
-
 def _provider(kind: str, name: str, key: str, mock: MockUpstream, **extra: object) -> dict:
     base = mock.url + ("/v1beta" if kind == "gemini" else "/v1")
     return {"name": name, "type": "gemini" if kind == "gemini" else "anthropic", "base_url": base,

@@ -12,7 +12,7 @@ import pytest
 from proxy.providers.base import Call, Timeouts
 from proxy.providers.ollama import OllamaAdapter
 from tests.harness import Gateway
-from tests.mock_upstream import MockUpstream, error
+from tests.mock_upstream import error
 
 ANT_KEY = "sk-ant-upstreams-key-1"
 CLAUDE = "claude-sonnet-4-20250514"
@@ -31,12 +31,6 @@ ERROR_CASES = [
 
 def err_provider(kind: str, status: int) -> str:
     return f"{kind}-e{status}"
-
-
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as m:
-        yield m
 
 
 @pytest.fixture(scope="module")

@@ -12,17 +12,11 @@ import pytest
 import requests
 
 from tests.harness import Gateway
-from tests.mock_upstream import MockUpstream, error, hold, pace
+from tests.mock_upstream import error, hold, pace
 
 KEY = "gem-dataplane-key-1"
 ERR_KEY = "gem-dataplane-key-errors"
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 60).decode()
-
-
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as m:
-        yield m
 
 
 @pytest.fixture(scope="module")

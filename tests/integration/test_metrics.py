@@ -12,7 +12,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.harness import Gateway
-from tests.mock_upstream import MockUpstream, error
+from tests.mock_upstream import error
 
 TOKEN = "metrics-admin-token-777"
 KA, KB = "AIzaMETRICS-key-a-000111", "AIzaMETRICS-key-b-000222"
@@ -20,12 +20,6 @@ FLASH = "gemini-2.5-flash"
 N_REQUESTS, N_THREADS = 300, 8
 
 Samples = dict[tuple[str, frozenset], float]
-
-
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as upstream:
-        yield upstream
 
 
 @pytest.fixture(scope="module")

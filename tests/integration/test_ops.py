@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from tests.harness import REPO, Gateway, free_port
-from tests.mock_upstream import MockUpstream, error, invalid_key
+from tests.mock_upstream import error, invalid_key
 
 TOKEN = "ops-admin-token-31337"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -153,12 +153,6 @@ def test_healthz_503_during_graceful_shutdown_while_inflight_finishes(tmp_path):
 
 SECRET = "AIzaFAKE-secret-123456"
 SECRET2 = "AIzaFAKE-other-key-987654"
-
-
-@pytest.fixture(scope="module")
-def mock():
-    with MockUpstream() as upstream:
-        yield upstream
 
 
 def test_secrets_appear_nowhere_and_logs_are_json(tmp_path, mock):
