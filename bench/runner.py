@@ -55,7 +55,8 @@ def free_port() -> int:
 
 
 def spawn(args: list[str], **kw) -> subprocess.Popen:  # noqa: ANN003
-    p = subprocess.Popen(args, cwd=REPO, start_new_session=True, **kw)
+    kw.setdefault("cwd", REPO)
+    p = subprocess.Popen(args, start_new_session=True, **kw)
     _procs.append(p)
     return p
 
@@ -181,6 +182,111 @@ class Keyrelay:
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
         return [int(p) for p in out.split()]
+
+    def close(self) -> None:
+        stop(self.proc)
+        self.log.close()
+
+
+LITELLM_MASTER_KEY = "sk-bench-0123456789abcdef0123456789abcdef"  # a local-only bench key, not a secret
+# Everything LiteLLM would fetch or report on its own is switched off; any client that still honours the
+# proxy variables is pointed at a closed local port, so nothing can leave 127.0.0.1.
+LITELLM_ENV = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no model-price download from GitHub at start
+    "LITELLM_TELEMETRY": "False",
+    "DISABLE_ADMIN_UI": "True",
+    "NO_DOCS": "True",
+    "NO_REDOC": "True",
+    "LITELLM_DONT_SHOW_FEEDBACK_BOX": "True",
+    "LITELLM_LOG": "ERROR",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "NO_PROXY": "127.0.0.1,localhost",
+}
+
+
+class LiteLLM:
+    """The LiteLLM proxy from a separate venv (``--litellm VENV``): one uvicorn worker, no database,
+    OpenAI-compatible upstream = the bench mock's /v1, on a free 127.0.0.1 port."""
+
+    def __init__(self, tmp: Path, venv: Path, mock_url: str) -> None:
+        self.dir = tmp / "litellm"
+        self.dir.mkdir()
+        config = {
+            "model_list": [
+                {
+                    "model_name": "bench-openai",
+                    "litellm_params": {
+                        "model": "openai/gpt-bench",
+                        "api_base": mock_url + "/v1",
+                        "api_key": "bench-key-a",
+                    },
+                }
+            ],
+            "litellm_settings": {"telemetry": False, "set_verbose": False},
+            "general_settings": {"master_key": LITELLM_MASTER_KEY},
+        }
+        cfg = self.dir / "config.yaml"
+        cfg.write_text(json.dumps(config))  # JSON is YAML
+        self.version = subprocess.run(
+            [
+                str(venv / "bin" / "python"),
+                "-c",
+                "import importlib.metadata as m; print(m.version('litellm'))",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = open(self.dir / "litellm.log", "wb")  # noqa: SIM115
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TMPDIR")}
+        env.update(LITELLM_ENV, HOME=str(self.dir))
+        started = time.monotonic()
+        self.proc = spawn(
+            [
+                str(venv / "bin" / "litellm"),
+                "--config",
+                str(cfg),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--num_workers",
+                "1",
+            ],
+            cwd=self.dir,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        self._wait_ready()
+        self.startup_s = round(time.monotonic() - started, 1)
+
+    def _wait_ready(self, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"litellm exited: {(self.dir / 'litellm.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(self.url + "/health/liveliness", timeout=1) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise RuntimeError("litellm did not become healthy")
+
+    def pids(self) -> list[int]:
+        """The proxy process and any descendants (with one uvicorn worker it is a single process)."""
+        out, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            out.append(pid)
+            kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+            todo += [int(k) for k in kids.split()]
+        return out
 
     def close(self) -> None:
         stop(self.proc)
@@ -335,6 +441,7 @@ class Bench:
             "cores": os.cpu_count(),
         }
         self.rows: list[tuple[str, str, str, str]] = []
+        self.litellm_rows: list[tuple] = []
 
     def targets(self, kr: Keyrelay) -> tuple[Target, Target]:
         direct = Target(
@@ -388,6 +495,8 @@ class Bench:
         self.memory(relay, kr, n=self.a.requests or (10_000 if q else 100_000), d=60 if q else 300)
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
+        if self.a.litellm:
+            self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
         self.results["rows"] = self.rows
         return self.results
@@ -704,6 +813,101 @@ class Bench:
             o["ratio"] is not None and o["ratio"] >= 1.6,
         )
 
+    def litellm(self, venv: Path, rounds: int) -> None:
+        """keyrelay vs LiteLLM, both one worker in front of the same mock's OpenAI dialect, measured in
+        turn with direct-to-mock (direct, keyrelay, LiteLLM, direct, ...)."""
+        q = self.quick
+        print(f"\n[6] LiteLLM ({venv}) vs keyrelay, OpenAI-dialect upstream, one worker each", flush=True)
+        kr = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "vs-litellm")
+        lt = LiteLLM(self.tmp, venv, self.mock.url)
+        try:
+            body = json.dumps({**json.loads(OPENAI_BODY), "model": "bench-openai"})
+            sbody = json.dumps({**json.loads(OPENAI_STREAM_BODY), "model": "bench-openai"})
+            mock = f"{self.mock.url}/v1/chat/completions"
+            auth = ("Authorization: Bearer bench-key-a",)
+            lauth = (f"Authorization: Bearer {LITELLM_MASTER_KEY}",)
+            kpids, lpids = tuple(kr.worker_pids()), tuple(lt.pids())
+            plain = [
+                Target("direct", mock, body.replace("bench-openai", "gpt-bench"), auth),
+                Target("keyrelay", kr.url + "/v1/chat/completions", body, (), kpids),
+                Target("litellm", lt.url + "/v1/chat/completions", body, lauth, lpids),
+            ]
+            stream = [
+                Target("direct", mock, sbody.replace("bench-openai", "gpt-bench"), auth),
+                Target("keyrelay", kr.url + "/v1/chat/completions", sbody, (), kpids),
+                Target("litellm", lt.url + "/v1/chat/completions", sbody, lauth, lpids),
+            ]
+            print(
+                f"  LiteLLM {lt.version} at {lt.url} (pids {list(lpids)}, ready in {lt.startup_s} s); "
+                f"keyrelay {kr.url} worker {list(kpids)}; load {os.getloadavg()}",
+                flush=True,
+            )
+            rss: dict[str, float] = {"keyrelay": 0.0, "litellm": 0.0}
+
+            def sample_rss() -> None:
+                rss["keyrelay"] = max(rss["keyrelay"], sum(rss_mb(p) for p in kpids))
+                rss["litellm"] = max(rss["litellm"], sum(rss_mb(p) for p in lpids))
+
+            for t in plain:  # warm-up
+                load(t, c=8, n=500, d=5)
+            load(stream[2], c=16, n=16, d=10, stream=True, chunks=10)
+            sample_rss()
+
+            def turns(ts: list[Target], **kw) -> dict[str, list[dict]]:  # noqa: ANN003
+                got: dict[str, list[dict]] = {t.name: [] for t in ts}
+                for _ in range(rounds):
+                    for t in ts:
+                        got[t.name].append(load(t, **kw))
+                    sample_rss()
+                return got
+
+            c1 = turns(plain, c=1, n=300 if q else 1000, d=10 if q else 20)
+            c16 = turns(plain, c=16, n=20000, d=4 if q else 8)
+            st = turns(stream, c=16, n=32, d=30, ramp=2.0, stream=True, chunks=10, timeout=30)
+        finally:
+            lt.close()
+            kr.close()
+        o: dict = {"litellm_version": lt.version, "litellm_startup_s": lt.startup_s, "rounds": rounds}
+        names = ("direct", "keyrelay", "litellm")
+        for p in ("p50", "p99"):
+            o[f"c1_{p}"] = {n: med(c1[n], "latency_ms", p) for n in names}
+        o["c16_rps"] = {n: med(c16[n], "rps") for n in names}
+        o["c16_cpu_ms_per_req"] = {n: med(c16[n], "cpu_ms_per_req") for n in names[1:]}
+        o["stream_first_chunk_p50"] = {n: med(st[n], "stream", "first_chunk_ms", "p50") for n in names}
+        o["rss_mb"] = {n: round(v, 1) for n, v in rss.items()}
+        o["errors"] = {
+            n: total(c1[n], "errors") + total(c16[n], "errors") + total(st[n], "errors") for n in names
+        }
+        o["error_kinds"] = {
+            n: [r["error_kinds"] for r in c1[n] + c16[n] + st[n] if r["errors"]] for n in names
+        }
+        o["machine_busy_c16"] = {n: med(c16[n], "machine_busy") for n in names}
+        self.results["litellm"] = {"summary": o, "c1": c1, "c16": c16, "streams16": st}
+
+        def added(key: str) -> tuple[float | None, float | None]:
+            d = o[key]
+            return sub(d["keyrelay"], d["direct"]), sub(d["litellm"], d["direct"])
+
+        table = [
+            ("added latency p50, c=1 (ms)", *added("c1_p50")),
+            ("added latency p99, c=1 (ms)", *added("c1_p99")),
+            ("throughput, c=16 (req/s)", o["c16_rps"]["keyrelay"], o["c16_rps"]["litellm"]),
+            ("worker CPU per request, c=16 (ms)", *(o["c16_cpu_ms_per_req"][n] for n in names[1:])),
+            ("added time-to-first-chunk p50, 16 streams (ms)", *added("stream_first_chunk_p50")),
+            ("RSS per worker, max (MB)", o["rss_mb"]["keyrelay"], o["rss_mb"]["litellm"]),
+            ("errors", o["errors"]["keyrelay"], o["errors"]["litellm"]),
+        ]
+        o["table"] = [(label, k, v, ratio(v, k)) for label, k, v in table]
+        self.litellm_rows = o["table"]
+        print(
+            f"  direct: c=1 p50 {o['c1_p50']['direct']} ms, c=16 {o['c16_rps']['direct']} req/s, "
+            f"first chunk p50 {o['stream_first_chunk_p50']['direct']} ms; errors {o['errors']}; "
+            f"machine busy at c=16 {o['machine_busy_c16']}",
+            flush=True,
+        )
+        for label, k, v, r in o["table"]:
+            print(f"  -> {label}: keyrelay {k}, LiteLLM {v}, LiteLLM / keyrelay {r}", flush=True)
+
     def close(self) -> None:
         stop_all()
         shutil.rmtree(self.tmp, ignore_errors=True)
@@ -718,9 +922,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000, quick 200)")
     ap.add_argument("--log-level", default="info", help="keyrelay log level (default info, as shipped)")
     ap.add_argument("--json", help="also write every raw result to this file")
-    ap.add_argument("--max-seconds", type=float, default=0, help="watchdog (default 900, quick 120)")
+    ap.add_argument(
+        "--litellm",
+        metavar="VENV",
+        help="also measure the LiteLLM proxy in this venv (pip install 'litellm[proxy]'), same mock",
+    )
+    ap.add_argument(
+        "--max-seconds", type=float, default=0, help="watchdog (default 900, quick 120; +240 with --litellm)"
+    )
     args = ap.parse_args(argv)
-    limit = args.max_seconds or (120 if args.quick else 900)
+    limit = args.max_seconds or (120 if args.quick else 900) + (240 if args.litellm else 0)
 
     def watchdog(*_: object) -> None:
         stop_all()
@@ -749,6 +960,12 @@ def main(argv: list[str] | None = None) -> int:
     print("| target | measured | goal | verdict |\n|---|---|---|---|")
     for r in bench.rows:
         print("| " + " | ".join(r) + " |")
+    if bench.litellm_rows:
+        s = results["litellm"]["summary"]
+        print(f"\nLiteLLM {s['litellm_version']} vs keyrelay, same mock (OpenAI dialect), one worker each:")
+        print("| measure | keyrelay | LiteLLM | LiteLLM ÷ keyrelay |\n|---|---|---|---|")
+        for r in bench.litellm_rows:
+            print("| " + " | ".join(str(x) for x in r) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1, default=str))
     return 0

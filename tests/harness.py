@@ -43,6 +43,8 @@ class Gateway:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self, timeout: float = 30) -> Gateway:
+        if self.proc is not None and self.proc.poll() is None:
+            raise RuntimeError("this gateway is already running")  # a second master would be orphaned
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYRELAY_", "GEMINI_API_KEYS"))}
         env.update(self.env)
         self._log = open(self.log_path, "ab")

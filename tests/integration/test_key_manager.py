@@ -178,7 +178,7 @@ def test_state_survives_restart_and_kill_9(tmp_path, mock):
     gw2 = Gateway(tmp_path, cfg)
     gw2.port = gw.port
     gw2.url = gw.url
-    with gw2.start():
+    with gw2:
         after = keys_by_id(gw2)
     assert after[IDS[0]]["cooldowns"].get("gemini-2.5-flash", 0) > 200
     assert after[IDS[1]]["status"] == "invalid"
