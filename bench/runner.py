@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,6 +86,23 @@ def stop_all() -> None:
 
 
 # ----------------------------------------------------------------------------------- processes
+
+
+def wait_healthy(name: str, proc: subprocess.Popen, url: str, log: Path, timeout: float, interval: float,
+                 ready: Callable[[], bool] = lambda: True) -> None:
+    """Poll ``url`` until it answers 200 and ``ready()``; fail fast with the log tail if the process exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:  # noqa: S310
+                if r.status == 200 and ready():
+                    return
+        except OSError:
+            pass
+        time.sleep(interval)
+    raise RuntimeError(f"{name} did not become healthy")
 
 
 class Mock:
@@ -166,18 +184,8 @@ class Keyrelay:
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"keyrelay exited: {(self.dir / 'keyrelay.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:  # noqa: S310
-                    if r.status == 200 and len(self.worker_pids()) == self.workers:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("keyrelay did not become healthy")
+        wait_healthy("keyrelay", self.proc, self.url + "/healthz", self.dir / "keyrelay.log", timeout, 0.1,
+                     ready=lambda: len(self.worker_pids()) == self.workers)
 
     def worker_pids(self) -> list[int]:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
@@ -265,18 +273,8 @@ class LiteLLM:
         self.startup_s = round(time.monotonic() - started, 1)
 
     def _wait_ready(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"litellm exited: {(self.dir / 'litellm.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(self.url + "/health/liveliness", timeout=1) as r:  # noqa: S310
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("litellm did not become healthy")
+        wait_healthy("litellm", self.proc, self.url + "/health/liveliness", self.dir / "litellm.log",
+                     timeout, 0.2)
 
     def pids(self) -> list[int]:
         """The proxy process and any descendants (with one uvicorn worker it is a single process)."""
