@@ -4,7 +4,7 @@ Pure translation (``to_anthropic_request``, ``from_anthropic_response``, ``Anthr
 ``classify_error``) is separate from the I/O in ``AnthropicAdapter``. The module also offers a faithful
 pass-through (``messages_passthrough*``) for Anthropic-speaking clients routed to an Anthropic upstream,
 where translating through the OpenAI shape would lose information (thinking blocks, cache control...).
-See shared/api-notes.md §5 and §7.
+See docs/upstream-api-notes.md §5 and §7.
 """
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Ollama streams NDJSON (one JSON object per line, the last one ``"done": true``), sends tool calls whole
 with ``arguments`` as an object and without ids, and reports errors as ``{"error": "..."}``.
-See shared/api-notes.md §6.1.
+See docs/upstream-api-notes.md §6.1.
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 CREATED = 1727346168  # fixed timestamp: responses are byte-for-byte reproducible
 DEFAULT_CHUNKS = 3
 EMBED_DIMS = 8

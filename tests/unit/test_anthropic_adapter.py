@@ -15,7 +15,7 @@ from proxy.providers.base import Call, Timeouts
 from proxy.providers.http import iter_sse_data
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 KEY = "sk-ant-secret-key-123"
 
 

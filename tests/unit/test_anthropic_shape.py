@@ -27,7 +27,7 @@ from proxy.providers.anthropic import AnthropicStreamTranslator
 from proxy.providers.http import iter_sse_data
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def sse_file(name: str) -> list[tuple[str | None, str]]:

@@ -16,7 +16,7 @@ from proxy.providers.base import Call, Timeouts
 from proxy.providers.gemini import GeminiAdapter
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 KEY = "key1234"  # the recorded 400 body's DebugInfo contains this string
 
 

@@ -1,4 +1,4 @@
-"""OpenAI <-> Gemini translation, pinned to recorded real Gemini payloads (../shared/fixtures)."""
+"""OpenAI <-> Gemini translation, pinned to recorded real Gemini payloads (tests/fixtures)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from proxy.providers import gemini_translate as gt
 from proxy.providers.http import iter_sse_data
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 
 
 def load_json(name: str) -> dict:

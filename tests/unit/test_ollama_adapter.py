@@ -12,7 +12,7 @@ from proxy.errors import CLIENT, TRANSIENT, UpstreamError
 from proxy.providers import ollama as oll
 from proxy.providers.base import Call, Timeouts
 
-# Shapes as in ollama docs/api.md (shared/api-notes.md §6.1).
+# Shapes as in ollama docs/api.md (docs/upstream-api-notes.md §6.1).
 STREAM_LINES = [
     {
         "model": "llama3.2",

@@ -16,7 +16,7 @@ from proxy.providers.base import Call, Timeouts
 from proxy.providers.openai import OpenAIAdapter, classify_error, parse_duration, redact
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures"
+FIXTURES = REPO / "tests" / "fixtures"
 KEY = "sk-test-SECRET-0123456789abcdef"
 
 
