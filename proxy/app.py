@@ -103,7 +103,7 @@ def create_app(config: Config) -> Flask:
     app.extensions["keyrelay"] = gw
     gw.start_background()
 
-    from proxy.api import admin, anthropic, errors, health, openai
+    from proxy.api import admin, anthropic, errors, guard, health, openai
 
     errors.install(app)
     app.register_blueprint(openai.bp)
@@ -112,6 +112,7 @@ def create_app(config: Config) -> Flask:
     app.register_blueprint(health.bp)
     metrics.install(app, gw)
     _install_request_log(app)
+    guard.install(app, config.server)  # after the request log: a refused request is logged with its id
     return app
 
 
@@ -134,7 +135,9 @@ def _install_request_log(app: Flask) -> None:
     def _start() -> None:
         g.started = time.monotonic()
         rid = request.headers.get("X-Request-ID", "")
-        g.request_id = rid if 0 < len(rid) <= 128 and rid.isprintable() else os.urandom(16).hex()
+        # echoed in a response header: printable ASCII only, so it is safe there by construction
+        g.request_id = rid if 0 < len(rid) <= 128 and rid.isascii() and rid.isprintable() \
+            else os.urandom(16).hex()
 
     @app.after_request
     def _finish(resp: Response) -> Response:

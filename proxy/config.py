@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from proxy import model_names
+
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
 
@@ -27,6 +29,7 @@ DEFAULT_BASE_URLS = {
 }
 KEYLESS_TYPES = ("ollama", "mock")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+MIN_ADMIN_TOKEN = 16
 
 
 class ConfigError(Exception):
@@ -48,6 +51,7 @@ class ServerConfig:
     log_level: str = "info"
     access_log: bool = False
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust (nginx in front: 1)
+    allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides the bind address and loopback
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,7 @@ class ProviderConfig:
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     headers: dict[str, str] = field(default_factory=dict)
     models: tuple[str, ...] = ()  # upstream models advertised in /v1/models as "provider/model"
+    passthrough: str | tuple[str, ...] = "listed"  # which "provider/<model>" names clients may ask for
     latency_ms: float = 0.0  # mock only: simulated latency before the answer
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
 
@@ -230,7 +235,7 @@ class _Obj:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{self.at(key)}: expected a non-empty string, got {_kind(value)}")
         if choices and value not in choices:
-            raise ConfigError(f"{self.at(key)}: must be one of {', '.join(choices)}, got {value!r}")
+            raise ConfigError(f"{self.at(key)}: must be one of {', '.join(choices)}, got {_quote(value)}")
         return value
 
     def num(self, key: str, default: float, *, minimum: float = 0, integer: bool = False,
@@ -267,29 +272,49 @@ class _Obj:
 def _kind(value: Any) -> str:
     if value is None:
         return "nothing"
-    if isinstance(value, str):
-        return f"string {value!r}" if len(value) < 40 else "a string"
+    if isinstance(value, str):  # never quoted: a secret may sit where a number was expected
+        return "a string"
     return {bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}.get(
         type(value), type(value).__name__
     )
 
 
-def _server(o: _Obj) -> ServerConfig:
-    d = ServerConfig()
+def _admin_token(o: _Obj) -> str | None:
+    """Stripped on both sides, as the presented token is; empty means the admin API is off."""
     token = o.get("admin_token")
     if token is not None and not isinstance(token, str):
         raise ConfigError(f"{o.at('admin_token')}: expected a string")
+    token = (token or "").strip()
+    if token and len(token) < MIN_ADMIN_TOKEN:
+        raise ConfigError(f"{o.at('admin_token')}: must be at least {MIN_ADMIN_TOKEN} characters after "
+                          f"trimming spaces (got {len(token)}); a short token can be guessed")
+    return token or None
+
+
+def _allowed_hosts(o: _Obj) -> tuple[str, ...]:
+    hosts = o.get("allowed_hosts", [])
+    if isinstance(hosts, str):
+        hosts = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not isinstance(hosts, list) or not all(isinstance(h, str) and h.strip() for h in hosts):
+        raise ConfigError(f"{o.at('allowed_hosts')}: expected a list of host names (or \"*\")")
+    return tuple(h.strip().lower() for h in hosts)
+
+
+def _server(o: _Obj) -> ServerConfig:
+    d = ServerConfig()
+    token = _admin_token(o)
     cfg = ServerConfig(
         host=o.str("host", d.host),
         port=o.num("port", d.port, minimum=0, maximum=65535, integer=True),
         database=o.str("database", d.database),
-        admin_token=token or None,
+        admin_token=token,
         workers=o.num("workers", d.workers, minimum=1, maximum=64, integer=True),
         max_body_bytes=o.num("max_body_bytes", d.max_body_bytes, minimum=1024, integer=True),
         graceful_timeout=o.num("graceful_timeout", d.graceful_timeout),
         log_level=o.str("log_level", d.log_level, choices=LOG_LEVELS),
         access_log=o.bool("access_log", d.access_log),
         trusted_proxies=o.num("trusted_proxies", d.trusted_proxies, integer=True, maximum=10),
+        allowed_hosts=_allowed_hosts(o),
     )
     o.done()
     return cfg
@@ -303,7 +328,7 @@ def _key_manager(o: _Obj) -> KeyManagerConfig:
 
         ZoneInfo(tz)
     except Exception:
-        raise ConfigError(f"{o.at('daily_reset_tz')}: unknown time zone {tz!r}") from None
+        raise ConfigError(f"{o.at('daily_reset_tz')}: unknown time zone {_quote(tz)}") from None
     cfg = KeyManagerConfig(
         default_cooldown_s=o.num("default_cooldown_s", d.default_cooldown_s),
         daily_reset_tz=tz,
@@ -373,14 +398,14 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
         o = _Obj(raw, path)
         name = o.str("name")
         if not re.fullmatch(r"[A-Za-z0-9][\w.-]*", name):
-            raise ConfigError(f"{o.at('name')}: use letters, digits, '.', '_' or '-' (got {name!r})")
+            raise ConfigError(f"{o.at('name')}: use letters, digits, '.', '_' or '-' (got {_quote(name)})")
         if name in names:
             raise ConfigError(f"{o.at('name')}: duplicate provider name {name!r}")
         names.add(name)
         ptype = o.str("type", choices=PROVIDER_TYPES)
         base_url = (o.str("base_url", None) or DEFAULT_BASE_URLS[ptype]).rstrip("/")
         if not re.match(r"^(https?|mock)://", base_url):
-            raise ConfigError(f"{o.at('base_url')}: expected an http(s) URL, got {base_url!r}")
+            raise ConfigError(f"{o.at('base_url')}: expected an http(s) URL, got {_safe_url(base_url)!r}")
         keys = _keys(o.get("keys"), o.at("keys"))
         seen: dict[str | None, int] = {}
         for i, k in enumerate(keys):
@@ -388,8 +413,10 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
                 raise ConfigError(f"{o.at('keys')}[{i}]: the same key as {o.at('keys')}[{seen[k.key]}]")
             seen[k.key] = i
         models = o.get("models", [])
-        if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        if not isinstance(models, list):
             raise ConfigError(f"{o.at('models')}: expected a list of model names")
+        for i, m in enumerate(models):
+            _model_name(m, f"{o.at('models')}[{i}]")
         headers = o.get("headers", {}) or {}
         if not isinstance(headers, dict) or not all(isinstance(v, str) for v in headers.values()):
             raise ConfigError(f"{o.at('headers')}: expected a mapping of header name to string")
@@ -403,6 +430,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             timeouts=_timeouts(o.sub("timeouts", {})),
             headers={str(k): v for k, v in headers.items()},
             models=tuple(models),
+            passthrough=_passthrough(o),
             latency_ms=o.num("latency_ms", 0.0),
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
         )
@@ -433,7 +461,7 @@ def _models(
     models, names = [], set()
     for raw, path in items:
         o = _Obj(raw, path)
-        name = o.str("name")
+        name = _model_name(o.str("name"), o.at("name"))
         if name in names:
             raise ConfigError(f"{o.at('name')}: duplicate model name {name!r}")
         names.add(name)
@@ -444,14 +472,46 @@ def _models(
             raise ConfigError(f"{o.at('targets')}: at least one target is required")
         for traw, tpath in raw_targets:
             t = _Obj(traw, tpath)
-            target = TargetConfig(t.str("provider"), t.str("model"), t.num("weight", 1.0))
+            target = TargetConfig(t.str("provider"), _model_name(t.str("model"), t.at("model")),
+                                  t.num("weight", 1.0))
             t.done()
             if target.provider in active:
                 targets.append(target)
             elif target.provider not in skipped:
-                raise ConfigError(f"{t.at('provider')}: unknown provider {target.provider!r}")
+                raise ConfigError(f"{t.at('provider')}: unknown provider {_quote(target.provider)}")
         o.done()
         if targets:
             models.append(ModelConfig(name, tuple(targets), strategy))
     return models
 
+
+
+def _model_name(name: Any, path: str) -> str:
+    why = model_names.problem(name)
+    if why:
+        raise ConfigError(f"{path}: {why}")
+    return name
+
+
+def _passthrough(o: _Obj) -> str | tuple[str, ...]:
+    """``listed`` (default: the provider's models and the models targets name for it), ``any``, or a
+    list of globs."""
+    value = o.get("passthrough", "listed")
+    if value in ("listed", "any"):
+        return value
+    if isinstance(value, list) and all(isinstance(g, str) and g.strip() for g in value):
+        return tuple(g.strip() for g in value)
+    raise ConfigError(f"{o.at('passthrough')}: expected listed, any, or a list of model globs")
+
+
+def _quote(value: str) -> str:
+    """A config value for an error message, quoted only when it cannot be a secret (a word, a time zone:
+    letters and ``_ . / -``, no digits); anything else is not shown, whatever field it sits in."""
+    if re.fullmatch(r"[A-Za-z][A-Za-z_./-]{0,39}", value):
+        return repr(value)
+    return "a value not shown here (it may be a secret)"
+
+
+def _safe_url(url: str) -> str:
+    """A URL fit for an error message: credentials (``user:secret@``) replaced by ``***@``, no query."""
+    return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@]*@", r"\1***@", url.split("?", 1)[0].split("#", 1)[0])

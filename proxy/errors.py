@@ -6,6 +6,7 @@ nothing else in the code builds error bodies.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 # Outcome classes of an upstream answer; they drive the key manager (see design.md).
@@ -65,6 +66,13 @@ class GatewayError(Exception):
         self.param = param
         self.headers = dict(headers or {})
         self.details = details
+        self.retry_after: float | None = None  # seconds; rendered as Retry-After on a 429
+
+    def response_headers(self) -> dict[str, str]:
+        """The headers of this error's HTTP response: the one place ``Retry-After`` is rendered."""
+        if self.retry_after is None or self.status != 429:
+            return self.headers
+        return {**self.headers, "Retry-After": str(max(1, math.ceil(self.retry_after)))}
 
     def openai_body(self) -> dict:
         err: dict[str, Any] = {
@@ -80,7 +88,8 @@ class GatewayError(Exception):
         return {"error": err}
 
     def anthropic_body(self) -> dict:
-        err_type = _ANTHROPIC_TYPES.get(self.status, "api_error")
+        err_type = _ANTHROPIC_TYPES.get(
+            self.status, "api_error" if self.status >= 500 else "invalid_request_error")
         body: dict[str, Any] = {"type": "error", "error": {"type": err_type, "message": self.message}}
         if self.details is not None:
             body["error"]["details"] = self.details
@@ -122,10 +131,22 @@ class PayloadTooLarge(GatewayError):
 
 
 class NoKeyAvailable(GatewayError):
-    """No key can serve the request: 429 + Retry-After when all cool down, else 503 with a diagnosis."""
+    """No key can serve the request. ``cooling``: at least one key comes back by itself (cooldown, open
+    circuit) in ``retry_after`` seconds: 429 ``all_keys_cooling``; else 503 ``no_usable_key``.
+
+    ``diagnosis`` (per-key ids and reasons) is for the log and the admin API, never for the client."""
 
     status = 503
     code = "no_usable_key"
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 diagnosis: list[dict] | None = None) -> None:
+        cooling = retry_after is not None
+        super().__init__(message, status=429 if cooling else 503,
+                         code="all_keys_cooling" if cooling else "no_usable_key")
+        self.cooling = cooling
+        self.retry_after = retry_after
+        self.diagnosis = diagnosis or []
 
 
 class UpstreamError(GatewayError):

@@ -14,6 +14,7 @@ the upstream connection.
 """
 from __future__ import annotations
 
+import glob
 import logging
 import math
 import random
@@ -22,11 +23,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from proxy import model_names
 from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
 from proxy.errors import (
     CLIENT,
     OK,
     TRANSIENT,
+    BadRequest,
     GatewayError,
     ModelNotFound,
     NoKeyAvailable,
@@ -94,6 +97,7 @@ class Relay:
         self.adapters: dict[str, tuple[ProviderConfig, Adapter]] = {
             p.name: (p, make_adapter(p)) for p in config.providers
         }
+        self.passthrough = passthrough_patterns(config)
 
     # ------------------------------------------------------------------------------------ public API
 
@@ -131,12 +135,13 @@ class Relay:
         return self.complete(req, trace, lambda adapter, call, r: adapter.embeddings(call, r))
 
     def resolve(self, name: str) -> list[TargetConfig]:
-        """Targets for a client model name: a configured alias, or ``provider/model`` pass-through."""
+        """Targets for a client model name: a configured alias, or ``provider/model`` pass-through
+        where that provider's ``passthrough`` allows the model. ``name`` passed ``check_model``."""
         model = self.config.model(name)
         if model:
             return self._order(model)
         provider, sep, upstream_model = name.partition("/")
-        if sep and upstream_model and provider in self.adapters:
+        if sep and model_names.matches(upstream_model, self.passthrough.get(provider, ())):
             return [TargetConfig(provider, upstream_model)]
         raise ModelNotFound(
             f"The model '{name}' does not exist. Use GET /v1/models to list the models this gateway serves.",
@@ -204,7 +209,7 @@ class Relay:
                     except UpstreamError as exc:
                         self._record(trace, target, key.id, exc.outcome, _ms_since(started), exc)
                         if exc.outcome == CLIENT or exc.outcome not in retry.retry_on:
-                            raise _with_retry_after(exc) from None
+                            raise
                         failed, transient = (target, exc), transient or exc.outcome == TRANSIENT
                         tried.add(key.id)
                         continue
@@ -216,7 +221,7 @@ class Relay:
                         self._usage(target, result)
                     return result
         if failed and (attempts >= retry.attempts or not no_key):
-            raise _with_retry_after(failed[1])
+            raise failed[1]
         raise _merge_no_key(no_key)
 
     def _call(self, provider: ProviderConfig, target: TargetConfig, key: Any, deadline: float) -> Call:
@@ -277,6 +282,29 @@ class Relay:
             self._record(trace, target, key_id, outcome, latency, error)
 
 
+def check_model(name: object) -> str:
+    """A client's model name, checked against the grammar before anything uses it (400 otherwise)."""
+    why = model_names.problem(name)
+    if why:
+        raise BadRequest(f"Invalid 'model': {why}.", param="model", code="invalid_model")
+    return name  # type: ignore[return-value]  # problem() is None only for a str
+
+
+def passthrough_patterns(config: Config) -> dict[str, tuple[str, ...]]:
+    """Per provider, the globs a ``provider/<model>`` name must match: ``any`` is everything; ``listed``
+    (the default) the provider's ``models`` and the models that targets name for it (exact)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for p in config.providers:
+        if p.passthrough == "any":
+            out[p.name] = ("*",)
+        elif p.passthrough == "listed":
+            named = [t.model for m in config.models for t in m.targets if t.provider == p.name]
+            out[p.name] = tuple(glob.escape(m) for m in dict.fromkeys([*p.models, *named]))
+        else:
+            out[p.name] = tuple(p.passthrough)
+    return out
+
+
 def _find_usage(item: Any) -> dict | None:
     """Token usage in a response, a chunk, or a tagged/evented stream item (the last element of a tuple)."""
     while isinstance(item, tuple) and item:
@@ -288,8 +316,8 @@ def _pause(retry: RetryConfig, round_no: int, transient: bool, no_key: list[NoKe
     """How long to wait before round ``round_no`` (1, 2, ...), or None when waiting cannot help."""
     if transient:  # exponential backoff with full jitter
         return random.uniform(0, min(retry.backoff_cap_s, retry.backoff_base_s * 2 ** (round_no - 1)))
-    waits = [float(e.headers.get("Retry-After", "inf")) for e in no_key if e.status == 429]
-    soonest = min(waits, default=math.inf)  # a key cools down, or a circuit reopens, that soon
+    soonest = min((e.retry_after for e in no_key if e.retry_after is not None), default=math.inf)
+    # a key cools down, or a circuit reopens, that soon
     return soonest if soonest <= retry.retry_after_cap_s else None
 
 
@@ -302,19 +330,17 @@ def _ms_since(started: float) -> float:
     return (time.monotonic() - started) * 1000
 
 
-def _with_retry_after(exc: UpstreamError) -> UpstreamError:
-    if exc.retry_after is not None and exc.status == 429:
-        exc.headers.setdefault("Retry-After", str(max(1, int(exc.retry_after + 0.999))))
-    return exc
-
-
 def _merge_no_key(errors: list[NoKeyAvailable]) -> NoKeyAvailable:
-    """One answer for 'no key anywhere': 429 with the earliest Retry-After when every target only
-    cools down, else 503 with every target's per-key diagnosis."""
+    """One answer for 'no key for any target': cooling with the soonest return when some target's key
+    comes back by itself, else 503; the diagnosis covers every target."""
     if len(errors) == 1:
         return errors[0]
-    if all(e.status == 429 for e in errors):
-        soonest = min(errors, key=lambda e: float(e.headers.get("Retry-After", "inf")))
-        return soonest
-    details = [e.details for e in errors if e.details is not None]
-    return NoKeyAvailable("no usable upstream key for any target of this model", status=503, details=details)
+    diagnosis = [d for e in errors for d in e.diagnosis]
+    waits = [e.retry_after for e in errors if e.retry_after is not None]
+    if waits:
+        soonest = min(waits)
+        return NoKeyAvailable("every upstream key for every target of this model is rate-limited or "
+                              f"recovering; retry in {max(1, math.ceil(soonest))}s",
+                              retry_after=soonest, diagnosis=diagnosis)
+    return NoKeyAvailable("no upstream key can serve any target of this model right now",
+                          diagnosis=diagnosis)

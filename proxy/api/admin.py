@@ -22,6 +22,7 @@ from proxy.api.errors import error_response
 from proxy.config import Config, ConfigError, load_config
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from proxy.keys import SnapshotError, key_id
+from proxy.relay import check_model
 
 log = logging.getLogger("keyrelay")
 
@@ -188,6 +189,22 @@ def revalidate(kid: str) -> Response:
         probe["error"] = redact(probe["error"], gw.config)
     gw.pool.record_probe(kid, probe["ok"])
     return jsonify({"key": one_key(kid), "probe": probe})
+
+
+@api.get("/diagnosis")
+def diagnosis() -> Response:
+    """Why a model can or cannot be served now: each target's keys with their reasons (what a client
+    that got 429 ``all_keys_cooling`` or 503 ``no_usable_key`` is not told)."""
+    gw = gateway()
+    name = check_model(request.args.get("model"))
+    targets = gw.relay.resolve(name)
+    hint_of = hints(gw.config)
+    out = []
+    for t in targets:
+        keys = [{**k, "hint": hint_of.get(k["id"])} for k in gw.pool.diagnose(t.provider, t.model)]
+        out.append({"provider": t.provider, "model": t.model, "usable": any(k["usable"] for k in keys),
+                    "keys": keys})
+    return jsonify({"model": name, "usable": any(t["usable"] for t in out), "targets": out})
 
 
 # ------------------------------------------------------------------------------------- audit, snapshot

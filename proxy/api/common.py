@@ -6,19 +6,38 @@ from collections.abc import Iterator
 
 import orjson
 from flask import Response, current_app, g, request
+from gunicorn.http.errors import NoMoreData, ParseException
 
-from proxy.errors import BadRequest
-from proxy.relay import Trace
+from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.relay import Trace, check_model
 
 
 def gateway():  # -> proxy.app.Gateway (not imported: proxy.app imports the blueprints)
     return current_app.extensions["keyrelay"]
 
 
+def read_body() -> bytes:
+    """The request body, at most MAX_CONTENT_LENGTH bytes (413 past it) for both framings: with a
+    Content-Length Werkzeug refuses before reading; a chunked body is counted while it is read. A
+    broken chunked framing (bad chunk size, missing terminator, early end) is the client's 400."""
+    try:
+        if request.content_length is not None:
+            return request.get_data(cache=True)  # 413 before reading when Content-Length is too large
+        if "_body" not in g:  # chunked: Werkzeug would cut the body at the limit without a word
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            g._body = request.environ["wsgi.input"].read(limit + 1)
+            if len(g._body) > limit:
+                raise PayloadTooLarge(f"Request body is larger than this gateway's limit ({limit} bytes).")
+        return g._body
+    except (ParseException, NoMoreData) as exc:
+        raise BadRequest(f"Malformed request body framing: {type(exc).__name__}.",
+                         code="malformed_body") from None
+
+
 def read_json(required: bool = True) -> dict:
     """The request body as a JSON object, or a 400 that says what is wrong (an empty body is ``{}``
     when not required)."""
-    raw = request.get_data(cache=True)  # raises 413 past MAX_CONTENT_LENGTH
+    raw = read_body()
     if not raw.strip():
         if not required:
             return {}
@@ -33,7 +52,8 @@ def read_json(required: bool = True) -> dict:
 
 
 def start_trace(model: str) -> Trace:
-    g.model = model
+    """Begin the trace of one relayed request, once its model name passed the grammar (400 if not)."""
+    g.model = check_model(model)
     g.trace = Trace()
     return g.trace
 

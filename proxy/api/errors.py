@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, Response, json, request
+from flask import Flask, Response, g, json, request
 from werkzeug.exceptions import HTTPException
 
-from proxy.errors import GatewayError
+from proxy.errors import GatewayError, NoKeyAvailable
 
 log = logging.getLogger("keyrelay")
 
@@ -29,7 +29,7 @@ def is_anthropic_path(path: str) -> bool:
 def error_response(err: GatewayError) -> Response:
     body = err.anthropic_body() if is_anthropic_path(request.path) else err.openai_body()
     resp = Response(json.dumps(body), status=err.status, mimetype="application/json")
-    for name, value in err.headers.items():
+    for name, value in err.response_headers().items():
         resp.headers[name] = value
     return resp
 
@@ -37,6 +37,10 @@ def error_response(err: GatewayError) -> Response:
 def install(app: Flask) -> None:
     @app.errorhandler(GatewayError)
     def _gateway(err: GatewayError) -> Response:
+        if isinstance(err, NoKeyAvailable):  # the per-key story is the operator's, not the client's
+            log.warning("no usable upstream key", extra={
+                "event": "no_usable_key", "request_id": g.get("request_id"), "status": err.status,
+                "diagnosis": err.diagnosis})
         return error_response(err)
 
     @app.errorhandler(HTTPException)
@@ -51,9 +55,8 @@ def install(app: Flask) -> None:
             else (exc.description or exc.name)
         )
         headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
-        return error_response(
-            GatewayError(message, status=status, code=exc.name.lower().replace(" ", "_"), headers=headers)
-        )
+        code = "request_too_large" if status == 413 else exc.name.lower().replace(" ", "_")
+        return error_response(GatewayError(message, status=status, code=code, headers=headers))
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -51,21 +51,22 @@ def judge(k: KeyState, cooldown_until: float | None, now: float, *, probe_timeou
     return Verdict(True, probe=state == breaker.HALF_OPEN)
 
 
+def diagnose(verdicts: Sequence[tuple[str, Verdict]]) -> list[dict]:
+    """The per-key story (ids and reasons, operator text included): for the log and the admin API."""
+    return [{"id": kid, "usable": v.usable, "reason": v.reason or "usable",
+             "retry_after_s": None if v.wait_s is None else math.ceil(v.wait_s)} for kid, v in verdicts]
+
+
 def no_key_error(provider: str, model: str, verdicts: Sequence[tuple[str, Verdict]]) -> NoKeyAvailable:
-    """429 + Retry-After when the keys that could still serve (enabled, valid, not already tried)
-    are all only waiting for a cooldown or a circuit with a known end; else 503 (nothing will come back
-    by itself: disabled, invalid, retired, or every key already tried). Both carry the diagnosis."""
-    details = {"provider": provider, "model": model,
-               "keys": [{"id": kid, "reason": v.reason or "usable"} for kid, v in verdicts]}
+    """Cooling (429, retry after the soonest return) when a key that could still serve (enabled, valid,
+    not already tried) is only waiting for a cooldown or a circuit with a known end; else 503 (nothing
+    comes back by itself: disabled, invalid, retired, or every key already tried). The message tells the
+    client no key id and no operator text; the diagnosis carries them for the log."""
+    diagnosis = [{"provider": provider, "model": model, "keys": diagnose(verdicts)}]
     waiting = [v.wait_s for _, v in verdicts if v.wait_s is not None]
     if waiting:
-        retry = max(1, math.ceil(min(waiting)))
+        soonest = min(waiting)
         return NoKeyAvailable(
-            f"all keys for {provider}/{model} are cooling down; retry in {retry}s",
-            status=429, code="rate_limited", headers={"Retry-After": str(retry)}, details=details,
-        )
-    if not verdicts:
-        msg = f"no keys configured for provider {provider!r}"
-    else:
-        msg = f"no usable key for {provider}/{model}"
-    return NoKeyAvailable(msg, status=503, details=details)
+            f"every upstream key that can serve {model!r} is rate-limited or recovering; "
+            f"retry in {max(1, math.ceil(soonest))}s", retry_after=soonest, diagnosis=diagnosis)
+    return NoKeyAvailable(f"no upstream key can serve {model!r} right now", diagnosis=diagnosis)

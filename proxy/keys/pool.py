@@ -28,7 +28,7 @@ from typing import Any
 from .. import errors
 from ..store.db import connect, migrate
 from . import breaker, cooldown, health, selection, snapshot
-from .diagnosis import Verdict, judge, no_key_error
+from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .ids import key_id, scrub
 from .specs import Key, KeySettings, KeySpec
 from .state import SELECT_KEYS, STATUS_INVALID, STATUS_OK, KeyState, breaker_from_row, from_row
@@ -153,9 +153,18 @@ class KeyPool:
                 pick = selection.smooth_wrr(selection.rotate(weighted, self._offset),
                                             self._wrr.setdefault(provider, {}))
                 return self._key(pick)
-            verdicts = [(kid, self._judge(self._states[kid], model, now, exclude))
-                        for kid in self._by_provider.get(provider, ())]
-            raise no_key_error(provider, model, verdicts)
+            raise no_key_error(provider, model, self._verdicts(provider, model, now, exclude))
+
+    def diagnose(self, provider: str, model: str) -> list[dict]:
+        """Each key of ``provider``: can it serve ``model`` now, and if not why (for operators only)."""
+        with self._lock:
+            self._maybe_refresh(force=True)
+            return diagnose(self._verdicts(provider, model, self._clock(), frozenset()))
+
+    def _verdicts(self, provider: str, model: str, now: float,
+                  exclude: frozenset[str]) -> list[tuple[str, Verdict]]:
+        return [(kid, self._judge(self._states[kid], model, now, exclude))
+                for kid in self._by_provider.get(provider, ())]
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
                retry_after: float | None = None, daily: bool = False, error: str | None = None) -> None:

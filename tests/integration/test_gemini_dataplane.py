@@ -31,6 +31,7 @@ def gw(tmp_path_factory, mock):
                 "base_url": mock.url + "/v1beta",
                 "keys": [KEY],
                 "models": ["gemini-2.5-flash"],
+                "passthrough": "any",
             },
             {"name": "gemini-errors", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [ERR_KEY]},
             {"name": "compat", "type": "openai", "base_url": mock.url + "/v1", "keys": ["sk-compat-1"]},

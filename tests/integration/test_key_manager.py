@@ -21,7 +21,7 @@ from tests.mock_upstream import MockUpstream, error, invalid_key
 
 KEYS = ["km-key-alpha-0001", "km-key-bravo-0002", "km-key-charlie-03"]
 IDS = [key_id("gemini", k) for k in KEYS]
-TOKEN = "km-admin-token"
+TOKEN = "km-admin-token-0123"
 
 
 def config(mock: MockUpstream, **extra) -> dict:

@@ -19,9 +19,9 @@ def test_substitution_with_defaults_and_comments(tmp_path):
             "# ${NOT_SET} in a comment is ignored\nserver:\n"
             "  port: ${PORT:-5000}\n  admin_token: ${TOKEN}\n" + BASE,
         ),
-        env={"TOKEN": "t0k"},
+        env={"TOKEN": "t0k-0123456789abcdef"},
     )
-    assert cfg.server.port == 5000 and cfg.server.admin_token == "t0k"
+    assert cfg.server.port == 5000 and cfg.server.admin_token == "t0k-0123456789abcdef"
 
 
 def test_unset_variable_names_its_path(tmp_path):

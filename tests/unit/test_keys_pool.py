@@ -57,7 +57,7 @@ def test_never_picks_unusable_keys_and_honours_exclude(pool, clock):
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("gemini", M, exclude=frozenset({G[2]}))
     assert ei.value.status == 503
-    assert {k["id"]: k["reason"] for k in ei.value.details["keys"]} == {
+    assert {k["id"]: k["reason"] for k in ei.value.diagnosis[0]["keys"]} == {
         G[0]: "disabled: leaked", G[1]: "invalid", G[2]: "excluded (already tried)"}
 
 
@@ -76,8 +76,8 @@ def test_429_storm_only_cools_keys_and_they_come_back(pool, clock):
         pool.record(kid, M, errors.QUOTA, retry_after=ra)
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("gemini", M)
-    assert ei.value.status == 429 and ei.value.headers == {"Retry-After": "35"}
-    assert all(k["reason"].startswith("cooling_down") for k in ei.value.details["keys"])
+    assert ei.value.status == 429 and ei.value.response_headers() == {"Retry-After": "35"}
+    assert all(k["reason"].startswith("cooling_down") for k in ei.value.diagnosis[0]["keys"])
     for d in pool.describe():
         assert (d["status"], d["circuit"], d["health"], d["usable"]) == ("ok", "closed", 1.0, True)
     clock.t += 35
@@ -134,19 +134,19 @@ def test_all_open_circuits_give_429_with_circuit_retry_after(pool, clock):
         clock.t += 1
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("gemini", M)
-    assert ei.value.status == 429 and ei.value.headers["Retry-After"] == "27"
-    assert ei.value.details["keys"][0]["reason"] == "circuit_open (27s left)"
+    assert ei.value.status == 429 and ei.value.response_headers()["Retry-After"] == "27"
+    assert ei.value.diagnosis[0]["keys"][0]["reason"] == "circuit_open (27s left)"
 
 
 def test_503_for_unknown_provider_and_all_disabled(pool):
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("nope", M)
-    assert ei.value.status == 503 and ei.value.details["keys"] == []
+    assert ei.value.status == 503 and ei.value.diagnosis[0]["keys"] == []
     for kid in G:
         pool.disable(kid, "", actor="ops")
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("gemini", M)
-    assert ei.value.status == 503 and {k["reason"] for k in ei.value.details["keys"]} == {"disabled"}
+    assert ei.value.status == 503 and {k["reason"] for k in ei.value.diagnosis[0]["keys"]} == {"disabled"}
     assert pool.usable_count() == 1  # the ollama key
 
 
@@ -294,7 +294,7 @@ def test_half_open_probe_is_claimed_by_exactly_one_worker(tmp_path, clock):
         assert a.acquire("gemini", M, exclude=only_g0).id == G[0]
         with pytest.raises(NoKeyAvailable) as ei:
             b.acquire("gemini", M, exclude=only_g0)
-        assert "half_open (probe in flight" in ei.value.details["keys"][0]["reason"]
+        assert "half_open (probe in flight" in ei.value.diagnosis[0]["keys"][0]["reason"]
         assert ei.value.status == 429
         a.record(G[0], M, errors.OK)
         b._maybe_refresh(force=True)

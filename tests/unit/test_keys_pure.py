@@ -214,12 +214,16 @@ def test_no_key_error_429_when_only_waiting():
     verdicts = [
         ("k_a", judge(KeyState("k_a", "g"), 34.4, now, probe_timeout=60)),
         ("k_b", judge(KeyState("k_b", "g", breaker=Breaker("open", 50.0)), None, now, probe_timeout=60)),
-        ("k_c", judge(KeyState("k_c", "g", enabled=False), None, now, probe_timeout=60)),
+        ("k_c", judge(KeyState("k_c", "g", enabled=False, disabled_reason="leaked in CI logs"), None, now,
+                      probe_timeout=60)),
     ]
     err = no_key_error("g", "m", verdicts)
-    assert err.status == 429 and err.headers == {"Retry-After": "35"}
-    reasons = [k["reason"] for k in err.details["keys"]]
-    assert reasons == ["cooling_down (35s left)", "circuit_open (50s left)", "disabled"]
+    assert err.status == 429 and err.code == "all_keys_cooling" and err.cooling and err.retry_after == 34.4
+    assert err.response_headers() == {"Retry-After": "35"}
+    reasons = [k["reason"] for k in err.diagnosis[0]["keys"]]
+    assert reasons == ["cooling_down (35s left)", "circuit_open (50s left)", "disabled: leaked in CI logs"]
+    shown = str(err.openai_body()) + str(err.anthropic_body())  # what a client sees: no ids, no reasons
+    assert "k_a" not in shown and "leaked" not in shown and "retry in 35s" in shown
 
 
 def test_no_key_error_503_with_reasons_when_nothing_comes_back_by_itself():
@@ -228,7 +232,10 @@ def test_no_key_error_503_with_reasons_when_nothing_comes_back_by_itself():
         ("k_b", judge(KeyState("k_b", "g"), None, 0, probe_timeout=60, excluded=True)),
     ]
     err = no_key_error("g", "m", verdicts)
-    assert err.status == 503 and "Retry-After" not in err.headers
-    assert err.details == {"provider": "g", "model": "m", "keys": [
-        {"id": "k_a", "reason": "invalid"}, {"id": "k_b", "reason": "excluded (already tried)"}]}
+    assert err.status == 503 and err.code == "no_usable_key" and not err.cooling
+    assert "Retry-After" not in err.response_headers()
+    assert err.diagnosis == [{"provider": "g", "model": "m", "keys": [
+        {"id": "k_a", "usable": False, "reason": "invalid", "retry_after_s": None},
+        {"id": "k_b", "usable": False, "reason": "excluded (already tried)", "retry_after_s": None}]}]
+    assert "k_a" not in str(err.openai_body())
     assert no_key_error("nope", "m", []).status == 503

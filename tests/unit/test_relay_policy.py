@@ -11,7 +11,7 @@ RETRY = RetryConfig(backoff_base_s=0.1, backoff_cap_s=0.5, retry_after_cap_s=5)
 
 
 def cooling(seconds: int) -> NoKeyAvailable:
-    return NoKeyAvailable("cooling", status=429, headers={"Retry-After": str(seconds)})
+    return NoKeyAvailable("cooling", retry_after=seconds)
 
 
 def test_backoff_after_transient_failures_is_full_jitter_under_a_growing_cap():
@@ -29,6 +29,6 @@ def test_cooldown_wait_is_the_soonest_and_only_within_the_cap():
 
 
 def test_nothing_to_wait_for_gives_up():
-    invalid = NoKeyAvailable("all invalid", status=503)
+    invalid = NoKeyAvailable("all invalid")
     assert _pause(RETRY, 1, False, [invalid]) is None
     assert _pause(RETRY, 1, False, []) is None
