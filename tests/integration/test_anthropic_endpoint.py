@@ -57,8 +57,10 @@ def gw(tmp_path_factory, mock):
         "providers": [
             _provider("gemini", "gemini", GEM_KEY, mock, models=["gemini-2.5-flash"]),
             _provider("claude", "claude", ANT_KEY, mock, models=[CLAUDE]),
-            _provider("claude", "claude-beta", BETA_KEY, mock, headers={"Anthropic-Beta": CONFIGURED_BETA}),
-            *[_provider(kind, err_provider(kind, tag), err_key(kind, tag), mock) for kind, tag in tags],
+            _provider("claude", "claude-beta", BETA_KEY, mock, headers={"Anthropic-Beta": CONFIGURED_BETA},
+                      passthrough="any"),
+            *[_provider(kind, err_provider(kind, tag), err_key(kind, tag), mock, passthrough="any")
+              for kind, tag in tags],
         ],
         "models": [
             {"name": "gem", "targets": [{"provider": "gemini", "model": "gemini-2.5-flash"}]},

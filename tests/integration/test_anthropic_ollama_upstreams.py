@@ -37,7 +37,7 @@ def err_provider(kind: str, status: int) -> str:
 def gw(tmp_path_factory, mock):
     errors = []
     for kind, status, _ in ERROR_CASES:
-        entry = {"name": err_provider(kind, status), "type": kind}
+        entry = {"name": err_provider(kind, status), "type": kind, "passthrough": "any"}
         if kind == "anthropic":
             entry.update(base_url=mock.url + "/v1", keys=[f"sk-ant-err-{status}"])
         else:
@@ -49,7 +49,8 @@ def gw(tmp_path_factory, mock):
         "providers": [
             {"name": "claude", "type": "anthropic", "base_url": mock.url + "/v1", "keys": [ANT_KEY],
              "models": [CLAUDE]},
-            {"name": "ollama", "type": "ollama", "base_url": mock.url, "models": [LLAMA, "qwen2.5:7b"]},
+            {"name": "ollama", "type": "ollama", "base_url": mock.url, "models": [LLAMA, "qwen2.5:7b"],
+             "passthrough": "any"},
             *errors,
         ],
         "models": [

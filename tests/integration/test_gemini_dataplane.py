@@ -33,7 +33,8 @@ def gw(tmp_path_factory, mock):
                 "models": ["gemini-2.5-flash"],
                 "passthrough": "any",
             },
-            {"name": "gemini-errors", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [ERR_KEY]},
+            {"name": "gemini-errors", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [ERR_KEY],
+             "passthrough": "any"},
             {"name": "compat", "type": "openai", "base_url": mock.url + "/v1", "keys": ["sk-compat-1"]},
         ],
         "models": [

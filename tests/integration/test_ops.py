@@ -160,7 +160,7 @@ def test_secrets_appear_nowhere_and_logs_are_json(tmp_path, mock):
         "server": {"admin_token": TOKEN, "log_level": "debug"},
         "retry": {"attempts": 2, "backoff_base_s": 0.01, "retry_after_cap_s": 0.5},
         "providers": [{"name": "gem", "type": "gemini", "base_url": mock.url + "/v1beta",
-                       "keys": [SECRET, {"key": SECRET2, "label": "second"}],
+                       "keys": [SECRET, {"key": SECRET2, "label": "second"}], "passthrough": "any",
                        "timeouts": {"connect": 2, "first_byte": 5, "idle": 5}}],
         "models": [{"name": "fast", "targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]}],
     }
