@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import socket
+import subprocess
+import sys
 import threading
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 
@@ -377,3 +380,32 @@ def test_pool_keys_hold_the_proxy():
     a, b = http.Transport(proxy="http://127.0.0.1:1"), http.Transport(proxy="")
     assert a.target("http://x/").key != b.target("http://x/").key
     assert http.Transport(proxy="http://127.0.0.1:1").target("http://x/").key == a.target("http://x/").key
+
+
+GEVENT_SLOW_DNS = """
+from gevent import monkey; monkey.patch_all()
+import socket, time, gevent
+from proxy.errors import UpstreamError
+from proxy.providers import http
+from proxy.providers.base import Timeouts
+
+def slow_resolver(*args, **kwargs):
+    gevent.sleep(5)
+    raise OSError("never resolved")
+
+socket.getaddrinfo = slow_resolver
+started = time.monotonic()
+try:
+    http.request("GET", "http://slow-dns.example/", headers={}, timeouts=Timeouts(0.3, 5, 5))
+except UpstreamError as exc:
+    print(exc.status, exc.message, round(time.monotonic() - started, 2))
+"""
+
+
+def test_under_gevent_name_resolution_is_inside_the_connect_limit():
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", GEVENT_SLOW_DNS], cwd=repo, capture_output=True, text=True,
+                         timeout=30)
+    status, *words, elapsed = out.stdout.split()
+    assert (status, " ".join(words)) == ("504", "upstream connect timed out"), out.stderr
+    assert float(elapsed) < 1.5
