@@ -787,7 +787,7 @@ def request(
     except TimeoutError:
         raise UpstreamError("upstream did not answer in time", outcome=TRANSIENT, status=504) from None
     except OSError as exc:
-        what = f"({exc})" if isinstance(exc, ProtocolError) else f": {type(exc).__name__}"
+        what = f" ({exc})" if isinstance(exc, ProtocolError) else f": {type(exc).__name__}"
         raise UpstreamError(f"upstream connection broke{what}", outcome=TRANSIENT, status=502) from None
     return resp.status, resp.headers, data
 
