@@ -14,6 +14,7 @@ from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyPool, KeySettings, KeySpec, run_revalidation
 from proxy.observability import logging as jsonlog
+from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
 from proxy.store import db
@@ -33,9 +34,9 @@ class Gateway:
         ``{"ok": bool, "outcome": str, "error": str | None}`` (the error never contains a secret)."""
         provider, adapter = self.relay.adapters[key.provider]
         t = provider.timeouts
-        call = Call(
-            provider.base_url, "", key.secret, Timeouts(t.connect, t.first_byte, t.idle), provider.headers
-        )
+        deadline = time.monotonic() + self.config.retry.deadline_s
+        call = Call(provider.base_url, "", key.secret, Timeouts(t.connect, t.first_byte, t.idle, deadline),
+                    provider.headers, http.transport_for(provider))
         try:
             adapter.probe(call)
         except UpstreamError as exc:
@@ -88,6 +89,8 @@ def create_app(config: Config) -> Flask:
         conn.close()
     pool = KeyPool(config.server.database, key_settings(config))
     pool.sync(key_specs(config))
+    for p in config.providers:  # each reads its proxy environment now, and warns of tls.verify: false
+        http.transport_for(p)
 
     app = Flask("keyrelay")
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -78,6 +79,13 @@ class TimeoutConfig:
     connect: float = 5.0
     first_byte: float = 60.0
     idle: float = 60.0
+    keepalive_expiry: float = 15.0  # an idle pooled connection older than this is closed, never reused
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    verify: bool = True  # false: no certificate or host name check (warned at startup, shown in /admin)
+    ca_file: str | None = None  # PEM bundle trusted instead of the system store
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class ProviderConfig:
     passthrough: str | tuple[str, ...] = "listed"  # which "provider/<model>" names clients may ask for
     latency_ms: float = 0.0  # mock only: simulated latency before the answer
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
+    proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
+    tls: TlsConfig = field(default_factory=TlsConfig)
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ class Config:
     def secrets(self) -> tuple[str, ...]:
         """Every upstream key and the admin token: what logs, errors and responses must never show."""
         out = [k.key for p in self.providers for k in p.keys if k.key]
+        out += [pw for p in self.providers if p.proxy and (pw := urlsplit(p.proxy).password)]
         if self.server.admin_token:
             out.append(self.server.admin_token)
         return tuple(out)
@@ -363,9 +374,42 @@ def _timeouts(o: _Obj) -> TimeoutConfig:
         connect=o.num("connect", d.connect, minimum=0.01),
         first_byte=o.num("first_byte", d.first_byte, minimum=0.01),
         idle=o.num("idle", d.idle, minimum=0.01),
+        keepalive_expiry=o.num("keepalive_expiry", d.keepalive_expiry),
     )
     o.done()
     return cfg
+
+
+def _tls(o: _Obj) -> TlsConfig:
+    ca_file = o.str("ca_file", None)
+    if ca_file is not None:
+        try:
+            with open(ca_file, "rb") as f:
+                pem = f.read()
+        except OSError as exc:
+            raise ConfigError(f"{o.at('ca_file')}: cannot read {ca_file}: {exc.strerror or exc}") from None
+        if b"-----BEGIN CERTIFICATE-----" not in pem:
+            raise ConfigError(f"{o.at('ca_file')}: {ca_file} holds no PEM certificate")
+    cfg = TlsConfig(verify=o.bool("verify", True), ca_file=ca_file)
+    o.done()
+    return cfg
+
+
+def _proxy(o: _Obj) -> str | None:
+    """``proxy``: absent = from the environment, "" or none = no proxy, else an http:// proxy URL."""
+    value = o.get("proxy")
+    if value is None or value == "" or (isinstance(value, str) and value.strip().lower() == "none"):
+        return None if value is None else ""
+    if not isinstance(value, str):
+        raise ConfigError(f"{o.at('proxy')}: expected a proxy URL, \"\" or none, got {_kind(value)}")
+    try:
+        u = urlsplit(value.strip())
+        u.port  # noqa: B018 - validates the port
+    except ValueError:
+        u = None
+    if u is None or u.scheme.lower() != "http" or not u.hostname or u.path not in ("", "/"):
+        raise ConfigError(f"{o.at('proxy')}: expected http://[user:password@]host[:port]")  # no secret echoed
+    return value.strip()
 
 
 def _keys(raw: Any, path: str) -> list[KeyConfig]:
@@ -433,6 +477,8 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             passthrough=_passthrough(o),
             latency_ms=o.num("latency_ms", 0.0),
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
+            proxy=_proxy(o),
+            tls=_tls(o.sub("tls", {})),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
@@ -441,6 +487,8 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
                 skipped.add(name)
                 continue
             raise ConfigError(f"{o.at('keys')}: provider type {ptype} needs at least one key")
+        if not provider.tls.verify and ptype != "mock":
+            notices.append(f"provider {name}: TLS certificate verification is disabled (tls.verify: false)")
         (standby if is_standby else providers).append(provider)
     if standby and not providers:
         notices.append("no upstream key configured: serving the built-in mock provider")

@@ -4,8 +4,8 @@ from the pool, call the provider adapter, classify and record the outcome, then 
 Policy (``config.retry``, see ``_run``): a quota or transient failure moves to the next key, then to the
 next target (fallback order, or a weighted first pick), at once; a pause (backoff with full jitter, or a
 short cooldown) comes only when no target has a fresh key. ``attempts`` and ``deadline_s`` bound every
-request; each upstream call also has its provider's connect / first-byte / idle timeouts (the first two
-clipped to what is left of the deadline).
+request; each upstream call also has its provider's connect / first-byte / idle timeouts, and the
+request deadline bounds every phase of it (a stream's until its first line).
 
 Failover happens only before the first byte reaches the client: for a stream, that means until the
 adapter produced its first chunk. After that, a failure ends the stream with an error event (the
@@ -35,7 +35,7 @@ from proxy.errors import (
     NoKeyAvailable,
     UpstreamError,
 )
-from proxy.providers import make_adapter
+from proxy.providers import http, make_adapter
 from proxy.providers.base import Adapter, Call, Timeouts
 
 log = logging.getLogger("keyrelay")
@@ -225,14 +225,14 @@ class Relay:
         raise _merge_no_key(no_key)
 
     def _call(self, provider: ProviderConfig, target: TargetConfig, key: Any, deadline: float) -> Call:
-        remaining = max(0.01, deadline - time.monotonic())
         t = provider.timeouts
         return Call(
             base_url=provider.base_url,
             model=target.model,
             key=key.secret,
-            timeouts=Timeouts(min(t.connect, remaining), min(t.first_byte, remaining), t.idle),
+            timeouts=Timeouts(t.connect, t.first_byte, t.idle, deadline),  # the transport clips to deadline
             headers=provider.headers,
+            transport=http.transport_for(provider),
         )
 
     def _usage(self, target: TargetConfig, item: Any) -> None:

@@ -65,7 +65,11 @@ def actor() -> str:
 
 
 def key_view(key: dict, hint_of: dict[str, str | None]) -> dict:
-    return {**key, "hint": hint_of.get(key["id"])}
+    view = {**key, "hint": hint_of.get(key["id"])}
+    provider = gateway().config.provider(key.get("provider", ""))
+    if provider is not None and not provider.tls.verify:  # the operator turned certificate checks off
+        view["tls_verify"] = False
+    return view
 
 
 def one_key(kid: str) -> dict:

@@ -394,7 +394,7 @@ def _base(call: Call) -> str:
 
 def _post(call: Call, path: str, body: dict, client: Mapping[str, str] | None = None) -> dict:
     status, headers, data = http.request("POST", _base(call) + path, headers=_headers(call, client),
-                                         body=body, timeouts=call.timeouts)
+                                         body=body, timeouts=call.timeouts, transport=call.transport)
     if status >= 400:
         raise classify_error(status, data, headers, secret=call.key)
     return http.json_object(data, "anthropic")
@@ -405,7 +405,7 @@ def _sse_events(call: Call, body: dict, client: Mapping[str, str] | None = None
     """POST a streaming request; yield (event, data) until the connection closes. Errors before the first
     event raise from the first ``next()``; the response is closed when the generator is closed."""
     resp = http.open_request("POST", _base(call) + "/messages", headers=_headers(call, client), body=body,
-                             timeouts=call.timeouts)
+                             timeouts=call.timeouts, transport=call.transport)
     try:
         if resp.status >= 400:
             raise classify_error(resp.status, http.read_error_body(resp), resp.headers, secret=call.key)
@@ -494,7 +494,8 @@ class AnthropicAdapter:
         after: str | None = None
         while True:
             url = _base(call) + "/models?limit=1000" + (f"&after_id={quote(after)}" if after else "")
-            status, headers, data = http.request("GET", url, headers=_headers(call), timeouts=call.timeouts)
+            status, headers, data = http.request("GET", url, headers=_headers(call), timeouts=call.timeouts,
+                                                 transport=call.transport)
             if status >= 400:
                 raise classify_error(status, data, headers, secret=call.key)
             page = http.json_object(data, "anthropic")
@@ -505,6 +506,6 @@ class AnthropicAdapter:
 
     def probe(self, call: Call) -> None:
         status, headers, data = http.request("GET", _base(call) + "/models?limit=1", headers=_headers(call),
-                                             timeouts=call.timeouts)
+                                             timeouts=call.timeouts, transport=call.transport)
         if status >= 400:
             raise classify_error(status, data, headers, secret=call.key)

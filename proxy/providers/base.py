@@ -12,16 +12,23 @@ TRANSIENT. Closing the generator (client went away) must close the upstream conn
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from proxy.providers.http import Transport
 
 
 @dataclass(frozen=True)
 class Timeouts:
-    connect: float = 5.0
-    first_byte: float = 60.0  # until the response headers / first byte
-    idle: float = 60.0  # between two stream chunks
+    """Limits of one upstream call; ``deadline`` (a time.monotonic() value) bounds all of it."""
+
+    connect: float = 5.0  # DNS, TCP, proxy tunnel and TLS handshake together
+    first_byte: float = 60.0  # from the request sent until the whole response head arrived
+    idle: float = 60.0  # between two stream lines (whole answers: between two reads)
+    deadline: float = math.inf  # the request's deadline: no phase of the call goes past it
 
 
 @dataclass(frozen=True)
@@ -33,6 +40,7 @@ class Call:
     key: str | None  # the secret; never log it, never put it in an error
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: dict[str, str] = field(default_factory=dict)  # extra headers from config
+    transport: Transport | None = None  # the provider's proxy / TLS / keep-alive (None: direct, verified)
 
 
 class Adapter(Protocol):

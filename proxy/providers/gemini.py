@@ -59,12 +59,14 @@ class GeminiAdapter:
 
     def _post(self, call: Call, method: str, body: dict) -> dict:
         status, headers, data = http.request(
-            "POST", self._url(call, method), headers=self._headers(call), body=body, timeouts=call.timeouts
+            "POST", self._url(call, method), headers=self._headers(call), body=body, timeouts=call.timeouts,
+            transport=call.transport,
         )
         return self._json(call, status, headers, data)
 
     def _get(self, call: Call, url: str) -> dict:
-        status, headers, data = http.request("GET", url, headers=self._headers(call), timeouts=call.timeouts)
+        status, headers, data = http.request("GET", url, headers=self._headers(call), timeouts=call.timeouts,
+                                             transport=call.transport)
         return self._json(call, status, headers, data)
 
     # -- Adapter protocol ----------------------------------------------------------------------------
@@ -82,7 +84,7 @@ class GeminiAdapter:
             self._url(call, ":streamGenerateContent", {"alt": "sse"}),
             headers=self._headers(call),
             body=body,
-            timeouts=call.timeouts,
+            timeouts=call.timeouts, transport=call.transport,
         )
         try:
             if resp.status != 200:

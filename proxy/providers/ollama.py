@@ -224,7 +224,7 @@ def _base(call: Call) -> str:
 
 def _call(call: Call, method: str, path: str, body: dict | None = None) -> dict:
     status, _, data = http.request(method, _base(call) + path, headers=dict(call.headers), body=body,
-                                   timeouts=call.timeouts)
+                                   timeouts=call.timeouts, transport=call.transport)
     if status >= 400:
         raise classify_error(status, data)
     return http.json_object(data, "ollama")
@@ -244,7 +244,7 @@ class OllamaAdapter:
         include_usage = bool((req.get("stream_options") or {}).get("include_usage"))
         translator = OllamaStreamTranslator(req.get("model") or call.model, include_usage)
         resp = http.open_request("POST", _base(call) + "/api/chat", headers=dict(call.headers), body=body,
-                                 timeouts=call.timeouts)
+                                 timeouts=call.timeouts, transport=call.transport)
         try:
             if resp.status >= 400:
                 try:

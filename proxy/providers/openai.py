@@ -202,7 +202,8 @@ class OpenAIAdapter:
 
     def _send(self, method: str, call: Call, path: str, body: dict | None = None) -> dict:
         status, headers, data = http.request(
-            method, call.base_url + path, headers=self._headers(call), body=body, timeouts=call.timeouts
+            method, call.base_url + path, headers=self._headers(call), body=body, timeouts=call.timeouts,
+            transport=call.transport,
         )
         return self._json(call, status, headers, data)
 
@@ -225,7 +226,7 @@ class OpenAIAdapter:
             call.base_url + "/chat/completions",
             headers=self._headers(call),
             body=body,
-            timeouts=call.timeouts,
+            timeouts=call.timeouts, transport=call.transport,
         )
         try:
             if resp.status != 200:
