@@ -120,9 +120,6 @@ class Config:
     source: str = "<memory>"
     notices: tuple[str, ...] = ()  # what the loader decided (e.g. which upstream is active), said at startup
 
-    def provider(self, name: str) -> ProviderConfig | None:
-        return next((p for p in self.providers if p.name == name), None)
-
     def model(self, name: str) -> ModelConfig | None:
         return next((m for m in self.models if m.name == name), None)
 

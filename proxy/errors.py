@@ -111,16 +111,6 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-    code = "method_not_allowed"
-
-
-class PayloadTooLarge(GatewayError):
-    status = 413
-    code = "request_too_large"
-
-
 class NoKeyAvailable(GatewayError):
     """No key can serve the request: 429 + Retry-After when all cool down, else 503 with a diagnosis."""
 
