@@ -239,47 +239,42 @@ def stream_error(error: dict) -> UpstreamError:
     return UpstreamError(message, outcome=TRANSIENT, status=status, code=kind)
 
 
-class AnthropicStreamTranslator:
+class AnthropicStreamTranslator(tk.StreamChunks):
     """Feed Anthropic stream events one by one; get back OpenAI ``chat.completion.chunk`` dicts."""
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
-        self.model = model
+        super().__init__(model)
         self.include_usage = include_usage
-        self.id = tk.completion_id()
-        self.created = int(time.time())
         self.done = False
         self._usage: dict = {}
         self._stop_reason: str | None = None
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return tk.chunk(self.id, self.created, self.model, delta, finish)
 
     def feed(self, event: str, data: dict) -> list[dict]:
         if event == "message_start":
             message = data.get("message") or {}
             self.id = message.get("id") or self.id
             self._usage.update(message.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [self.make_chunk({"role": "assistant", "content": ""})]
         if event == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "text" and block.get("text"):
-                return [self._chunk({"content": block["text"]})]
+                return [self.make_chunk({"content": block["text"]})]
             if block.get("type") == "tool_use":
                 index = self._tools[data.get("index", 0)] = len(self._tools)
                 args = json.dumps(block["input"]) if block.get("input") else ""
-                return [self._chunk({"tool_calls": [{
+                return [self.make_chunk({"tool_calls": [{
                     "index": index, "id": block.get("id") or tk.tool_call_id(), "type": "function",
                     "function": {"name": block.get("name", ""), "arguments": args}}]})]
             return []  # thinking, redacted_thinking, server tools: not shown to OpenAI clients
         if event == "content_block_delta":
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta" and delta.get("text"):
-                return [self._chunk({"content": delta["text"]})]
+                return [self.make_chunk({"content": delta["text"]})]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                 index = self._tools.get(data.get("index", 0))
                 if index is not None:
-                    return [self._chunk({"tool_calls": [
+                    return [self.make_chunk({"tool_calls": [
                         {"index": index, "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if event == "message_delta":
@@ -289,9 +284,9 @@ class AnthropicStreamTranslator:
             return []
         if event == "message_stop":
             self.done = True
-            out = [self._chunk({}, finish_reason(self._stop_reason))]
+            out = [self.make_chunk({}, finish_reason(self._stop_reason))]
             if self.include_usage:
-                out.append(tk.usage_chunk(self.id, self.created, self.model, _usage(self._usage)))
+                out.append(self.make_usage_chunk(_usage(self._usage)))
             return out
         if event == "error":
             raise stream_error(data.get("error") or {})

@@ -440,7 +440,7 @@ def from_gemini_response(body: Mapping[str, Any], model: str) -> dict:
 # streaming: Gemini SSE events -> OpenAI chat.completion.chunk
 
 
-class StreamTranslator:
+class StreamTranslator(tk.StreamChunks):
     """Turns parsed Gemini stream events into OpenAI chunk dicts, one event at a time.
 
     ``feed(event)`` returns the chunks for one event; ``finish()`` returns the closing chunks (finish
@@ -449,27 +449,22 @@ class StreamTranslator:
     """
 
     def __init__(self, model: str) -> None:
-        self.model = model
-        self.id = tk.completion_id()
-        self.created = int(time.time())
+        super().__init__(model)
         self.events = 0
         self._usage: Mapping[str, Any] | None = None
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._calls: dict[int, int] = {}  # choice index -> tool calls emitted
 
-    def _chunk(self, index: int, delta: dict, finish: str | None = None) -> dict:
-        return tk.chunk(self.id, self.created, self.model, delta, finish, index=index)
-
     def _start(self, index: int, out: list[dict]) -> None:
         if index not in self._started:
             self._started.add(index)
-            out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+            out.append(self.make_chunk({"role": "assistant", "content": ""}, index=index))
 
     def _finish(self, index: int, reason: str, out: list[dict]) -> None:
         if index not in self._finished:
             self._finished.add(index)
-            out.append(self._chunk(index, {}, reason))
+            out.append(self.make_chunk({}, reason, index))
 
     def feed(self, event: Mapping[str, Any]) -> list[dict]:
         self.events += 1
@@ -489,9 +484,9 @@ class StreamTranslator:
                     n = self._calls.get(index, 0)
                     self._calls[index] = n + 1
                     call = _tool_call(part)
-                    out.append(self._chunk(index, {"tool_calls": [{"index": n, **call}]}))
+                    out.append(self.make_chunk({"tool_calls": [{"index": n, **call}]}, index=index))
                 else:
-                    out.append(self._chunk(index, {"content": part["text"]}))
+                    out.append(self.make_chunk({"content": part["text"]}, index=index))
             if cand.get("finishReason"):
                 reason = map_finish_reason(cand["finishReason"], self._calls.get(index, 0) > 0)
                 self._finish(index, reason, out)
@@ -508,7 +503,7 @@ class StreamTranslator:
         return usage_from_metadata(self._usage)
 
     def usage_chunk(self) -> dict:
-        return tk.usage_chunk(self.id, self.created, self.model, self.usage())
+        return self.make_usage_chunk(self.usage())
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -76,10 +76,8 @@ class MockAdapter:
     def chat_stream(self, call: Call, req: dict) -> Iterator[dict]:
         if self.latency:
             time.sleep(self.latency)
-        ids = (_response_id(req), int(time.time()), req.get("model", call.model))
-
-        def chunk(delta: dict, finish: str | None = None) -> dict:
-            return tk.chunk(*ids, delta, finish)
+        stream = tk.StreamChunks(req.get("model", call.model), _response_id(req))
+        chunk = stream.make_chunk
 
         yield chunk({"role": "assistant", "content": ""})
         call_ = _tool_call(req)
@@ -95,7 +93,7 @@ class MockAdapter:
                 yield chunk({"content": word if i == 0 else " " + word})
         yield chunk({}, "tool_calls" if call_ else "stop")
         if (req.get("stream_options") or {}).get("include_usage"):
-            yield tk.usage_chunk(*ids, _usage(req, text))
+            yield stream.make_usage_chunk(_usage(req, text))
 
     def embeddings(self, call: Call, req: dict) -> dict:
         inputs = req.get("input")

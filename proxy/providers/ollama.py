@@ -143,20 +143,15 @@ def from_ollama_response(body: dict, model: str) -> dict:
     return tk.completion(tk.completion_id(), int(time.time()), model, [choice], _usage(body))
 
 
-class OllamaStreamTranslator:
+class OllamaStreamTranslator(tk.StreamChunks):
     """Feed decoded NDJSON objects; get back OpenAI ``chat.completion.chunk`` dicts."""
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
-        self.model = model
+        super().__init__(model)
         self.include_usage = include_usage
-        self.id = tk.completion_id()
-        self.created = int(time.time())
         self.done = False
         self._started = False
         self._tools = 0
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return tk.chunk(self.id, self.created, self.model, delta, finish)
 
     def feed(self, obj: dict) -> list[dict]:
         if obj.get("error"):
@@ -164,18 +159,18 @@ class OllamaStreamTranslator:
         out: list[dict] = []
         if not self._started:
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out.append(self.make_chunk({"role": "assistant", "content": ""}))
         message = obj.get("message") or {}
         if message.get("content"):
-            out.append(self._chunk({"content": message["content"]}))
+            out.append(self.make_chunk({"content": message["content"]}))
         for call in _tool_calls(message):
-            out.append(self._chunk({"tool_calls": [{"index": self._tools, **call}]}))
+            out.append(self.make_chunk({"tool_calls": [{"index": self._tools, **call}]}))
             self._tools += 1
         if obj.get("done"):
             self.done = True
-            out.append(self._chunk({}, _finish(obj.get("done_reason"), self._tools > 0)))
+            out.append(self.make_chunk({}, _finish(obj.get("done_reason"), self._tools > 0)))
             if self.include_usage:
-                out.append(tk.usage_chunk(self.id, self.created, self.model, _usage(obj)))
+                out.append(self.make_usage_chunk(_usage(obj)))
         return out
 
 

@@ -8,6 +8,7 @@
 - ``encode_floats``: an embedding vector as the client asked for it (floats or base64 little-endian f32);
 - ``assistant_message`` / ``completion_choice`` / ``completion`` / ``chunk`` / ``usage_chunk``: the
   OpenAI response objects, with every field OpenAI's schema requires (``refusal``, ``logprobs``);
+  ``StreamChunks``: what the chunks of one stream share (id, created, model), for stream translators;
 - ``status_error``: the status → outcome ladder; each adapter's ``classify_error`` decides its
   dialect's specifics (rate-limit hints, quota kinds, codes, messages) and ends with this ladder.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 import json
 import struct
+import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -178,3 +180,18 @@ def usage_chunk(id_: str, created: int, model: str, usage: dict) -> dict:
         "choices": [],
         "usage": usage,
     }
+
+
+class StreamChunks:
+    """The id, creation time and model every chunk of one stream shares; base of the stream translators."""
+
+    def __init__(self, model: str, id_: str | None = None) -> None:
+        self.model = model
+        self.id = id_ or completion_id()
+        self.created = int(time.time())
+
+    def make_chunk(self, delta: dict, finish_reason: str | None = None, index: int = 0) -> dict:
+        return chunk(self.id, self.created, self.model, delta, finish_reason, index)
+
+    def make_usage_chunk(self, usage: dict) -> dict:
+        return usage_chunk(self.id, self.created, self.model, usage)
