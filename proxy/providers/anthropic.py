@@ -84,9 +84,8 @@ def _content_blocks(content: Any) -> list[dict]:
 
 def _tool_use_block(call: dict) -> dict:
     fn = call.get("function") or {}
-    raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = tk.tool_arguments(call)
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     if not isinstance(args, dict):

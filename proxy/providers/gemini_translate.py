@@ -190,9 +190,8 @@ def _tool_call_parts(tool_calls: list) -> list[dict]:
         name = fn.get("name")
         if not name:
             raise BadRequest("assistant tool_calls[].function.name is required", param="messages")
-        raw = fn.get("arguments") or "{}"
         try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
+            args = tk.tool_arguments(tc)
         except ValueError:
             raise BadRequest(
                 f"tool call {name!r} has arguments that are not valid JSON", param="messages"

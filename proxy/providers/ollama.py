@@ -54,9 +54,8 @@ def _split_content(content: Any) -> tuple[str, list[str]]:
 
 def _tool_call(call: dict) -> dict:
     fn = call.get("function") or {}
-    raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = tk.tool_arguments(call)
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     return {"function": {"name": fn.get("name", ""), "arguments": args}}

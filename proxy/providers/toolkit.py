@@ -3,6 +3,7 @@
 - ``header``: a case-insensitive header lookup on any mapping (plain dicts included);
 - ``new_id`` / ``completion_id`` / ``tool_call_id``: the ids keyrelay makes up (``chatcmpl-…``, ``call_…``);
 - ``text_of``: the plain text of an OpenAI message content (a string or a list of parts);
+- ``tool_arguments``: the decoded arguments of an OpenAI tool call;
 - ``json_body``: an error body (bytes, str or already decoded) as a Python value, or None;
 - ``embedded_status``: the HTTP status an upstream wrote into a JSON error body (502 when it did not);
 - ``encode_floats``: an embedding vector as the client asked for it (floats or base64 little-endian f32);
@@ -68,6 +69,13 @@ def text_of(content: Any, sep: str = "") -> str:
             if isinstance(text, str):
                 texts.append(text)
     return sep.join(texts)
+
+
+def tool_arguments(tool_call: Mapping[str, Any]) -> Any:
+    """The decoded ``function.arguments`` of an OpenAI tool call (``{}`` when absent; a value that is
+    already decoded stays as it is). Raises ValueError when they are not JSON."""
+    raw = (tool_call.get("function") or {}).get("arguments") or "{}"
+    return json.loads(raw) if isinstance(raw, str) else raw
 
 
 # ---------------------------------------------------------------------------------------------------

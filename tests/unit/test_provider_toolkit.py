@@ -71,3 +71,11 @@ def test_response_objects_carry_what_the_schema_requires():
     choice = {"index": 1, "delta": {"content": "a"}, "logprobs": None, "finish_reason": None}
     assert first["choices"] == [choice]
     assert (first["id"], first["created"]) == (last["id"], last["created"]) and last["choices"] == []
+
+
+def test_tool_arguments():
+    assert tk.tool_arguments({"function": {"arguments": '{"a": 1}'}}) == {"a": 1}
+    assert tk.tool_arguments({"function": {}}) == {} and tk.tool_arguments({}) == {}
+    assert tk.tool_arguments({"function": {"arguments": {"a": 1}}}) == {"a": 1}
+    with pytest.raises(ValueError):
+        tk.tool_arguments({"function": {"arguments": "{nope"}})
