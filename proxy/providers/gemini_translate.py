@@ -1,7 +1,8 @@
 """OpenAI Chat Completions <-> Gemini generateContent translation (pure functions, no I/O).
 
 The one place where the two dialects meet: request bodies, responses, stream events, errors,
-embeddings and model lists. Facts and sources: docs/upstream-api-notes.md sections 1, 2 and 7.
+embeddings and model names (one URL path segment each). Facts and sources: docs/upstream-api-notes.md
+sections 1, 2 and 7.
 
 thoughtSignature round trip (stateless): Gemini puts an opaque ``thoughtSignature`` on functionCall
 parts and (Gemini 3) insists on getting it back with the next request. OpenAI clients only keep the
