@@ -120,11 +120,6 @@ class ModelNotFound(NotFound):
     code = "model_not_found"
 
 
-class MethodNotAllowed(GatewayError):
-    status = 405
-    code = "method_not_allowed"
-
-
 class PayloadTooLarge(GatewayError):
     status = 413
     code = "request_too_large"

@@ -18,14 +18,8 @@ from proxy.api.anthropic_shape import (
 )
 from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
 from proxy.errors import CLIENT, GatewayError, UpstreamError
-from proxy.providers.anthropic import (
-    AnthropicAdapter,
-    client_headers,
-    messages_count_tokens,
-    messages_passthrough,
-    messages_passthrough_stream,
-)
-from proxy.providers.base import Adapter, Call
+from proxy.providers.anthropic import client_headers
+from proxy.providers.base import Adapter, Call, native_anthropic
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
 
@@ -46,15 +40,15 @@ def messages() -> Response:
     forward = client_headers(request.headers)
     if body.get("stream"):
         def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[tuple[str | None, object]]:
-            if isinstance(adapter, AnthropicAdapter):
-                return _tagged(NATIVE, messages_passthrough_stream(call, body, forward))
+            if (native := native_anthropic(adapter)) is not None:
+                return _tagged(NATIVE, native.messages_stream(call, body, forward))
             return _tagged(None, adapter.chat_stream(call, r))
 
         return stream_response(anthropic_sse(relay.stream(req, trace, open_stream), client_model), trace)
 
     def complete(adapter: Adapter, call: Call, r: dict) -> dict:
-        if isinstance(adapter, AnthropicAdapter):
-            return messages_passthrough(call, body, forward)
+        if (native := native_anthropic(adapter)) is not None:
+            return native.messages(call, body, forward)
         return openai_to_anthropic_response(adapter.chat(call, r), client_model)
 
     return routed(relay.complete(req, trace, complete), trace)
@@ -70,10 +64,10 @@ def count_tokens() -> Response:
     forward = client_headers(request.headers)
 
     def count(adapter: Adapter, call: Call, r: dict) -> dict:
-        if not isinstance(adapter, AnthropicAdapter):
+        if (native := native_anthropic(adapter)) is None:
             raise UpstreamError(f"count_tokens is only available for models served by an Anthropic upstream; "
                                 f"{body['model']!r} is not", outcome=CLIENT, status=400)
-        return messages_count_tokens(call, body, forward)
+        return native.count_tokens(call, body, forward)
 
     return routed(gateway().relay.complete(req, trace, count), trace)
 

@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
-from urllib.parse import quote
 
-from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
+from proxy.errors import CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.providers import http
+from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
 
-DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it.
 PASSTHROUGH_HEADERS = ("anthropic-beta",)
@@ -44,13 +42,10 @@ def _client_error(message: str) -> UpstreamError:
 
 def _text_of(content: Any) -> str:
     """Plain text of an OpenAI content value (string or list of text parts)."""
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-    raise _client_error("message content must be a string or a list of parts")
+    try:
+        return tk.text_of(content)
+    except ValueError as err:
+        raise _client_error(str(err)) from None
 
 
 def _image_block(part: dict) -> dict:
@@ -89,14 +84,13 @@ def _content_blocks(content: Any) -> list[dict]:
 
 def _tool_use_block(call: dict) -> dict:
     fn = call.get("function") or {}
-    raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = tk.tool_arguments(call)
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     if not isinstance(args, dict):
         raise _client_error("tool call arguments must be a JSON object")
-    return {"type": "tool_use", "id": call.get("id") or _new_id("toolu_"), "name": fn.get("name", ""),
+    return {"type": "tool_use", "id": call.get("id") or tk.new_id("toolu_"), "name": fn.get("name", ""),
             "input": args}
 
 
@@ -192,10 +186,6 @@ def _tool_def(tool: dict) -> dict:
 # ---------------------------------------------------------------- response: Anthropic -> OpenAI
 
 
-def _new_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
-
-
 def _usage(u: dict) -> dict:
     """OpenAI usage from Anthropic usage. Anthropic input_tokens excludes cache reads/writes, while
     OpenAI prompt_tokens includes cached tokens, so both cache counts are added to prompt_tokens."""
@@ -223,24 +213,16 @@ def from_anthropic_response(body: dict, model: str) -> dict:
             texts.append(block.get("text", ""))
         elif block.get("type") == "tool_use":
             tool_calls.append({
-                "id": block.get("id") or _new_id("call_"),
+                "id": block.get("id") or tk.tool_call_id(),
                 "type": "function",
                 "function": {"name": block.get("name", ""),
                              "arguments": json.dumps(block.get("input") or {})},
             })
     text = "".join(texts)
-    message: dict[str, Any] = {"role": "assistant", "content": text if text or not tool_calls else None}
-    if tool_calls:
-        message["tool_calls"] = tool_calls
-    return {
-        "id": body.get("id") or _new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None,
-                     "finish_reason": finish_reason(body.get("stop_reason"))}],
-        "usage": _usage(body.get("usage") or {}),
-    }
+    message = tk.assistant_message(text if text or not tool_calls else None, tool_calls)
+    choice = tk.completion_choice(0, message, finish_reason(body.get("stop_reason")))
+    return tk.completion(body.get("id") or tk.completion_id(), int(time.time()), model, [choice],
+                         _usage(body.get("usage") or {}))
 
 
 # ---------------------------------------------------------------- streaming: Anthropic SSE -> OpenAI chunks
@@ -256,49 +238,42 @@ def stream_error(error: dict) -> UpstreamError:
     return UpstreamError(message, outcome=TRANSIENT, status=status, code=kind)
 
 
-class AnthropicStreamTranslator:
+class AnthropicStreamTranslator(tk.StreamChunks):
     """Feed Anthropic stream events one by one; get back OpenAI ``chat.completion.chunk`` dicts."""
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
-        self.model = model
+        super().__init__(model)
         self.include_usage = include_usage
-        self.id = _new_id("chatcmpl-")
-        self.created = int(time.time())
         self.done = False
         self._usage: dict = {}
         self._stop_reason: str | None = None
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_call index
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     def feed(self, event: str, data: dict) -> list[dict]:
         if event == "message_start":
             message = data.get("message") or {}
             self.id = message.get("id") or self.id
             self._usage.update(message.get("usage") or {})
-            return [self._chunk({"role": "assistant", "content": ""})]
+            return [self.make_chunk({"role": "assistant", "content": ""})]
         if event == "content_block_start":
             block = data.get("content_block") or {}
             if block.get("type") == "text" and block.get("text"):
-                return [self._chunk({"content": block["text"]})]
+                return [self.make_chunk({"content": block["text"]})]
             if block.get("type") == "tool_use":
                 index = self._tools[data.get("index", 0)] = len(self._tools)
                 args = json.dumps(block["input"]) if block.get("input") else ""
-                return [self._chunk({"tool_calls": [{
-                    "index": index, "id": block.get("id") or _new_id("call_"), "type": "function",
+                return [self.make_chunk({"tool_calls": [{
+                    "index": index, "id": block.get("id") or tk.tool_call_id(), "type": "function",
                     "function": {"name": block.get("name", ""), "arguments": args}}]})]
             return []  # thinking, redacted_thinking, server tools: not shown to OpenAI clients
         if event == "content_block_delta":
             delta = data.get("delta") or {}
             if delta.get("type") == "text_delta" and delta.get("text"):
-                return [self._chunk({"content": delta["text"]})]
+                return [self.make_chunk({"content": delta["text"]})]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
                 index = self._tools.get(data.get("index", 0))
                 if index is not None:
-                    return [self._chunk({"tool_calls": [
+                    return [self.make_chunk({"tool_calls": [
                         {"index": index, "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if event == "message_delta":
@@ -308,10 +283,9 @@ class AnthropicStreamTranslator:
             return []
         if event == "message_stop":
             self.done = True
-            out = [self._chunk({}, finish_reason(self._stop_reason))]
+            out = [self.make_chunk({}, finish_reason(self._stop_reason))]
             if self.include_usage:
-                out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                            "model": self.model, "choices": [], "usage": _usage(self._usage)})
+                out.append(self.make_usage_chunk(_usage(self._usage)))
             return out
         if event == "error":
             raise stream_error(data.get("error") or {})
@@ -321,24 +295,14 @@ class AnthropicStreamTranslator:
 # ---------------------------------------------------------------- errors
 
 
-def _header(headers: Any, name: str) -> str | None:
-    if headers is None:
-        return None
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
+_SERVER_STATUSES = {408: 504, 503: 503, 504: 504, 529: 503}
 
 
 def classify_error(status: int, body: bytes | str | dict | None, headers: Any = None, *,
                    secret: str | None = None) -> UpstreamError:
     """UpstreamError for an Anthropic error response. ``secret`` (the key) is scrubbed from the message."""
     err: dict = {}
-    if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body or b"{}")
-        except ValueError:
-            body = None
+    body = tk.json_body(body or b"{}")
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
     kind = str(err.get("type") or f"http_{status}")
@@ -346,25 +310,11 @@ def classify_error(status: int, body: bytes | str | dict | None, headers: Any = 
     if secret:
         text = text.replace(secret, "***")
     message = f"anthropic {status} {kind}" + (f": {text}" if text else "")
-    if status == 401:
-        return UpstreamError(message, outcome=AUTH, status=401, upstream_status=status, code=kind)
-    if status == 403:
-        return UpstreamError(message, outcome=AUTH, status=403, upstream_status=status, code=kind)
-    if status == 429:
-        retry = http.parse_retry_after(_header(headers, "retry-after"))
-        return UpstreamError(message, outcome=QUOTA, status=429, retry_after=retry, upstream_status=status,
-                             code=kind)
     if status == 402 or (status == 400 and "credit balance" in text.lower()):
         # The account behind this key cannot pay: a key-specific, long-lasting quota problem.
-        return UpstreamError(message, outcome=QUOTA, status=429, daily=True, upstream_status=status,
-                             code=kind)
-    if status >= 500 or status == 408:
-        client_status = 504 if status == 408 else {529: 503, 503: 503, 504: 504}.get(status, 502)
-        return UpstreamError(message, outcome=TRANSIENT, status=client_status, upstream_status=status,
-                             code=kind)
-    if 400 <= status < 500:
-        return UpstreamError(message, outcome=CLIENT, status=status, upstream_status=status, code=kind)
-    return UpstreamError(message, outcome=TRANSIENT, status=502, upstream_status=status, code=kind)
+        return tk.status_error(429, message, upstream_status=status, daily=True, code=kind)
+    retry = http.parse_retry_after(tk.header(headers, "retry-after")) if status == 429 else None
+    return tk.status_error(status, message, server_statuses=_SERVER_STATUSES, retry_after=retry, code=kind)
 
 
 # ---------------------------------------------------------------- I/O
@@ -389,7 +339,7 @@ def client_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 def _base(call: Call) -> str:
-    return (call.base_url or DEFAULT_BASE_URL).rstrip("/")
+    return call.base_url.rstrip("/")
 
 
 def _post(call: Call, path: str, body: dict, client: Mapping[str, str] | None = None) -> dict:
@@ -464,9 +414,23 @@ def messages_passthrough_stream(call: Call, body: dict, client: Mapping[str, str
 
 
 class AnthropicAdapter:
-    """Adapter for the Anthropic Messages API (see proxy/providers/base.py for the contract)."""
+    """Adapter for the Anthropic Messages API (see proxy/providers/base.py for the contract).
+
+    It speaks Anthropic Messages natively (``base.AnthropicNative``): the /v1/messages endpoint passes an
+    Anthropic client's body through it instead of translating it twice."""
 
     name = "anthropic"
+    speaks_anthropic = True
+
+    def messages(self, call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict:
+        return messages_passthrough(call, body, client)
+
+    def messages_stream(self, call: Call, body: dict, client: Mapping[str, str] | None = None
+                        ) -> Iterator[tuple[str, dict]]:
+        return messages_passthrough_stream(call, body, client)
+
+    def count_tokens(self, call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict:
+        return messages_count_tokens(call, body, client)
 
     def chat(self, call: Call, req: dict) -> dict:
         resp = _post(call, "/messages", to_anthropic_request(req, call.model))
@@ -488,21 +452,6 @@ class AnthropicAdapter:
 
     def embeddings(self, call: Call, req: dict) -> dict:
         raise UpstreamError("embeddings are not supported by the Anthropic API", outcome=CLIENT, status=400)
-
-    def list_models(self, call: Call) -> list[str]:
-        names: list[str] = []
-        after: str | None = None
-        while True:
-            url = _base(call) + "/models?limit=1000" + (f"&after_id={quote(after)}" if after else "")
-            status, headers, data = http.request("GET", url, headers=_headers(call), timeouts=call.timeouts,
-                                                 transport=call.transport)
-            if status >= 400:
-                raise classify_error(status, data, headers, secret=call.key)
-            page = http.json_object(data, "anthropic")
-            names += [m["id"] for m in page.get("data") or [] if isinstance(m, dict) and m.get("id")]
-            after = page.get("last_id")
-            if not page.get("has_more") or not after:
-                return names
 
     def probe(self, call: Call) -> None:
         status, headers, data = http.request("GET", _base(call) + "/models?limit=1", headers=_headers(call),

@@ -13,9 +13,9 @@ TRANSIENT. Closing the generator (client went away) must close the upstream conn
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 if TYPE_CHECKING:
     from proxy.providers.http import Transport
@@ -50,7 +50,26 @@ class Adapter(Protocol):
 
     def embeddings(self, call: Call, req: dict) -> dict: ...
 
-    def list_models(self, call: Call) -> list[str]: ...
-
     def probe(self, call: Call) -> None:
         """A cheap call that succeeds iff the key works (used to revalidate an invalid key)."""
+
+
+class AnthropicNative(Protocol):
+    """An optional capability: an adapter whose upstream speaks Anthropic Messages itself. Anthropic
+    clients' bodies go through it unchanged (apart from the model name); ``client`` holds the client
+    headers it forwards (``anthropic-beta``)."""
+
+    speaks_anthropic: bool
+
+    def messages(self, call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict: ...
+
+    def messages_stream(
+        self, call: Call, body: dict, client: Mapping[str, str] | None = None
+    ) -> Iterator[tuple[str, dict]]: ...
+
+    def count_tokens(self, call: Call, body: dict, client: Mapping[str, str] | None = None) -> dict: ...
+
+
+def native_anthropic(adapter: object) -> AnthropicNative | None:
+    """The adapter as an AnthropicNative when it has that capability, else None."""
+    return cast(AnthropicNative, adapter) if getattr(adapter, "speaks_anthropic", False) is True else None

@@ -1,24 +1,24 @@
 """Adapter for the native Gemini API (generativelanguage.googleapis.com/v1beta).
 
 HTTP only; every translation lives in gemini_translate. The key goes in the ``x-goog-api-key`` header,
-never in the URL, so it cannot leak through URLs in logs or errors.
+never in the URL, so it cannot leak through URLs in logs or errors. Every URL is
+``{base_url}/models/<one percent-encoded segment>:<method>`` (or the fixed ``{base_url}/models`` for the
+probe): ``gemini_translate.model_path`` refuses a model name that would make it anything else.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 
 from proxy.errors import TRANSIENT, UpstreamError
 from proxy.providers import gemini_translate as gt
 from proxy.providers import http
+from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
-
-DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
-MAX_MODEL_PAGES = 20
 
 
 class GeminiAdapter:
@@ -37,8 +37,7 @@ class GeminiAdapter:
 
     @staticmethod
     def _url(call: Call, method: str, query: dict[str, Any] | None = None) -> str:
-        path = quote(gt.model_resource(call.model), safe="/")
-        url = f"{call.base_url}/{path}{method}"
+        url = f"{call.base_url}/{gt.model_path(call.model)}{method}"
         return url + ("?" + urlencode(query) if query else "")
 
     @staticmethod
@@ -115,25 +114,12 @@ class GeminiAdapter:
         answer = self._post(call, method, body)
         return gt.from_gemini_embed(answer, req.get("model") or call.model, req.get("encoding_format"))
 
-    def list_models(self, call: Call) -> list[str]:
-        models: list[str] = []
-        token = None
-        for _ in range(MAX_MODEL_PAGES):
-            query = {"pageSize": 1000, **({"pageToken": token} if token else {})}
-            page = self._get(call, f"{call.base_url}/models?{urlencode(query)}")
-            models.extend(gt.from_gemini_models(page))
-            token = page.get("nextPageToken")
-            if not token:
-                break
-        return models
-
     def probe(self, call: Call) -> None:
         self._get(call, f"{call.base_url}/models?pageSize=1")
 
 
 def _embedded_status(obj: Any) -> int:
-    code = gt.parse_error_envelope(obj).get("code")
-    return code if isinstance(code, int) and 400 <= code < 600 else 502
+    return tk.embedded_status(gt.parse_error_envelope(obj).get("code"))
 
 
 def _parse_event(data: str) -> dict:

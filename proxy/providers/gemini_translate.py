@@ -1,7 +1,8 @@
 """OpenAI Chat Completions <-> Gemini generateContent translation (pure functions, no I/O).
 
 The one place where the two dialects meet: request bodies, responses, stream events, errors,
-embeddings and model lists. Facts and sources: docs/upstream-api-notes.md sections 1, 2 and 7.
+embeddings and model names (one URL path segment each). Facts and sources: docs/upstream-api-notes.md
+sections 1, 2 and 7.
 
 thoughtSignature round trip (stateless): Gemini puts an opaque ``thoughtSignature`` on functionCall
 parts and (Gemini 3) insists on getting it back with the next request. OpenAI clients only keep the
@@ -25,13 +26,14 @@ import json
 import mimetypes
 import re
 import secrets
-import struct
 import time
-import uuid
+import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote
 
-from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, BadRequest, UpstreamError
+from proxy.errors import CLIENT, BadRequest, UpstreamError
+from proxy.providers import toolkit as tk
 from proxy.providers.http import parse_retry_after
 
 PREFIX = "gemini: "
@@ -170,20 +172,11 @@ def _content_parts(content: Any) -> list[dict]:
     return parts
 
 
-def _text_of(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            p if isinstance(p, str) else str(p.get("text", "")) for p in content if isinstance(p, (str, dict))
-        )
-    return str(content)
-
-
 def _function_response(content: Any) -> dict:
-    text = _text_of(content)
+    try:
+        text = tk.text_of(content)
+    except ValueError:
+        text = str(content)
     try:
         value = json.loads(text)
     except ValueError:
@@ -198,9 +191,8 @@ def _tool_call_parts(tool_calls: list) -> list[dict]:
         name = fn.get("name")
         if not name:
             raise BadRequest("assistant tool_calls[].function.name is required", param="messages")
-        raw = fn.get("arguments") or "{}"
         try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
+            args = tk.tool_arguments(tc)
         except ValueError:
             raise BadRequest(
                 f"tool call {name!r} has arguments that are not valid JSON", param="messages"
@@ -421,10 +413,6 @@ def _answer_parts(candidate: Mapping[str, Any]) -> Iterable[dict]:
             yield part
 
 
-def _new_id() -> str:
-    return "chatcmpl-" + uuid.uuid4().hex[:24]
-
-
 def from_gemini_response(body: Mapping[str, Any], model: str) -> dict:
     """Gemini generateContent response -> OpenAI chat.completion (``model`` = client-facing name)."""
     choices = []
@@ -437,42 +425,22 @@ def from_gemini_response(body: Mapping[str, Any], model: str) -> dict:
             else:
                 texts.append(part["text"])
         content = "".join(texts) if texts or not calls else None
-        message: dict[str, Any] = {"role": "assistant", "content": content}
-        if calls:
-            message["tool_calls"] = calls
+        reason = map_finish_reason(cand.get("finishReason"), bool(calls))
         choices.append(
-            {
-                "index": cand.get("index", pos),
-                "message": message,
-                "logprobs": None,
-                "finish_reason": map_finish_reason(cand.get("finishReason"), bool(calls)),
-            }
+            tk.completion_choice(cand.get("index", pos), tk.assistant_message(content, calls), reason)
         )
     if not choices:  # prompt blocked (promptFeedback.blockReason) or an empty answer
         reason = "content_filter" if body.get("promptFeedback") else "stop"
-        choices.append(
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": ""},
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-        )
-    return {
-        "id": _new_id(),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage_from_metadata(body.get("usageMetadata")),
-    }
+        choices.append(tk.completion_choice(0, tk.assistant_message(""), reason))
+    usage = usage_from_metadata(body.get("usageMetadata"))
+    return tk.completion(tk.completion_id(), int(time.time()), model, choices, usage)
 
 
 # ---------------------------------------------------------------------------------------------------
 # streaming: Gemini SSE events -> OpenAI chat.completion.chunk
 
 
-class StreamTranslator:
+class StreamTranslator(tk.StreamChunks):
     """Turns parsed Gemini stream events into OpenAI chunk dicts, one event at a time.
 
     ``feed(event)`` returns the chunks for one event; ``finish()`` returns the closing chunks (finish
@@ -481,33 +449,22 @@ class StreamTranslator:
     """
 
     def __init__(self, model: str) -> None:
-        self.model = model
-        self.id = _new_id()
-        self.created = int(time.time())
+        super().__init__(model)
         self.events = 0
         self._usage: Mapping[str, Any] | None = None
         self._started: set[int] = set()
         self._finished: set[int] = set()
         self._calls: dict[int, int] = {}  # choice index -> tool calls emitted
 
-    def _chunk(self, index: int, delta: dict, finish: str | None = None) -> dict:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}],
-        }
-
     def _start(self, index: int, out: list[dict]) -> None:
         if index not in self._started:
             self._started.add(index)
-            out.append(self._chunk(index, {"role": "assistant", "content": ""}))
+            out.append(self.make_chunk({"role": "assistant", "content": ""}, index=index))
 
     def _finish(self, index: int, reason: str, out: list[dict]) -> None:
         if index not in self._finished:
             self._finished.add(index)
-            out.append(self._chunk(index, {}, reason))
+            out.append(self.make_chunk({}, reason, index))
 
     def feed(self, event: Mapping[str, Any]) -> list[dict]:
         self.events += 1
@@ -527,9 +484,9 @@ class StreamTranslator:
                     n = self._calls.get(index, 0)
                     self._calls[index] = n + 1
                     call = _tool_call(part)
-                    out.append(self._chunk(index, {"tool_calls": [{"index": n, **call}]}))
+                    out.append(self.make_chunk({"tool_calls": [{"index": n, **call}]}, index=index))
                 else:
-                    out.append(self._chunk(index, {"content": part["text"]}))
+                    out.append(self.make_chunk({"content": part["text"]}, index=index))
             if cand.get("finishReason"):
                 reason = map_finish_reason(cand["finishReason"], self._calls.get(index, 0) > 0)
                 self._finish(index, reason, out)
@@ -546,14 +503,7 @@ class StreamTranslator:
         return usage_from_metadata(self._usage)
 
     def usage_chunk(self) -> dict:
-        return {
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": self.usage(),
-        }
+        return self.make_usage_chunk(self.usage())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -572,23 +522,9 @@ def _duration(value: Any) -> float | None:
         return None
 
 
-def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
-    if not headers:
-        return None
-    for key, value in headers.items():
-        if key.lower() == name:
-            return value
-    return None
-
-
 def parse_error_envelope(body: bytes | str | Mapping | list | None) -> dict:
     """The ``error`` object of a google.rpc.Status body (also inside a JSON array), or {}."""
-    obj: Any = body
-    if isinstance(body, (bytes, str)):
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            return {}
+    obj = tk.json_body(body)
     if isinstance(obj, list):
         obj = obj[0] if obj else {}
     err = obj.get("error") if isinstance(obj, dict) else None
@@ -611,12 +547,11 @@ def classify_error(
     if secret:
         message = message.replace(secret, "***")
     message = PREFIX + message[:1000]
-    kw = {"upstream_status": status}
 
     if "API_KEY_INVALID" in reasons or status == 401 or rpc_status == "UNAUTHENTICATED":
-        return UpstreamError(message, outcome=AUTH, status=401, code="invalid_api_key", **kw)
+        return tk.status_error(401, message, upstream_status=status, code="invalid_api_key")
     if status == 403 or rpc_status == "PERMISSION_DENIED":
-        return UpstreamError(message, outcome=AUTH, status=403, code="permission_denied", **kw)
+        return tk.status_error(403, message, upstream_status=status, code="permission_denied")
     if status == 429 or rpc_status == "RESOURCE_EXHAUSTED":
         retry = None
         daily = False
@@ -629,30 +564,58 @@ def classify_error(
             elif kind.endswith("google.rpc.ErrorInfo"):  # old style: metadata.quota_limit
                 daily |= any("PerDay" in str(v) for v in (d.get("metadata") or {}).values())
         if retry is None:
-            retry = parse_retry_after(_header(headers, "retry-after"))
+            retry = parse_retry_after(tk.header(headers, "retry-after"))
         if retry is None:
             m = _RETRY_IN.search(message)
             if m:
                 retry = float(m.group(1)) / (1000.0 if m.group(2).lower() == "ms" else 1.0)
         code = "insufficient_quota" if daily else "rate_limit_exceeded"
-        return UpstreamError(
-            message, outcome=QUOTA, status=429, retry_after=retry, daily=daily, code=code, **kw
+        return tk.status_error(
+            429, message, upstream_status=status, retry_after=retry, daily=daily, code=code
         )
-    if status == 408:
-        return UpstreamError(message, outcome=TRANSIENT, status=504, **kw)
-    if 400 <= status < 500:
-        code = "model_not_found" if status == 404 else "invalid_request"
-        return UpstreamError(message, outcome=CLIENT, status=status, code=code, **kw)
-    return UpstreamError(message, outcome=TRANSIENT, status=503 if status == 503 else 502, **kw)
+    client_code = None
+    if 400 <= status < 500 and status != 408:
+        client_code = "model_not_found" if status == 404 else "invalid_request"
+    return tk.status_error(status, message, code=client_code)
 
 
 # ---------------------------------------------------------------------------------------------------
 # embeddings and models
 
 
+_MODELS = "models/"
+_FORBIDDEN_IN_MODEL = set("/:?#%")
+
+
+def model_id(model: str) -> str:
+    """The model id as exactly one URL path segment's worth of text: ``models/`` stripped once, then
+    anything that could leave ``models/<id>:<method>`` refused (``/``, ``.``/``..``, ``:`` — the method
+    follows it —, ``?``, ``#``, ``%``, whitespace, control characters) with a CLIENT 400, before any I/O.
+    The model name comes from the client: it must never choose another upstream path."""
+    name = model[len(_MODELS) :] if model.startswith(_MODELS) else model
+    bad = name in ("", ".", "..") or any(
+        c in _FORBIDDEN_IN_MODEL or c.isspace() or unicodedata.category(c).startswith("C") for c in name
+    )
+    if bad:
+        shown = "".join(c if c.isprintable() else "?" for c in model[:100])
+        raise UpstreamError(
+            f"{PREFIX}model name {shown!r} is not a valid Gemini model id "
+            "(one path segment: no '/', ':', '?', '#', '%', whitespace or control characters)",
+            outcome=CLIENT,
+            status=400,
+            code="invalid_model",
+        )
+    return name
+
+
 def model_resource(model: str) -> str:
-    """ "gemini-2.5-flash" -> "models/gemini-2.5-flash" (names with a collection prefix stay as they are)."""
-    return model if "/" in model else "models/" + model
+    """ "gemini-2.5-flash" or "models/gemini-2.5-flash" -> "models/gemini-2.5-flash" (for request bodies)."""
+    return _MODELS + model_id(model)
+
+
+def model_path(model: str) -> str:
+    """The model's resource name for a URL path: ``models/`` + the id as one percent-encoded segment."""
+    return _MODELS + quote(model_id(model), safe="")
 
 
 def to_gemini_embed(req: Mapping[str, Any], model: str) -> tuple[str, dict]:
@@ -672,12 +635,6 @@ def to_gemini_embed(req: Mapping[str, Any], model: str) -> tuple[str, dict]:
     raise BadRequest("input must be a string or a non-empty list of strings", param="input")
 
 
-def _encode(values: list[float], encoding_format: str) -> list[float] | str:
-    if encoding_format == "base64":  # the openai SDK asks for this by default
-        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
-    return values
-
-
 def from_gemini_embed(body: Mapping[str, Any], model: str, encoding_format: str | None = "float") -> dict:
     """embedContent / batchEmbedContents response -> OpenAI embeddings list envelope."""
     if "embeddings" in body:
@@ -688,17 +645,9 @@ def from_gemini_embed(body: Mapping[str, Any], model: str, encoding_format: str 
     return {
         "object": "list",
         "data": [
-            {"object": "embedding", "index": i, "embedding": _encode(v, fmt)} for i, v in enumerate(vectors)
+            {"object": "embedding", "index": i, "embedding": tk.encode_floats(v, fmt)}
+            for i, v in enumerate(vectors)
         ],
         "model": model,
         "usage": {"prompt_tokens": 0, "total_tokens": 0},  # Gemini does not report embedding tokens
     }
-
-
-def from_gemini_models(body: Mapping[str, Any]) -> list[str]:
-    """models.list page -> model ids without the "models/" prefix."""
-    out = []
-    for m in body.get("models") or []:
-        name = m.get("name") or ""
-        out.append(name[len("models/") :] if name.startswith("models/") else name)
-    return [n for n in out if n]

@@ -11,6 +11,7 @@ import json
 import time
 from collections.abc import Iterator
 
+from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
 
 
@@ -18,10 +19,8 @@ def _last_user_text(req: dict) -> str:
     for msg in reversed(req.get("messages") or []):
         if msg.get("role") == "user":
             content = msg.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+            if isinstance(content, (str, list)):
+                return tk.text_of(content, sep=" ")
     return ""
 
 
@@ -69,40 +68,16 @@ class MockAdapter:
             time.sleep(self.latency)
         call_ = _tool_call(req)
         text = None if call_ else _answer(req)
-        message: dict = {"role": "assistant", "content": text}
-        if call_:
-            message["tool_calls"] = [call_]
-        return {
-            "id": _response_id(req),
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": req.get("model", call.model),
-            "choices": [
-                {
-                    "index": 0,
-                    "message": message,
-                    "logprobs": None,
-                    "finish_reason": "tool_calls" if call_ else "stop",
-                }
-            ],
-            "usage": _usage(req, text or ""),
-        }
+        message = tk.assistant_message(text, [call_] if call_ else None)
+        choice = tk.completion_choice(0, message, "tool_calls" if call_ else "stop")
+        model = req.get("model", call.model)
+        return tk.completion(_response_id(req), int(time.time()), model, [choice], _usage(req, text or ""))
 
     def chat_stream(self, call: Call, req: dict) -> Iterator[dict]:
         if self.latency:
             time.sleep(self.latency)
-        base = {
-            "id": _response_id(req),
-            "object": "chat.completion.chunk",
-            "created": int(time.time()),
-            "model": req.get("model", call.model),
-        }
-
-        def chunk(delta: dict, finish: str | None = None) -> dict:
-            return {
-                **base,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-            }
+        stream = tk.StreamChunks(req.get("model", call.model), _response_id(req))
+        chunk = stream.make_chunk
 
         yield chunk({"role": "assistant", "content": ""})
         call_ = _tool_call(req)
@@ -118,7 +93,7 @@ class MockAdapter:
                 yield chunk({"content": word if i == 0 else " " + word})
         yield chunk({}, "tool_calls" if call_ else "stop")
         if (req.get("stream_options") or {}).get("include_usage"):
-            yield {**base, "choices": [], "usage": _usage(req, text)}
+            yield stream.make_usage_chunk(_usage(req, text))
 
     def embeddings(self, call: Call, req: dict) -> dict:
         inputs = req.get("input")
@@ -136,9 +111,6 @@ class MockAdapter:
             "model": req.get("model", call.model),
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-
-    def list_models(self, call: Call) -> list[str]:
-        return ["mock-1"]
 
     def probe(self, call: Call) -> None:
         return None

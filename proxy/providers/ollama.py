@@ -8,23 +8,19 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
-from proxy.errors import AUTH, CLIENT, TRANSIENT, UpstreamError
+from proxy.errors import CLIENT, TRANSIENT, UpstreamError
 from proxy.providers import http
+from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
 
-DEFAULT_BASE_URL = "http://127.0.0.1:11434"
+_SERVER_STATUSES = {503: 503, 504: 504}
 
 
 def _client_error(message: str) -> UpstreamError:
     return UpstreamError(message, outcome=CLIENT, status=400)
-
-
-def _new_id(prefix: str) -> str:
-    return prefix + uuid.uuid4().hex[:24]
 
 
 # ---------------------------------------------------------------- request: OpenAI -> Ollama
@@ -58,9 +54,8 @@ def _split_content(content: Any) -> tuple[str, list[str]]:
 
 def _tool_call(call: dict) -> dict:
     fn = call.get("function") or {}
-    raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = tk.tool_arguments(call)
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     return {"function": {"name": fn.get("name", ""), "arguments": args}}
@@ -119,7 +114,7 @@ def _tool_calls(message: dict) -> list[dict]:
     for call in message.get("tool_calls") or []:
         fn = call.get("function") or {}
         args = fn.get("arguments")
-        out.append({"id": call.get("id") or _new_id("call_"), "type": "function",
+        out.append({"id": call.get("id") or tk.tool_call_id(), "type": "function",
                     "function": {"name": fn.get("name", ""),
                                  "arguments": args if isinstance(args, str) else json.dumps(args or {})}})
     return out
@@ -142,36 +137,20 @@ def from_ollama_response(body: dict, model: str) -> dict:
     message = body.get("message") or {}
     tool_calls = _tool_calls(message)
     content = message.get("content") or ("" if not tool_calls else None)
-    out: dict[str, Any] = {"role": "assistant", "content": content}
-    if tool_calls:
-        out["tool_calls"] = tool_calls
-    return {
-        "id": _new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": [{"index": 0, "message": out, "logprobs": None,
-                     "finish_reason": _finish(body.get("done_reason"), bool(tool_calls))}],
-        "usage": _usage(body),
-    }
+    choice = tk.completion_choice(0, tk.assistant_message(content, tool_calls),
+                                  _finish(body.get("done_reason"), bool(tool_calls)))
+    return tk.completion(tk.completion_id(), int(time.time()), model, [choice], _usage(body))
 
 
-class OllamaStreamTranslator:
+class OllamaStreamTranslator(tk.StreamChunks):
     """Feed decoded NDJSON objects; get back OpenAI ``chat.completion.chunk`` dicts."""
 
     def __init__(self, model: str, include_usage: bool = False) -> None:
-        self.model = model
+        super().__init__(model)
         self.include_usage = include_usage
-        self.id = _new_id("chatcmpl-")
-        self.created = int(time.time())
         self.done = False
         self._started = False
         self._tools = 0
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
-        return {"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model,
-                "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     def feed(self, obj: dict) -> list[dict]:
         if obj.get("error"):
@@ -179,19 +158,18 @@ class OllamaStreamTranslator:
         out: list[dict] = []
         if not self._started:
             self._started = True
-            out.append(self._chunk({"role": "assistant", "content": ""}))
+            out.append(self.make_chunk({"role": "assistant", "content": ""}))
         message = obj.get("message") or {}
         if message.get("content"):
-            out.append(self._chunk({"content": message["content"]}))
+            out.append(self.make_chunk({"content": message["content"]}))
         for call in _tool_calls(message):
-            out.append(self._chunk({"tool_calls": [{"index": self._tools, **call}]}))
+            out.append(self.make_chunk({"tool_calls": [{"index": self._tools, **call}]}))
             self._tools += 1
         if obj.get("done"):
             self.done = True
-            out.append(self._chunk({}, _finish(obj.get("done_reason"), self._tools > 0)))
+            out.append(self.make_chunk({}, _finish(obj.get("done_reason"), self._tools > 0)))
             if self.include_usage:
-                out.append({"id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                            "model": self.model, "choices": [], "usage": _usage(obj)})
+                out.append(self.make_usage_chunk(_usage(obj)))
         return out
 
 
@@ -200,26 +178,20 @@ class OllamaStreamTranslator:
 
 def classify_error(status: int, body: bytes | str | dict | None) -> UpstreamError:
     """UpstreamError for an Ollama error answer (``{"error": "..."}``)."""
-    if isinstance(body, (bytes, str)):
-        try:
-            body = json.loads(body or b"{}")
-        except ValueError:
-            body = None
+    body = tk.json_body(body or b"{}")
     text = str(body.get("error") or "") if isinstance(body, dict) else ""
     message = f"ollama {status}" + (f": {text}" if text else "")
-    if status in (401, 403):  # only from a proxy in front of Ollama
-        return UpstreamError(message, outcome=AUTH, status=status, upstream_status=status)
-    if 400 <= status < 500 and status not in (408, 429):
-        return UpstreamError(message, outcome=CLIENT, status=status, upstream_status=status)
-    client_status = status if status in (503, 504) else 502
-    return UpstreamError(message, outcome=TRANSIENT, status=client_status, upstream_status=status)
+    if status == 429:  # Ollama has no quotas (a proxy in front of it might): the key is not at fault
+        return UpstreamError(message, outcome=TRANSIENT, status=502, upstream_status=status)
+    # 401/403 come only from a proxy in front of Ollama
+    return tk.status_error(status, message, server_statuses=_SERVER_STATUSES)
 
 
 # ---------------------------------------------------------------- I/O
 
 
 def _base(call: Call) -> str:
-    return (call.base_url or DEFAULT_BASE_URL).rstrip("/")
+    return call.base_url.rstrip("/")
 
 
 def _call(call: Call, method: str, path: str, body: dict | None = None) -> dict:
@@ -280,10 +252,6 @@ class OllamaAdapter:
             "model": req.get("model") or call.model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         }
-
-    def list_models(self, call: Call) -> list[str]:
-        tags = _call(call, "GET", "/api/tags")
-        return [m["name"] for m in tags.get("models") or [] if isinstance(m, dict) and m.get("name")]
 
     def probe(self, call: Call) -> None:
         _call(call, "GET", "/api/tags")

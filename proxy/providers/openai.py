@@ -20,8 +20,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
+from proxy.errors import TRANSIENT, UpstreamError
 from proxy.providers import http
+from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
 
 _KEYLIKE = re.compile(r"\b(?:sk-|gsk_|AIza)[-_A-Za-z0-9*.]{6,}")
@@ -52,18 +53,14 @@ def parse_duration(value: str | None) -> float | None:
     return sum(float(n) * _UNIT[u] for n, u in parts)
 
 
-def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
-    for key, value in (headers or {}).items():
-        if key.lower() == name:
-            return value
-    return None
+_SERVER_STATUSES = {408: 504, 503: 503, 529: 503}
 
 
 def _retry_after(headers: Mapping[str, Any] | None, message: str) -> float | None:
-    value = http.parse_retry_after(_header(headers, "retry-after"))
+    value = http.parse_retry_after(tk.header(headers, "retry-after"))
     if value is not None:
         return value
-    ms = _header(headers, "retry-after-ms")
+    ms = tk.header(headers, "retry-after-ms")
     if ms:
         try:
             return max(0.0, float(ms) / 1000.0)
@@ -71,10 +68,10 @@ def _retry_after(headers: Mapping[str, Any] | None, message: str) -> float | Non
             pass
     resets = {}
     for kind in ("requests", "tokens"):
-        reset = parse_duration(_header(headers, f"x-ratelimit-reset-{kind}"))
+        reset = parse_duration(tk.header(headers, f"x-ratelimit-reset-{kind}"))
         if reset is not None:
             resets[kind] = reset
-    exhausted = [v for k, v in resets.items() if _header(headers, f"x-ratelimit-remaining-{k}") == "0"]
+    exhausted = [v for k, v in resets.items() if tk.header(headers, f"x-ratelimit-remaining-{k}") == "0"]
     if exhausted or resets:
         return max(exhausted or resets.values())
     m = _TRY_AGAIN.search(message)
@@ -82,12 +79,7 @@ def _retry_after(headers: Mapping[str, Any] | None, message: str) -> float | Non
 
 
 def _error_object(body: bytes | str | Mapping | None) -> dict:
-    obj: Any = body
-    if isinstance(body, (bytes, str)):
-        try:
-            obj = json.loads(body)
-        except ValueError:
-            return {}
+    obj = tk.json_body(body)
     if isinstance(obj, list):
         obj = obj[0] if obj else {}
     if not isinstance(obj, dict):
@@ -118,51 +110,26 @@ def classify_error(
     kind = str(err.get("type") or "")
     message = redact(str(err.get("message") or f"upstream answered HTTP {status}"), secret)[:1000]
     text = f"{prefix}: {message}"
-    kw = {"upstream_status": status}
 
     if status == 401:
-        return UpstreamError(
-            f"{prefix}: upstream rejected the API key", outcome=AUTH, status=401, code="invalid_api_key", **kw
-        )
+        return tk.status_error(401, f"{prefix}: upstream rejected the API key", code="invalid_api_key")
     if status == 403:
-        return UpstreamError(
-            f"{prefix}: upstream denied access (HTTP 403)",
-            outcome=AUTH,
-            status=403,
-            code="permission_denied",
-            **kw,
-        )
+        return tk.status_error(403, f"{prefix}: upstream denied access (HTTP 403)", code="permission_denied")
     if status == 402 or (status == 429 and "insufficient_quota" in (code, kind)):
-        return UpstreamError(
-            text,
-            outcome=QUOTA,
-            status=429,
-            daily=True,
-            code="insufficient_quota",
-            retry_after=http.parse_retry_after(_header(headers, "retry-after")),
-            **kw,
+        retry = http.parse_retry_after(tk.header(headers, "retry-after"))
+        return tk.status_error(
+            429, text, upstream_status=status, daily=True, code="insufficient_quota", retry_after=retry
         )
     if status == 429:
-        return UpstreamError(
-            text,
-            outcome=QUOTA,
-            status=429,
-            retry_after=_retry_after(headers, message),
-            code="rate_limit_exceeded",
-            **kw,
+        return tk.status_error(
+            429, text, retry_after=_retry_after(headers, message), code="rate_limit_exceeded"
         )
-    if status == 408:
-        return UpstreamError(text, outcome=TRANSIENT, status=504, **kw)
-    if 400 <= status < 500:
-        return UpstreamError(text, outcome=CLIENT, status=status, code=code or None, **kw)
-    return UpstreamError(text, outcome=TRANSIENT, status=503 if status in (503, 529) else 502, **kw)
+    client_code = (code or None) if 400 <= status < 500 and status != 408 else None
+    return tk.status_error(status, text, server_statuses=_SERVER_STATUSES, code=client_code)
 
 
 def _embedded_status(err: Mapping[str, Any]) -> int:
-    code = err.get("code")
-    if isinstance(code, str) and code.isdigit():
-        code = int(code)
-    return code if isinstance(code, int) and 400 <= code < 600 else 502
+    return tk.embedded_status(err.get("code"))
 
 
 class OpenAIAdapter:
@@ -266,14 +233,6 @@ class OpenAIAdapter:
         if req.get("model"):
             answer["model"] = req["model"]
         return answer
-
-    def list_models(self, call: Call) -> list[str]:
-        answer = self._send("GET", call, "/models")
-        ids = [m.get("id") for m in answer.get("data") or [] if isinstance(m, dict)]
-        # Gemini's OpenAI endpoint lists "models/<id>"
-        return [
-            i[len("models/") :] if i.startswith("models/") else i for i in ids if isinstance(i, str) and i
-        ]
 
     def probe(self, call: Call) -> None:
         path = self.probe_path or ("/key" if "openrouter.ai" in call.base_url else "/models")

@@ -562,7 +562,8 @@ def test_client_disconnect_releases_upstream_connection(tmp_path, report):
             body = json.dumps({"model": "chat", "stream": True,
                                "messages": [{"role": "user", "content": " ".join(["word"] * 400)}]})
             sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)
-            head = "POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            head = ("POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
+                    "Content-Type: application/json\r\n")
             sock.sendall(f"{head}Content-Length: {len(body)}\r\n\r\n{body}".encode())
             seen = b""
             while seen.count(b"data: ") < 4:

@@ -632,7 +632,7 @@ def test_connection_refused_is_transient():
     assert exc.value.outcome == TRANSIENT
 
 
-def test_list_models_follows_pages_and_probe(upstream):
+def test_probe(upstream):
     upstream.route(
         "GET",
         "/v1/models",
@@ -640,7 +640,6 @@ def test_list_models_follows_pages_and_probe(upstream):
         {"data": [{"id": "claude-a"}, {"id": "claude-b"}], "has_more": False, "last_id": "claude-b"},
     )
     adapter = ant.AnthropicAdapter()
-    assert adapter.list_models(make_call(upstream.base_url)) == ["claude-a", "claude-b"]
     adapter.probe(make_call(upstream.base_url))
     assert upstream.requests[-1]["path"] == "/v1/models?limit=1"
     assert upstream.requests[-1]["headers"]["x-api-key"] == KEY

@@ -138,7 +138,7 @@ def test_prompt_blocked_non_stream_is_a_normal_response():
     out = gt.from_gemini_response(event, "m")
     ChatCompletion.model_validate(out)
     assert out["choices"] == [
-        {"index": 0, "message": {"role": "assistant", "content": ""}, "logprobs": None,
+        {"index": 0, "message": {"role": "assistant", "content": "", "refusal": None}, "logprobs": None,
          "finish_reason": "content_filter"}
     ]  # fmt: skip
     assert out["usage"]["total_tokens"] == 0
@@ -535,8 +535,3 @@ def test_embed_responses():
     raw = base64.b64decode(b64["data"][0]["embedding"])
     assert struct.unpack("<2f", raw) == (0.5, -1.0)
 
-
-def test_models():
-    body = {"models": [{"name": "models/gemini-2.5-flash"}, {"name": "models/text-embedding-004"}]}
-    assert gt.from_gemini_models(body) == ["gemini-2.5-flash", "text-embedding-004"]
-    assert gt.from_gemini_models({}) == []
