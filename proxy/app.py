@@ -1,4 +1,4 @@
-"""The app factory: one Gateway (config, key pool, relay) per worker process, four blueprints."""
+"""The app factory: one Gateway (config, key pool and admin, relay) per worker process, four blueprints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from flask import Flask, Response, g, request
 
 from proxy.config import Config
 from proxy.errors import UpstreamError
-from proxy.keys import Key, KeyPool, KeySettings, KeySpec, run_revalidation
+from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
 from proxy.observability import logging as jsonlog
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
@@ -28,6 +28,10 @@ class Gateway:
     pool: KeyPool
     relay: Relay
     shutting_down: threading.Event = field(default_factory=threading.Event)
+    keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
+
+    def __post_init__(self) -> None:
+        self.keys = KeyAdmin(self.pool)
 
     def probe(self, key: Key) -> dict:
         """Does this key work (again)? A cheap call through its provider's adapter:
@@ -50,7 +54,7 @@ class Gateway:
         interval = min(5.0, self.config.key_manager.revalidate_interval_s)
         threading.Thread(
             target=run_revalidation,
-            args=(self.pool, lambda key: self.probe(key)["ok"], self.shutting_down, interval),
+            args=(self.keys, lambda key: self.probe(key)["ok"], self.shutting_down, interval),
             name="keyrelay-revalidate",
             daemon=True,
         ).start()
@@ -74,6 +78,7 @@ def key_settings(config: Config) -> KeySettings:
         breaker_failures=km.breaker_failures,
         breaker_open_s=km.breaker_open_s,
         revalidate_interval_s=km.revalidate_interval_s,
+        max_cooldown_s=km.max_cooldown_s,
         refresh_interval_s=0.0,  # look at PRAGMA data_version on every acquire (~4 us): other workers'
         # transitions are obeyed at once, not after a refresh interval
     )

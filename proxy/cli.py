@@ -15,7 +15,7 @@ from proxy import __version__
 from proxy.config import REPO_DIR, ConfigError, load_config
 
 if TYPE_CHECKING:
-    from proxy.keys import KeyPool
+    from proxy.keys import KeyAdmin
 
 GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
 
@@ -81,30 +81,35 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pool(args: argparse.Namespace) -> KeyPool:
-    """The key pool of the configured database (migrated), synced with the config's keys."""
+def _key_admin(args: argparse.Namespace) -> KeyAdmin:
+    """Key admin over the configured database (migrated), its pool synced with the config's keys."""
     from proxy.app import key_settings, key_specs
-    from proxy.keys import KeyPool
+    from proxy.keys import KeyAdmin, KeyPool
 
     config = load_config(_config_path(args.config))
     pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
-    pool.sync(key_specs(config))
-    return pool
+    try:
+        pool.sync(key_specs(config))
+    except BaseException:
+        pool.close()
+        raise
+    return KeyAdmin(pool)
 
 
 def cmd_snapshot(args: argparse.Namespace) -> int:
     from proxy.keys.snapshot import SnapshotError
     from proxy.store import db
+    from proxy.store.base import StoreUnavailable
 
     try:
-        pool = _pool(args)
+        admin = _key_admin(args)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
-    except (db.DatabaseError, ValueError) as exc:  # ValueError: the same key configured twice
+    except (db.DatabaseError, StoreUnavailable, ValueError) as exc:  # ValueError: a key configured twice
         return _fail(str(exc), 1)
     try:
         if args.action == "export":
-            text = json.dumps(pool.export_snapshot(), indent=2, sort_keys=True) + "\n"
+            text = json.dumps(admin.export_snapshot(), indent=2, sort_keys=True) + "\n"
             if args.file and args.file != "-":
                 tmp = Path(args.file + ".tmp")
                 try:
@@ -122,13 +127,15 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             return _fail(f"snapshot {args.file}: unreadable: {exc}")
         try:
-            pool.import_snapshot(doc, actor="cli")
+            admin.import_snapshot(doc, actor="cli")
         except SnapshotError as exc:
             return _fail(f"snapshot refused, nothing changed: {exc}")
+        except StoreUnavailable as exc:
+            return _fail(f"snapshot not imported, nothing changed: {exc}", 1)
         print(f"snapshot imported: {len(doc.get('keys', []))} key(s)")
         return 0
     finally:
-        pool.close()
+        admin.pool.close()
 
 
 def build_parser() -> argparse.ArgumentParser:

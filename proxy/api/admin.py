@@ -1,8 +1,10 @@
 """/admin: the JSON admin API under /admin/api (bearer token, constant-time compare) and the dashboard.
 
-Every change goes through the KeyPool, which writes it and its audit row to SQLite in one transaction,
-so every worker obeys it within the pool's refresh interval. Secrets never leave the config: a key is
-named by its id and shown as a masked hint (first 4 + "…" + last 3 characters).
+Every change goes through ``KeyAdmin`` (``gateway().keys``), which writes it and its audit row to the
+store in one transaction, so every worker obeys it within the pool's refresh interval. A database
+locked past the store's lock wait answers 503 ``database_unavailable`` (nothing changed); the wait is
+cooperative, so the worker's other requests keep being served meanwhile. Secrets never leave the
+config: a key is named by its id and shown as a masked hint (first 4 + "…" + last 3 characters).
 """
 from __future__ import annotations
 
@@ -10,7 +12,6 @@ import hmac
 import logging
 import os
 import signal
-import sqlite3
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
@@ -23,6 +24,7 @@ from proxy.config import Config, ConfigError, load_config
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from proxy.keys import SnapshotError, key_id
 from proxy.relay import check_model
+from proxy.store.base import StoreUnavailable
 
 log = logging.getLogger("keyrelay")
 
@@ -80,7 +82,7 @@ def one_key(kid: str) -> dict:
 
 
 def change(kid: str, fn: Any, *args: Any) -> Response:
-    """Apply one pool change (KeyError → 404) and answer with the key as it is now."""
+    """Apply one key change (KeyError → 404) and answer with the key as it is now."""
     try:
         fn(kid, *args)
     except KeyError:
@@ -119,8 +121,8 @@ def _no_store(resp: Response) -> Response:
     return resp
 
 
-@api.errorhandler(sqlite3.OperationalError)
-def _db_busy(exc: sqlite3.OperationalError) -> Response:
+@api.errorhandler(StoreUnavailable)
+def _db_busy(exc: StoreUnavailable) -> Response:
     log.warning("admin request failed: %s", exc, extra={"event": "admin_db_error"})
     return error_response(GatewayError(
         "The key database is busy or unusable; nothing was changed. Try again.",
@@ -149,17 +151,17 @@ def disable(kid: str) -> Response:
         raise BadRequest("Invalid 'reason': expected a string.", param="reason")
     if reason and len(reason) > MAX_REASON:
         raise BadRequest(f"Invalid 'reason': at most {MAX_REASON} characters.", param="reason")
-    return change(kid, gateway().pool.disable, (reason or "").strip(), actor())
+    return change(kid, gateway().keys.disable, (reason or "").strip(), actor())
 
 
 @api.post("/keys/<kid>/enable")
 def enable(kid: str) -> Response:
-    return change(kid, gateway().pool.enable, actor())
+    return change(kid, gateway().keys.enable, actor())
 
 
 @api.post("/keys/<kid>/reset")
 def reset(kid: str) -> Response:
-    return change(kid, gateway().pool.reset, actor())
+    return change(kid, gateway().keys.reset, actor())
 
 
 @api.patch("/keys/<kid>")
@@ -173,7 +175,7 @@ def patch_key(kid: str) -> Response:
         raise BadRequest("Missing 'weight'.", param="weight", code="missing_required_parameter")
     weight = body["weight"]
     try:
-        return change(kid, gateway().pool.set_weight, weight, actor())
+        return change(kid, gateway().keys.set_weight, weight, actor())
     except ValueError as exc:
         raise BadRequest(f"Invalid 'weight': {exc}", param="weight") from None
 
@@ -183,7 +185,7 @@ def revalidate(kid: str) -> Response:
     """Probe the key now through its provider's adapter; a pass restores an invalid key."""
     gw = gateway()
     one_key(kid)  # 404 first
-    gw.pool.revalidate(kid, actor())  # audited; also makes it due for the background prober
+    gw.keys.revalidate(kid, actor())  # audited; also makes it due for the background prober
     pool_key = gw.pool.key(kid)
     if pool_key is None:
         raise GatewayError(f"Key {kid} is not in the running config (retired); it cannot be probed.",
@@ -191,7 +193,7 @@ def revalidate(kid: str) -> Response:
     probe = gw.probe(pool_key)
     if probe["error"]:
         probe["error"] = redact(probe["error"], gw.config)
-    gw.pool.record_probe(kid, probe["ok"])
+    gw.keys.record_probe(kid, probe["ok"])
     return jsonify({"key": one_key(kid), "probe": probe})
 
 
@@ -219,12 +221,12 @@ def audit() -> Response:
     raw = request.args.get("limit", "100")
     if not raw.isdigit() or not 1 <= int(raw) <= 1000:
         raise BadRequest("Invalid 'limit': expected an integer between 1 and 1000.", param="limit")
-    return jsonify({"audit": gateway().pool.audit(int(raw))})
+    return jsonify({"audit": gateway().keys.audit(int(raw))})
 
 
 @api.get("/snapshot")
 def export_snapshot() -> Response:
-    resp = jsonify(gateway().pool.export_snapshot())
+    resp = jsonify(gateway().keys.export_snapshot())
     resp.headers["Content-Disposition"] = 'attachment; filename="keyrelay-snapshot.json"'
     return resp
 
@@ -233,7 +235,7 @@ def export_snapshot() -> Response:
 def import_snapshot() -> Response:
     doc = read_json()
     try:
-        gateway().pool.import_snapshot(doc, actor())
+        gateway().keys.import_snapshot(doc, actor())
     except SnapshotError as exc:
         raise BadRequest(f"Snapshot refused, nothing changed: {exc}", code="invalid_snapshot") from None
     return jsonify({"imported": len(doc.get("keys", [])), "keys": [
@@ -258,7 +260,7 @@ def reload() -> Response:
         raise GatewayError("Reload needs gunicorn (keyrelay serve); restart this process instead.",
                            status=409, code="reload_unsupported")
     master = os.getppid()
-    gw.pool.audit_event(actor(), "reload", {"config": gw.config.source},
+    gw.keys.audit_event(actor(), "reload", {"config": gw.config.source},
                         {"config": new.source, "providers": [p.name for p in new.providers],
                          "models": [m.name for m in new.models]})
     log.info("config reload requested", extra={"event": "admin_reload", "actor": actor(),

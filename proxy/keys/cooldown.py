@@ -15,11 +15,12 @@ def next_daily_reset(now: float, tz: str) -> float:
 
 
 def cooldown_until(now: float, *, retry_after: float | None, daily: bool, default_s: float,
-                   min_s: float, tz: str) -> float:
+                   min_s: float, tz: str, max_s: float = math.inf) -> float:
     """When a quota-limited key may be used again for that model.
 
     ``retry_after`` (seconds, fractional allowed) wins when the upstream said so, else ``default_s``;
-    a spent daily quota lasts at least until the next daily reset.
+    a spent daily quota lasts at least until the next daily reset; nothing lasts longer than ``max_s``
+    (an upstream asking for ten days must not take a key out of service for ten days).
     """
     if retry_after is None or not math.isfinite(retry_after) or retry_after < 0:
         wait = default_s
@@ -28,5 +29,5 @@ def cooldown_until(now: float, *, retry_after: float | None, daily: bool, defaul
     until = now + wait
     if daily:
         until = max(until, next_daily_reset(now, tz))
-    return until
+    return min(until, now + max_s)
 

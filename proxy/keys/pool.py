@@ -1,46 +1,49 @@
-"""KeyPool: one per worker process; SQLite is the truth, this is the worker's fast in-memory view.
+"""KeyPool: one per worker process; the store is the truth, this is the worker's fast in-memory view.
 
-* State transitions (disable/enable, invalid, circuit changes, cooldowns, weight, reset, import) are
-  written at once, each in one tiny ``BEGIN IMMEDIATE`` transaction that re-reads the row, so every
-  worker obeys within ``refresh_interval_s`` and a ``kill -9`` never loses one.
+* State transitions seen on the request path (invalid key, circuit changes, cooldowns) are written at
+  once, each in one tiny transaction that re-reads the row, so every worker obeys within
+  ``refresh_interval_s`` and a ``kill -9`` never loses one. Operator actions, audit and snapshots
+  live in ``proxy.keys.admin`` and tell the pool to reload what they changed.
 * Per-request counters and health observations are batched in memory and flushed by a background
   thread every ``flush_interval_s`` (a greenlet under gevent's monkey patching); ``close()`` flushes.
-* Other workers' commits are noticed through ``PRAGMA data_version`` (checked at most every
-  ``refresh_interval_s`` on acquire), which triggers a reload of the small ``keys`` table.
+* Other workers' commits are noticed through the store's change token (SQLite: ``PRAGMA
+  data_version``, checked at most every ``refresh_interval_s`` on acquire), which triggers a reload.
+* No store call that may wait for a lock runs while the pool lock is held, except the half-open claim,
+  which waits at most ``CLAIM_WAIT_S``: a locked database slows the one caller, never the worker.
 
-Secrets live only in ``self._secrets`` (from config); SQLite, snapshots, audit and errors see ids.
-Create the pool after gunicorn forks (one SQLite connection per process).
+Secrets live only in ``self._secrets`` (from config); the store, snapshots, audit and errors see ids.
+Create the pool after gunicorn forks (one database connection per process).
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
-import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import astuple, dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from .. import errors
-from ..store.db import connect, migrate
+from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
 from . import breaker, cooldown, health, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .ids import key_id, scrub
 from .specs import Key, KeySettings, KeySpec
-from .state import SELECT_KEYS, STATUS_INVALID, STATUS_OK, KeyState, breaker_from_row, from_row
+from .state import STATUS_INVALID, STATUS_OK, KeyState
 
 log = logging.getLogger("keyrelay.keys")
 
-Tx = Callable[[sqlite3.Connection], None]
+Tx = Callable[[KeyTx], None]
+CLAIM_WAIT_S = 0.02  # the half-open claim runs under the pool lock: never wait long for it
+VIEW_FLUSH_WAIT_S = 0.25  # describe()/get() flush first, but a locked database only makes them stale
 
 
 @dataclass
 class _Pending:
-    """Counters and health observations of one key not yet flushed to SQLite."""
+    """Counters and health observations of one key not yet flushed to the store."""
 
     requests: int = 0
     errors: int = 0
@@ -51,8 +54,19 @@ class _Pending:
     last_error_at: float | None = None
     obs: list[tuple[float, float]] = field(default_factory=list)
 
+    def merge(self, newer: _Pending) -> _Pending:
+        """This batch (failed to flush) followed by ``newer`` (recorded meanwhile)."""
+        later_error = newer.last_error is not None
+        return _Pending(
+            self.requests + newer.requests, self.errors + newer.errors,
+            self.latency_ms_total + newer.latency_ms_total, self.latency_samples + newer.latency_samples,
+            max(self.last_used_at, newer.last_used_at),
+            newer.last_error if later_error else self.last_error,
+            newer.last_error_at if later_error else self.last_error_at,
+            self.obs + newer.obs)
 
-def _check_weight(weight: Any) -> float:
+
+def check_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) \
             or not 0 < weight <= snapshot.MAX_WEIGHT:
         raise ValueError(f"weight must be a number in (0, {snapshot.MAX_WEIGHT:g}], got {weight!r}")
@@ -60,13 +74,17 @@ def _check_weight(weight: Any) -> float:
 
 
 class KeyPool:
-    def __init__(self, db_path: str, settings: KeySettings | None = None, *,
+    def __init__(self, store: KeyStore | str | Path, settings: KeySettings | None = None, *,
                  clock: Callable[[], float] = time.time, start_flusher: bool = True,
                  worker_offset: int | None = None) -> None:
         self.settings = settings or KeySettings()
-        self._clock = clock
-        self._conn = connect(db_path, busy_timeout_ms=self.settings.busy_timeout_ms)
-        migrate(self._conn)
+        self.clock = clock
+        self._owns_store = isinstance(store, str | Path)
+        if isinstance(store, str | Path):
+            from ..store.sqlite import SQLiteStore
+
+            store = SQLiteStore(store, lock_wait_s=self.settings.busy_timeout_ms / 1000)
+        self.store: KeyStore = store
         self._lock = threading.RLock()
         self._secrets: dict[str, str | None] = {}
         self._states: dict[str, KeyState] = {}
@@ -104,24 +122,19 @@ class KeyPool:
             if kid in secrets:
                 raise ValueError(f"key {kid} of provider {spec.provider!r} is configured twice")
             secrets[kid] = spec.secret
-            rows.append((kid, spec.provider, spec.label, _check_weight(spec.weight)))
-        now = self._clock()
+            rows.append((kid, spec.provider, spec.label, check_weight(spec.weight)))
+        now = self.clock()
+        with self.store.transaction() as tx:
+            known = {k.id: k.retired for k in tx.keys()}
+            for kid, provider, label, weight in rows:
+                tx.upsert_configured(kid, provider, label, weight, now)
+                if known.get(kid):
+                    tx.add_audit(now, "config", "restore", kid, {"retired": True}, {"retired": False})
+            for kid, retired in known.items():
+                if kid not in secrets and not retired:
+                    tx.update(kid, retired=True, retired_at=now)
+                    tx.add_audit(now, "config", "retire", kid, {"retired": False}, {"retired": True})
         with self._lock:
-            with self._tx() as conn:
-                known = {r["id"]: r for r in conn.execute("SELECT id, provider, retired FROM keys")}
-                for kid, provider, label, weight in rows:
-                    conn.execute(
-                        "INSERT INTO keys(id, provider, label, config_weight, created_at) VALUES (?,?,?,?,?)"
-                        " ON CONFLICT(id) DO UPDATE SET label=excluded.label,"
-                        " config_weight=excluded.config_weight, retired=0, retired_at=NULL",
-                        (kid, provider, label, weight, now))
-                    if kid in known and known[kid]["retired"]:
-                        self._audit(conn, now, "config", "restore", kid,
-                                    {"retired": True}, {"retired": False})
-                for kid, r in known.items():
-                    if kid not in secrets and not r["retired"]:
-                        conn.execute("UPDATE keys SET retired=1, retired_at=? WHERE id=?", (now, kid))
-                        self._audit(conn, now, "config", "retire", kid, {"retired": False}, {"retired": True})
             self._secrets = secrets
             self._reload()
 
@@ -131,7 +144,7 @@ class KeyPool:
         """A usable key for (provider, model), or NoKeyAvailable (429 / 503) at once; never blocks long."""
         with self._lock:
             self._maybe_refresh()
-            now = self._clock()
+            now = self.clock()
             s = self.settings
             candidates, probes = [], []
             for kid in self._by_provider.get(provider, ()):
@@ -172,7 +185,8 @@ class KeyPool:
         if outcome not in errors.OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         s = self.settings
-        now = self._clock()
+        now = self.clock()
+        writes: list[Tx] = []
         with self._lock:
             st = self._states.get(key_id)
             if st is None:
@@ -196,227 +210,186 @@ class KeyPool:
             nb = self._next_breaker(st.breaker, outcome, now)
             if nb != st.breaker:
                 st.breaker = nb
-                self._write(self._tx_breaker(key_id, outcome, now), key_id)
+                writes.append(self._tx_breaker(key_id, outcome, now))
             if outcome == errors.QUOTA:
                 until = cooldown.cooldown_until(now, retry_after=retry_after, daily=daily,
                                                 default_s=s.default_cooldown_s, min_s=s.min_cooldown_s,
-                                                tz=s.reset_tz(st.provider))
+                                                tz=s.reset_tz(st.provider), max_s=s.max_cooldown_s)
                 cds = self._cooldowns.setdefault(key_id, {})
-                if until > cds.get(model, -math.inf):  # the DB keeps the max anyway; skip useless writes
+                if until > cds.get(model, -math.inf):  # the store keeps the max anyway; skip useless writes
                     cds[model] = until
-                    self._write(self._tx_cooldown(key_id, model, until), key_id)
-            elif outcome == errors.AUTH and self._states[key_id].status != STATUS_INVALID:
-                self._states[key_id].status = STATUS_INVALID  # _write may have replaced the view object
-                self._write(self._tx_invalid(key_id, err, now), key_id)
+                    self._cooldowns[key_id] = bounded_cooldowns(cds, now)
+                    writes.append(self._tx_cooldown(key_id, model, until, now))
+            elif outcome == errors.AUTH and st.status != STATUS_INVALID:
+                st.status = STATUS_INVALID
+                writes.append(self._tx_invalid(key_id, err, now))
+        for fn in writes:  # outside the pool lock: a locked database delays this caller only
+            self.write(fn, key_id)
 
-    # --- admin --------------------------------------------------------------------------------
+    # --- views --------------------------------------------------------------------------------
 
     def describe(self) -> list[dict]:
         """Every active (not retired) key, for the admin listing."""
+        self.flush(timeout=VIEW_FLUSH_WAIT_S)
         with self._lock:
-            self.flush()
             self._maybe_refresh(force=True)
-            now = self._clock()
+            now = self.clock()
             active = [st for st in self._states.values() if not st.retired]
             return [self._public(st, now) for st in sorted(active, key=lambda k: (k.provider, k.id))]
 
     def get(self, key_id: str) -> dict | None:
+        self.flush(timeout=VIEW_FLUSH_WAIT_S)
         with self._lock:
-            self.flush()
             self._maybe_refresh(force=True)
             st = self._states.get(key_id)
-            return None if st is None else self._public(st, self._clock())
-
-    def enable(self, key_id: str, actor: str) -> None:
-        self._admin(key_id, actor, "enable", lambda c, now: c.execute(
-            "UPDATE keys SET enabled=1, disabled_reason=NULL WHERE id=?", (key_id,)))
-
-    def disable(self, key_id: str, reason: str, actor: str) -> None:
-        self._admin(key_id, actor, "disable", lambda c, now: c.execute(
-            "UPDATE keys SET enabled=0, disabled_reason=? WHERE id=?", (reason or None, key_id)))
-
-    def set_weight(self, key_id: str, weight: float, actor: str) -> None:
-        w = _check_weight(weight)
-        self._admin(key_id, actor, "set_weight", lambda c, now: c.execute(
-            "UPDATE keys SET weight_override=? WHERE id=?", (w, key_id)))
-
-    def reset(self, key_id: str, actor: str) -> None:
-        """Close the circuit, clear cooldowns and invalid status, health back to 1."""
-        def apply(c: sqlite3.Connection, now: float) -> None:
-            c.execute("UPDATE keys SET circuit='closed', open_until=NULL, failures=0, last_failure_at=NULL,"
-                      " probe_at=NULL, status='ok', status_reason=NULL, status_at=?, health=1.0, health_at=?"
-                      " WHERE id=?", (now, now, key_id))
-            c.execute("DELETE FROM key_cooldowns WHERE key_id=?", (key_id,))
-        with self._lock:
-            self._admin(key_id, actor, "reset", apply)
-            p = self._pending.get(key_id)
-            if p:
-                p.obs.clear()
-            self._load_key(key_id)
-
-    def revalidate(self, key_id: str, actor: str) -> None:
-        """Ask for a probe of an invalid key at the next revalidation round."""
-        self._admin(key_id, actor, "revalidate", lambda c, now: c.execute(
-            "UPDATE keys SET last_probe_at=NULL WHERE id=?", (key_id,)))
-
-    def due_for_revalidation(self) -> list[Key]:
-        """Invalid keys whose probe is due, each claimed for this worker (no two workers probe one key)."""
-        now = self._clock()
-        with self._lock:
-            self._maybe_refresh(force=True)
-            due = [st.id for st in self._states.values()
-                   if st.status == STATUS_INVALID and not st.retired and st.id in self._secrets]
-            claimed = []
-            for kid in due:
-                try:
-                    cur = self._conn.execute(
-                        "UPDATE keys SET last_probe_at=? WHERE id=? AND status='invalid' AND retired=0"
-                        " AND (last_probe_at IS NULL OR last_probe_at<=?)",
-                        (now, kid, now - self.settings.revalidate_interval_s))
-                except sqlite3.OperationalError as exc:
-                    log.warning("revalidation claim for %s failed: %s", kid, exc)
-                    continue
-                if cur.rowcount == 1:
-                    claimed.append(kid)
-                    self._load_key(kid)
-            return [self._key(kid) for kid in claimed]
-
-    def record_probe(self, key_id: str, ok: bool) -> None:
-        """Result of a revalidation probe: a pass restores an invalid key to ``ok``."""
-        now = self._clock()
-
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("UPDATE keys SET last_probe_at=? WHERE id=?", (now, key_id))
-            if ok:
-                cur = conn.execute("UPDATE keys SET status='ok', status_reason=NULL, status_at=?"
-                                   " WHERE id=? AND status='invalid'", (now, key_id))
-                if cur.rowcount:
-                    self._audit(conn, now, "system", "revalidated", key_id,
-                                {"status": STATUS_INVALID}, {"status": STATUS_OK})
-        with self._lock:
-            if key_id in self._states:
-                self._write(fn, key_id)
-
-    def audit_event(self, actor: str, action: str, before: dict | None = None,
-                    after: dict | None = None) -> None:
-        """Audit an operator action that concerns no single key (e.g. a config reload)."""
-        with self._lock, self._tx() as conn:
-            self._audit(conn, self._clock(), actor, action, None, before, after)
-
-    def audit(self, limit: int = 100) -> list[dict]:
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT id, at, actor, action, key_id, before, after FROM audit ORDER BY id DESC LIMIT ?",
-                (int(limit),)).fetchall()
-        return [{"id": r["id"], "at": r["at"], "actor": r["actor"], "action": r["action"],
-                 "key_id": r["key_id"],
-                 "before": json.loads(r["before"]) if r["before"] else None,
-                 "after": json.loads(r["after"]) if r["after"] else None} for r in rows]
+            return None if st is None else self._public(st, self.clock())
 
     def usable_count(self) -> int:
         """Active keys usable for some model right now (cooldowns are per model and not counted)."""
         with self._lock:
             self._maybe_refresh()
-            now = self._clock()
+            now = self.clock()
             return sum(1 for st in self._states.values()
                        if not st.retired and self._judge(st, None, now, frozenset()).usable)
 
-    # --- snapshot -----------------------------------------------------------------------------
-
-    def export_snapshot(self) -> dict:
+    def key(self, key_id: str) -> Key | None:
+        """The active key with this id (its secret included, for a provider call), else None."""
         with self._lock:
-            self.flush()
-            now = self._clock()
-            conn = self._conn
-            conn.execute("BEGIN")
-            try:
-                rows = conn.execute(SELECT_KEYS + " ORDER BY id").fetchall()
-                cds = conn.execute("SELECT key_id, model, until FROM key_cooldowns WHERE until > ?",
-                                   (now,)).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        by_key: dict[str, dict[str, float]] = {}
-        for r in cds:
-            by_key.setdefault(r["key_id"], {})[r["model"]] = r["until"]
-        return snapshot.document([snapshot.entry(from_row(r), by_key.get(r["id"], {})) for r in rows], now)
+            st = self._states.get(key_id)
+            if st is None or st.retired or key_id not in self._secrets:
+                return None
+            return self._key(key_id)
 
-    def import_snapshot(self, doc: dict, actor: str) -> None:
-        """Validate the whole document, then apply it in one transaction (all or nothing).
-
-        Keys absent from the document are left as they are; keys unknown to this database are
-        inserted as retired (their secret is not known until config names them).
-        """
-        entries = snapshot.validate(doc)
-        now = self._clock()
+    def knows(self, key_id: str) -> bool:
         with self._lock:
-            with self._tx() as conn:
-                known = {r["id"]: r["provider"] for r in conn.execute("SELECT id, provider FROM keys")}
-                for i, e in enumerate(entries):
-                    if e["id"] in known and known[e["id"]] != e["provider"]:
-                        raise snapshot.SnapshotError(
-                            f"keys[{i}]: key {e['id']} belongs to provider {known[e['id']]!r} here, "
-                            f"not {e['provider']!r}")
-                for e in entries:
-                    self._import_entry(conn, e, known, now, actor)
-            for e in entries:
-                self._pending.pop(e["id"], None)
+            return key_id in self._states
+
+    def revalidation_candidates(self) -> list[str]:
+        """Ids of active, configured keys marked invalid (after a fresh look at the store)."""
+        with self._lock:
+            self._maybe_refresh(force=True)
+            return [st.id for st in self._states.values()
+                    if st.status == STATUS_INVALID and not st.retired and st.id in self._secrets]
+
+    # --- hooks for proxy.keys.admin -------------------------------------------------------------
+
+    def reload(self) -> None:
+        with self._lock:
             self._reload()
+
+    def reload_key(self, key_id: str) -> None:
+        with self._lock:
+            self._load_key(key_id)
+
+    def forget_observations(self, key_id: str) -> None:
+        """Unflushed health observations no longer count (the key's health was reset)."""
+        with self._lock:
+            p = self._pending.get(key_id)
+            if p:
+                p.obs.clear()
+
+    def discard_pending(self, key_ids: list[str]) -> None:
+        """Unflushed counters of these keys are dropped (their state was replaced by an import)."""
+        with self._lock:
+            for kid in key_ids:
+                self._pending.pop(kid, None)
 
     # --- persistence --------------------------------------------------------------------------
 
-    def flush(self) -> None:
-        """Write batched counters and health observations; retry deferred transitions."""
+    def write(self, fn: Tx, kid: str, timeout: float | None = None) -> bool:
+        """Run one state transition in its own transaction, then refresh that key's view.
+
+        If the database stays locked past the deadline the transition is kept (the local view
+        already obeys it) and retried by the next flush, after any transition deferred before it.
+        """
+        with self._lock:
+            if self._retry:
+                self._retry.append((fn, kid))
+                return False
+        try:
+            with self.store.transaction(timeout) as tx:
+                fn(tx)
+        except StoreUnavailable as exc:
+            log.warning("key state write for %s deferred: %s", kid, exc)
+            with self._lock:
+                self._retry.append((fn, kid))
+            return False
+        self.reload_key(kid)
+        return True
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Write batched counters and health observations, and retry deferred transitions.
+
+        Waits for the store at most ``timeout`` (default: the store's lock wait) without holding the
+        pool lock; on failure everything is kept for the next flush. True when all was written."""
         with self._lock:
             if self._closed:
-                return
+                return True
             retry, self._retry = self._retry, []
-            for fn, kid in retry:
-                self._write(fn, kid)
-            if not self._pending:
-                return
             pending, self._pending = self._pending, {}
-            s = self.settings
-            now = self._clock()
+        for i, (fn, kid) in enumerate(retry):
             try:
-                with self._tx() as conn:
-                    for kid, p in pending.items():
-                        row = conn.execute("SELECT health, health_at, last_error_at FROM keys WHERE id=?",
-                                           (kid,)).fetchone()
-                        if row is None:
-                            continue
-                        h, at = row["health"], row["health_at"]
-                        for t, x in p.obs:
-                            h, at = health.observe(h, at, t, x, half_life=s.health_half_life_s,
-                                                   alpha=s.health_alpha)
-                        newer = p.last_error is not None and (
-                            row["last_error_at"] is None or p.last_error_at >= row["last_error_at"])
-                        conn.execute(
-                            "UPDATE keys SET requests=requests+?, errors=errors+?,"
-                            " latency_ms_total=latency_ms_total+?, latency_samples=latency_samples+?,"
-                            " last_used_at=MAX(COALESCE(last_used_at, 0), ?), health=?, health_at=?,"
-                            " last_error=CASE WHEN ? THEN ? ELSE last_error END,"
-                            " last_error_at=CASE WHEN ? THEN ? ELSE last_error_at END WHERE id=?",
-                            (p.requests, p.errors, p.latency_ms_total, p.latency_samples, p.last_used_at,
-                             h, at, newer, p.last_error, newer, p.last_error_at, kid))
-                    conn.execute("DELETE FROM key_cooldowns WHERE until < ?", (now - 3600,))
-            except sqlite3.OperationalError as exc:
-                log.warning("key counters flush deferred: %s", exc)
-                self._pending = pending  # nothing else could record meanwhile: we hold the lock
-                return
+                with self.store.transaction(timeout) as tx:
+                    fn(tx)
+            except StoreUnavailable as exc:
+                log.warning("deferred key state writes still deferred: %s", exc)
+                with self._lock:
+                    self._retry[:0] = retry[i:]
+                    self._merge_back(pending)
+                return False
+            self.reload_key(kid)
+        if not pending:
+            return True
+        try:
+            with self.store.transaction(timeout) as tx:
+                self._flush_counters(tx, pending)
+        except StoreUnavailable as exc:
+            log.warning("key counters flush deferred: %s", exc)
+            with self._lock:
+                self._merge_back(pending)
+            return False
+        with self._lock:
             for kid in pending:
                 self._load_key(kid)
+        return True
+
+    def _flush_counters(self, tx: KeyTx, pending: dict[str, _Pending]) -> None:
+        s = self.settings
+        for kid, p in pending.items():
+            row = tx.key(kid)
+            if row is None:
+                continue
+            h, at = row.health, row.health_at
+            for t, x in p.obs:
+                h, at = health.observe(h, at, t, x, half_life=s.health_half_life_s, alpha=s.health_alpha)
+            fields: dict[str, Any] = {"health": h, "health_at": at,
+                                      "last_used_at": max(row.last_used_at or 0, p.last_used_at)}
+            newer = p.last_error is not None and (row.last_error_at is None
+                                                  or p.last_error_at >= row.last_error_at)
+            if newer:
+                fields.update(last_error=p.last_error, last_error_at=p.last_error_at)
+            tx.add_counters(kid, p.requests, p.errors, p.latency_ms_total, p.latency_samples)
+            tx.update(kid, **fields)
+        tx.purge_cooldowns(self.clock() - 3600)
+
+    def _merge_back(self, pending: dict[str, _Pending]) -> None:
+        """Put an unflushed batch back in front of what was recorded meanwhile (pool lock held)."""
+        for kid, p in pending.items():
+            newer = self._pending.get(kid)
+            self._pending[kid] = p if newer is None else p.merge(newer)
 
     def close(self) -> None:
-        """Stop the flusher, flush, close the connection. Idempotent."""
+        """Stop the flusher, flush, close the store if this pool opened it. Idempotent."""
         if self._closed:
             return
         self._stop.set()
         if self._flusher is not None and self._flusher is not threading.current_thread():
             self._flusher.join(timeout=5)
+        self.flush()
         with self._lock:
-            self.flush()
             self._closed = True
-            self._conn.close()
+            if self._owns_store:
+                self.store.close()
 
     def _flush_loop(self) -> None:
         while not self._stop.wait(self.settings.flush_interval_s):
@@ -425,76 +398,41 @@ class KeyPool:
             except Exception:  # keep flushing; the next round retries
                 log.exception("key counters flush failed")
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def _write(self, fn: Tx, kid: str) -> None:
-        """Run one state transition in its own transaction, then refresh that key's view.
-
-        If the database stays locked past the busy timeout the transition is kept (the local view
-        already obeys it) and retried by the next flush.
-        """
-        try:
-            with self._tx() as conn:
-                fn(conn)
-        except sqlite3.OperationalError as exc:
-            log.warning("key state write for %s deferred: %s", kid, exc)
-            self._retry.append((fn, kid))
-            return
-        self._load_key(kid)
-
     def _maybe_refresh(self, force: bool = False) -> None:
         mono = time.monotonic()
         if not force and mono - self._checked_at < self.settings.refresh_interval_s:
             return
         self._checked_at = mono
-        if self._conn.execute("PRAGMA data_version").fetchone()[0] != self._data_version:
+        if self.store.change_token() != self._data_version:
             self._reload()
 
     def _reload(self) -> None:
-        """Replace the in-memory view with the database's (small tables: all keys, live cooldowns)."""
-        conn = self._conn
-        now = self._clock()
-        conn.execute("BEGIN")
-        try:
-            version = conn.execute("PRAGMA data_version").fetchone()[0]
-            rows = conn.execute(SELECT_KEYS).fetchall()
-            cds = conn.execute("SELECT key_id, model, until FROM key_cooldowns WHERE until > ?",
-                               (now,)).fetchall()
-        finally:
-            conn.execute("COMMIT")
-        self._states = {r["id"]: from_row(r) for r in rows}
+        """Replace the in-memory view with the store's (small tables: all keys, live cooldowns)."""
+        now = self.clock()
+        version = self.store.change_token()
+        with self.store.snapshot() as tx:
+            rows, cds = tx.keys(), tx.all_cooldowns(now)
+        self._states = {st.id: st for st in rows}
         by_provider: dict[str, list[str]] = {}
         for kid in sorted(self._states):
             by_provider.setdefault(self._states[kid].provider, []).append(kid)
         self._by_provider = by_provider
-        self._cooldowns = {}
-        for r in cds:
-            self._cooldowns.setdefault(r["key_id"], {})[r["model"]] = r["until"]
+        self._cooldowns = cds
         for kid in self._pending:
             self._reapply(kid)
         self._data_version = version
 
     def _load_key(self, kid: str) -> None:
-        row = self._conn.execute(SELECT_KEYS + " WHERE id=?", (kid,)).fetchone()
-        if row is None:
+        with self.store.snapshot() as tx:
+            st = tx.key(kid)
+            cds = tx.cooldowns(kid, self.clock()) if st is not None else {}
+        if st is None:
             return
         if kid not in self._states:
-            self._by_provider.setdefault(row["provider"], []).append(kid)
-            self._by_provider[row["provider"]].sort()
-        self._states[kid] = from_row(row)
-        cds = self._conn.execute("SELECT model, until FROM key_cooldowns WHERE key_id=? AND until > ?",
-                                 (kid, self._clock())).fetchall()
-        self._cooldowns[kid] = {r["model"]: r["until"] for r in cds}
+            self._by_provider.setdefault(st.provider, []).append(kid)
+            self._by_provider[st.provider].sort()
+        self._states[kid] = st
+        self._cooldowns[kid] = cds
         self._reapply(kid)
 
     def _reapply(self, kid: str) -> None:
@@ -515,121 +453,46 @@ class KeyPool:
                                   open_s=s.breaker_open_s)
 
     def _tx_breaker(self, kid: str, outcome: str, now: float) -> Tx:
-        def fn(conn: sqlite3.Connection) -> None:
-            row = conn.execute("SELECT circuit, open_until, failures, last_failure_at, probe_at FROM keys"
-                               " WHERE id=?", (kid,)).fetchone()
+        def fn(tx: KeyTx) -> None:
+            row = tx.key(kid)
             if row is None:
                 return
-            b = breaker_from_row(row)
-            nb = self._next_breaker(b, outcome, now)
-            if nb != b:
-                conn.execute("UPDATE keys SET circuit=?, open_until=?, failures=?, last_failure_at=?,"
-                             " probe_at=? WHERE id=?", (*astuple(nb), kid))
+            nb = self._next_breaker(row.breaker, outcome, now)
+            if nb != row.breaker:
+                tx.update(kid, breaker=nb)
         return fn
 
-    def _tx_cooldown(self, kid: str, model: str, until: float) -> Tx:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute("INSERT INTO key_cooldowns(key_id, model, until) VALUES (?,?,?)"
-                         " ON CONFLICT(key_id, model) DO UPDATE SET until=MAX(until, excluded.until)",
-                         (kid, model, until))
+    @staticmethod
+    def _tx_cooldown(kid: str, model: str, until: float, now: float) -> Tx:
+        def fn(tx: KeyTx) -> None:
+            tx.raise_cooldown(kid, model, until, now)
         return fn
 
-    def _tx_invalid(self, kid: str, reason: str | None, now: float) -> Tx:
-        def fn(conn: sqlite3.Connection) -> None:
-            cur = conn.execute("UPDATE keys SET status='invalid', status_reason=?, status_at=?,"
-                               " last_probe_at=? WHERE id=? AND status='ok'", (reason, now, now, kid))
-            if cur.rowcount:
-                self._audit(conn, now, "system", "invalid", kid, {"status": STATUS_OK},
-                            {"status": STATUS_INVALID, "reason": reason})
+    @staticmethod
+    def _tx_invalid(kid: str, reason: str | None, now: float) -> Tx:
+        def fn(tx: KeyTx) -> None:
+            if tx.mark_invalid(kid, reason, now):
+                tx.add_audit(now, "system", "invalid", kid, {"status": STATUS_OK},
+                             {"status": STATUS_INVALID, "reason": reason})
         return fn
 
     def _claim_probe(self, kid: str, now: float) -> bool:
         """Claim the single half-open probe across all workers (one conditional UPDATE)."""
         try:
-            cur = self._conn.execute(
-                "UPDATE keys SET circuit='half_open', probe_at=? WHERE id=? AND ("
-                " (circuit='open' AND (open_until IS NULL OR open_until<=?))"
-                " OR (circuit='half_open' AND (probe_at IS NULL OR probe_at<=?)))",
-                (now, kid, now, now - self.settings.probe_timeout_s))
-        except sqlite3.OperationalError as exc:
+            with self.store.transaction(CLAIM_WAIT_S) as tx:
+                won = tx.claim_half_open(kid, now, now - self.settings.probe_timeout_s)
+        except StoreUnavailable as exc:
             log.warning("half-open claim for %s failed: %s", kid, exc)
             return False
         self._load_key(kid)
-        return cur.rowcount == 1
+        return won
 
-    def _admin(self, kid: str, actor: str, action: str,
-               apply: Callable[[sqlite3.Connection, float], object]) -> None:
-        """One operator change and its audit row in one transaction; KeyError for an unknown id."""
-        now = self._clock()
-        with self._lock:
-            with self._tx() as conn:
-                before = self._audit_view(conn, kid, now)
-                if before is None:
-                    raise KeyError(kid)
-                apply(conn, now)
-                self._audit(conn, now, actor, action, kid, before, self._audit_view(conn, kid, now))
-            self._load_key(kid)
-
-    def _import_entry(self, conn: sqlite3.Connection, e: dict, known: dict[str, str], now: float,
-                      actor: str) -> None:
-        kid = e["id"]
-        before = None
-        if kid in known:
-            before = self._audit_view(conn, kid, now)
-        else:
-            conn.execute("INSERT INTO keys(id, provider, label, config_weight, retired, retired_at,"
-                         " created_at) VALUES (?,?,?,?,1,?,?)",
-                         (kid, e["provider"], e["label"], e["weight"] if e["weight"] > 0 else 1.0, now, now))
-        c, n = e["circuit"], e["counters"]
-        conn.execute(
-            "UPDATE keys SET weight_override=?, enabled=?, disabled_reason=?, status=?, status_reason=?,"
-            " status_at=?, circuit=?, open_until=?, failures=?, last_failure_at=?, probe_at=?, health=?,"
-            " health_at=?, requests=?, errors=?, latency_ms_total=?, latency_samples=?, last_error=?,"
-            " last_error_at=?, last_used_at=?, last_probe_at=? WHERE id=?",
-            (e["weight_override"], int(e["enabled"]), e["disabled_reason"], e["status"], e["status_reason"],
-             e["status_at"], c["state"], c["open_until"], c["failures"], c["last_failure_at"], c["probe_at"],
-             e["health"], e["health_at"], n["requests"], n["errors"], n["latency_ms_total"],
-             n["latency_samples"], e["last_error"], e["last_error_at"], e["last_used_at"], e["last_probe_at"],
-             kid))
-        conn.execute("DELETE FROM key_cooldowns WHERE key_id=?", (kid,))
-        conn.executemany("INSERT INTO key_cooldowns(key_id, model, until) VALUES (?,?,?)",
-                         [(kid, m, u) for m, u in e["cooldowns"].items()])
-        self._audit(conn, now, actor, "import", kid, before, self._audit_view(conn, kid, now))
-
-    @staticmethod
-    def _audit_view(conn: sqlite3.Connection, kid: str, now: float) -> dict | None:
-        r = conn.execute("SELECT enabled, disabled_reason, status, config_weight, weight_override, circuit,"
-                         " open_until, failures, health FROM keys WHERE id=?", (kid,)).fetchone()
-        if r is None:
-            return None
-        cds = conn.execute("SELECT model, until FROM key_cooldowns WHERE key_id=? AND until > ?"
-                           " ORDER BY model", (kid, now)).fetchall()
-        return {"enabled": bool(r["enabled"]), "disabled_reason": r["disabled_reason"], "status": r["status"],
-                "weight": r["config_weight"] if r["weight_override"] is None else r["weight_override"],
-                "circuit": r["circuit"], "open_until": r["open_until"], "failures": r["failures"],
-                "health": round(r["health"], 4), "cooldowns": {c["model"]: c["until"] for c in cds}}
-
-    @staticmethod
-    def _audit(conn: sqlite3.Connection, now: float, actor: str, action: str, kid: str | None,
-               before: dict | None, after: dict | None) -> None:
-        conn.execute("INSERT INTO audit(at, actor, action, key_id, before, after) VALUES (?,?,?,?,?,?)",
-                     (now, actor, action, kid, None if before is None else json.dumps(before, sort_keys=True),
-                      None if after is None else json.dumps(after, sort_keys=True)))
-
-    # --- views ----------------------------------------------------------------------------------
+    # --- view helpers ---------------------------------------------------------------------------
 
     def _judge(self, st: KeyState, model: str | None, now: float, exclude: frozenset[str]) -> Verdict:
         until = self._cooldowns.get(st.id, {}).get(model) if model is not None else None
         return judge(st, until, now, probe_timeout=self.settings.probe_timeout_s, excluded=st.id in exclude,
                      has_secret=st.id in self._secrets)
-
-    def key(self, key_id: str) -> Key | None:
-        """The active key with this id (its secret included, for a provider call), else None."""
-        with self._lock:
-            st = self._states.get(key_id)
-            if st is None or st.retired or key_id not in self._secrets:
-                return None
-            return self._key(key_id)
 
     def _key(self, kid: str) -> Key:
         st = self._states[kid]

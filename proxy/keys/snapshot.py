@@ -1,4 +1,4 @@
-"""The JSON snapshot of all key state: build, checksum and validate (pure; the pool does the I/O).
+"""The JSON snapshot of all key state: build, checksum and validate (pure; ``KeyAdmin`` does the I/O).
 
 Format (version 1)::
 
@@ -15,9 +15,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import time
 from datetime import UTC, datetime
 from typing import Any
 
+from ..store.base import MAX_COOLDOWNS_PER_KEY
 from . import breaker
 from .ids import ID_PATTERN
 from .state import STATUS_INVALID, STATUS_OK, KeyState
@@ -25,6 +27,13 @@ from .state import STATUS_INVALID, STATUS_OK, KeyState
 FORMAT = "keyrelay.snapshot"
 VERSION = 1
 MAX_WEIGHT = 1000.0
+MAX_KEYS = 10_000
+MAX_COUNT = 2**53  # counters: exact in JSON and within SQLite's INTEGER
+MAX_FAILURES = 1_000_000
+MAX_TEXT = 1000  # label, reasons, last error
+MAX_MODEL_LEN = 256
+CLOCK_SKEW_S = 3600.0  # event times (last used, probed, ...) may be at most this far in the future
+DEFAULT_MAX_COOLDOWN_S = 172800.0
 
 _ENTRY_FIELDS = {
     "id", "provider", "label", "retired", "enabled", "disabled_reason", "status", "status_reason",
@@ -116,7 +125,12 @@ def _fields(where: str, obj: Any, expected: set[str]) -> None:
         raise SnapshotError(f"{where} has unknown field(s) {', '.join(sorted(extra))}")
 
 
-def _validate_entry(i: int, e: Any) -> None:
+def _not_after(where: str, v: float | None, limit: float, now: float, why: str) -> None:
+    if v is not None and v > limit:
+        raise SnapshotError(f"{where} is {v - now:.0f}s in the future, more than {why}")
+
+
+def _validate_entry(i: int, e: Any, now: float, max_cooldown_s: float) -> None:
     w = f"keys[{i}]"
     _fields(w, e, _ENTRY_FIELDS)
     if not isinstance(e["id"], str) or not ID_PATTERN.match(e["id"]):
@@ -126,6 +140,8 @@ def _validate_entry(i: int, e: Any) -> None:
         raise SnapshotError(f"{w}.provider must not be empty")
     for name in ("label", "disabled_reason", "status_reason", "last_error"):
         _str(f"{w}.{name}", e[name], null=True)
+        if e[name] is not None and len(e[name]) > MAX_TEXT:
+            raise SnapshotError(f"{w}.{name} must be at most {MAX_TEXT} characters, got {len(e[name])}")
     for name in ("retired", "enabled"):
         _bool(f"{w}.{name}", e[name])
     if e["status"] not in (STATUS_OK, STATUS_INVALID):
@@ -143,27 +159,48 @@ def _validate_entry(i: int, e: Any) -> None:
     if c["state"] not in breaker.STATES:
         raise SnapshotError(f"{w}.circuit.state must be one of {', '.join(breaker.STATES)},"
                             f" got {c['state']!r}")
-    _num(f"{w}.circuit.failures", c["failures"], lo=0, integer=True)
+    _num(f"{w}.circuit.failures", c["failures"], lo=0, hi=MAX_FAILURES, integer=True)
     for name in ("open_until", "last_failure_at", "probe_at"):
         _num(f"{w}.circuit.{name}", c[name], lo=0, null=True)
+    cooldown_limit, cooldown_why = now + max_cooldown_s, f"key_manager.max_cooldown_s ({max_cooldown_s:g}s)"
+    event_limit, event_why = now + CLOCK_SKEW_S, f"the allowed clock skew ({CLOCK_SKEW_S:g}s)"
+    _not_after(f"{w}.circuit.open_until", c["open_until"], cooldown_limit, now, cooldown_why)
+    for name in ("last_failure_at", "probe_at"):
+        _not_after(f"{w}.circuit.{name}", c[name], event_limit, now, event_why)
+    for name in ("status_at", "last_error_at", "last_used_at", "last_probe_at", "health_at"):
+        _not_after(f"{w}.{name}", e[name], event_limit, now, event_why)
     if not isinstance(e["cooldowns"], dict):
         raise SnapshotError(f"{w}.cooldowns must be an object of model -> epoch seconds")
+    if len(e["cooldowns"]) > MAX_COOLDOWNS_PER_KEY:
+        raise SnapshotError(f"{w}.cooldowns has {len(e['cooldowns'])} models, at most"
+                            f" {MAX_COOLDOWNS_PER_KEY} are kept per key")
     for model, until in e["cooldowns"].items():
         if not model:
             raise SnapshotError(f"{w}.cooldowns has an empty model name")
+        if len(model) > MAX_MODEL_LEN:
+            raise SnapshotError(f"{w}.cooldowns has a model name longer than {MAX_MODEL_LEN} characters")
         _num(f"{w}.cooldowns[{model!r}]", until, lo=0)
+        _not_after(f"{w}.cooldowns[{model!r}]", until, cooldown_limit, now, cooldown_why)
     cnt = e["counters"]
     _fields(f"{w}.counters", cnt, _COUNTER_FIELDS)
     for name in ("requests", "errors", "latency_samples"):
-        _num(f"{w}.counters.{name}", cnt[name], lo=0, integer=True)
-    _num(f"{w}.counters.latency_ms_total", cnt["latency_ms_total"], lo=0)
+        _num(f"{w}.counters.{name}", cnt[name], lo=0, hi=MAX_COUNT, integer=True)
+    _num(f"{w}.counters.latency_ms_total", cnt["latency_ms_total"], lo=0, hi=float(MAX_COUNT))
+    for name in ("errors", "latency_samples"):
+        if cnt[name] > cnt["requests"]:
+            raise SnapshotError(f"{w}.counters.{name} ({cnt[name]}) exceeds counters.requests"
+                                f" ({cnt['requests']})")
 
 
-def validate(doc: Any) -> list[dict]:
+def validate(doc: Any, *, now: float | None = None,
+             max_cooldown_s: float = DEFAULT_MAX_COOLDOWN_S) -> list[dict]:
     """Check a whole document before anything is applied; returns its key entries.
 
     Raises SnapshotError naming the first problem (format, version, checksum, a field's type/range).
+    Cooldowns and open circuits may end at most ``max_cooldown_s`` after ``now`` (refused, not
+    clamped: a snapshot asking for more is wrong, and the operator should see where).
     """
+    now = time.time() if now is None else now
     if not isinstance(doc, dict):
         raise SnapshotError("snapshot must be a JSON object")
     if doc.get("format") != FORMAT:
@@ -184,9 +221,11 @@ def validate(doc: Any) -> list[dict]:
         raise SnapshotError("snapshot checksum mismatch: the document was modified or damaged")
     if not isinstance(doc["keys"], list):
         raise SnapshotError("snapshot.keys must be a list")
+    if len(doc["keys"]) > MAX_KEYS:
+        raise SnapshotError(f"snapshot.keys has {len(doc['keys'])} entries, at most {MAX_KEYS} are accepted")
     seen: set[str] = set()
     for i, e in enumerate(doc["keys"]):
-        _validate_entry(i, e)
+        _validate_entry(i, e, now, max_cooldown_s)
         if e["id"] in seen:
             raise SnapshotError(f"keys[{i}].id {e['id']} appears twice")
         seen.add(e["id"])

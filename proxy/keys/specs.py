@@ -44,7 +44,8 @@ class KeySettings:
     revalidate_interval_s: float = 300.0
     flush_interval_s: float = 0.25
     refresh_interval_s: float = 0.1
-    busy_timeout_ms: int = 2000
+    max_cooldown_s: float = 172800.0  # no cooldown lasts longer (upstream Retry-After, snapshot import)
+    busy_timeout_ms: int = 2000  # longest (cooperative) wait for the database write lock
     max_error_len: int = 300
 
     def __post_init__(self) -> None:
@@ -53,12 +54,15 @@ class KeySettings:
                 ZoneInfo(tz)
             except (ZoneInfoNotFoundError, ValueError):
                 raise ValueError(f"unknown time zone {tz!r} for daily quota resets") from None
-        positive = ("default_cooldown_s", "breaker_window_s", "breaker_open_s", "probe_timeout_s",
-                    "health_half_life_s", "revalidate_interval_s", "flush_interval_s", "slow_latency_ms")
+        positive = ("default_cooldown_s", "max_cooldown_s", "breaker_window_s", "breaker_open_s",
+                    "probe_timeout_s", "health_half_life_s", "revalidate_interval_s", "flush_interval_s",
+                    "slow_latency_ms")
         for name in positive:
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v > 0):
                 raise ValueError(f"KeySettings.{name} must be a positive number, got {v!r}")
+        if self.default_cooldown_s > self.max_cooldown_s:
+            raise ValueError("KeySettings.default_cooldown_s must not exceed max_cooldown_s")
         if self.breaker_failures < 1:
             raise ValueError("KeySettings.breaker_failures must be >= 1")
         if not 0 < self.health_alpha <= 1 or not 0 <= self.health_floor <= 1:

@@ -1,8 +1,9 @@
-"""SQLite connection lifecycle and the migrations runner.
+"""SQLite connection lifecycle and the migrations runner (SQLite-specific; used by ``sqlite.py``).
 
 One database file is the single source of truth shared by every gunicorn worker. Connections use WAL
-mode and a short busy timeout; write transactions must stay tiny (a blocked lock wait stalls every
-greenlet of a gevent worker).
+mode; write transactions must stay tiny. SQLite's busy handler waits inside C, which would stall
+every greenlet of a gevent worker, so ``SQLiteStore`` sets ``busy_timeout=0`` after migrating and
+waits for locks itself, cooperatively.
 """
 from __future__ import annotations
 

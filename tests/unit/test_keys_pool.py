@@ -9,7 +9,7 @@ from keys_support import FAST, SECRETS, SPECS, Clock, eventually, make_pool
 
 from proxy import errors
 from proxy.errors import NoKeyAvailable
-from proxy.keys import KeyPool, KeySpec, key_id
+from proxy.keys import KeyAdmin, KeyPool, KeySpec, key_id
 
 G = [key_id("gemini", s) for s in SECRETS]
 M = "gemini-2.5-flash"
@@ -51,7 +51,7 @@ def test_keyless_provider_has_one_implicit_key(pool):
 
 
 def test_never_picks_unusable_keys_and_honours_exclude(pool, clock):
-    pool.disable(G[0], "leaked", actor="alice")
+    KeyAdmin(pool).disable(G[0], "leaked", actor="alice")
     pool.record(G[1], M, errors.AUTH, error="API_KEY_INVALID")
     assert {pool.acquire("gemini", M).id for _ in range(100)} == {G[2]}
     with pytest.raises(NoKeyAvailable) as ei:
@@ -143,7 +143,7 @@ def test_503_for_unknown_provider_and_all_disabled(pool):
         pool.acquire("nope", M)
     assert ei.value.status == 503 and ei.value.diagnosis[0]["keys"] == []
     for kid in G:
-        pool.disable(kid, "", actor="ops")
+        KeyAdmin(pool).disable(kid, "", actor="ops")
     with pytest.raises(NoKeyAvailable) as ei:
         pool.acquire("gemini", M)
     assert ei.value.status == 503 and {k["reason"] for k in ei.value.diagnosis[0]["keys"]} == {"disabled"}
@@ -151,12 +151,12 @@ def test_503_for_unknown_provider_and_all_disabled(pool):
 
 
 def test_admin_ops_audit_and_errors(pool, clock):
-    pool.disable(G[0], "rotating", actor="alice")
-    pool.enable(G[0], actor="bob")
-    pool.set_weight(G[1], 2.5, actor="alice")
+    KeyAdmin(pool).disable(G[0], "rotating", actor="alice")
+    KeyAdmin(pool).enable(G[0], actor="bob")
+    KeyAdmin(pool).set_weight(G[1], 2.5, actor="alice")
     pool.record(G[2], M, errors.QUOTA)
-    pool.reset(G[2], actor="carol")
-    entries = pool.audit()
+    KeyAdmin(pool).reset(G[2], actor="carol")
+    entries = KeyAdmin(pool).audit()
     assert [(e["actor"], e["action"], e["key_id"]) for e in entries] == [
         ("carol", "reset", G[2]), ("alice", "set_weight", G[1]), ("bob", "enable", G[0]),
         ("alice", "disable", G[0])]
@@ -164,13 +164,13 @@ def test_admin_ops_audit_and_errors(pool, clock):
     assert (entries[-1]["after"]["enabled"], entries[-1]["after"]["disabled_reason"]) == (False, "rotating")
     assert entries[1]["after"]["weight"] == 2.5 and pool.get(G[1])["weight"] == 2.5
     assert entries[0]["before"]["cooldowns"] and entries[0]["after"]["cooldowns"] == {}
-    assert pool.audit(limit=1) == entries[:1]
+    assert KeyAdmin(pool).audit(limit=1) == entries[:1]
     with pytest.raises(KeyError):
-        pool.disable("k_0000000000", "x", actor="a")
+        KeyAdmin(pool).disable("k_0000000000", "x", actor="a")
     for bad in (0, -1, float("nan"), 1e9, "2"):
         with pytest.raises(ValueError):
-            pool.set_weight(G[0], bad, actor="a")
-    assert len(pool.audit()) == 4
+            KeyAdmin(pool).set_weight(G[0], bad, actor="a")
+    assert len(KeyAdmin(pool).audit()) == 4
 
 
 def test_reset_clears_invalid_circuit_cooldowns_and_health(pool):
@@ -179,7 +179,7 @@ def test_reset_clears_invalid_circuit_cooldowns_and_health(pool):
         pool.record(G[1], M, errors.TRANSIENT)
     pool.record(G[2], M, errors.QUOTA)
     for kid in G:
-        pool.reset(kid, actor="ops")
+        KeyAdmin(pool).reset(kid, actor="ops")
     for d in pool.describe()[:3]:
         got = (d["status"], d["circuit"], d["cooldowns"], d["health"], d["usable"])
         assert got == ("ok", "closed", {}, 1.0, True)
@@ -188,7 +188,7 @@ def test_reset_clears_invalid_circuit_cooldowns_and_health(pool):
 def test_retire_and_restore_keeps_history(pool, clock):
     for _ in range(4):
         pool.record(G[0], M, errors.OK)
-    pool.disable(G[0], "old", actor="a")
+    KeyAdmin(pool).disable(G[0], "old", actor="a")
     pool.sync(SPECS[1:])
     assert G[0] not in [d["id"] for d in pool.describe()]
     assert pool.get(G[0])["retired"] is True
@@ -197,7 +197,7 @@ def test_retire_and_restore_keeps_history(pool, clock):
     pool.sync(SPECS)
     d = pool.get(G[0])
     assert (d["retired"], d["requests"], d["enabled"], d["disabled_reason"]) == (False, 4, False, "old")
-    assert [e["action"] for e in pool.audit()[:2]] == ["restore", "retire"]
+    assert [e["action"] for e in KeyAdmin(pool).audit()[:2]] == ["restore", "retire"]
     with pytest.raises(ValueError):
         pool.sync([SPECS[0], SPECS[0]])
 
@@ -209,22 +209,22 @@ def test_auth_invalid_then_revalidation_restores(tmp_path, clock):
     try:
         a.record(G[0], M, errors.AUTH, error=f"key {SECRETS[0]} invalid")
         assert a.get(G[0])["status"] == "invalid"
-        assert a.due_for_revalidation() == []  # not before the interval
+        assert KeyAdmin(a).due_for_revalidation() == []  # not before the interval
         clock.t += 300
-        due = a.due_for_revalidation()
+        due = KeyAdmin(a).due_for_revalidation()
         assert [(k.id, k.secret) for k in due] == [(G[0], SECRETS[0])]
-        assert b.due_for_revalidation() == []  # claimed by worker a
-        a.record_probe(G[0], False)
+        assert KeyAdmin(b).due_for_revalidation() == []  # claimed by worker a
+        KeyAdmin(a).record_probe(G[0], False)
         assert a.get(G[0])["status"] == "invalid"
         clock.t += 300
         probed = []
-        assert revalidate_once(b, lambda k: probed.append(k.id) or True) == 1
+        assert revalidate_once(KeyAdmin(b), lambda k: probed.append(k.id) or True) == 1
         assert probed == [G[0]]
         assert a.get(G[0])["status"] == "ok"
         a.record(G[1], M, errors.AUTH)
-        a.revalidate(G[1], actor="ops")  # operator asks for a probe now
-        assert [k.id for k in b.due_for_revalidation()] == [G[1]]
-        actions = [e["action"] for e in a.audit()]
+        KeyAdmin(a).revalidate(G[1], actor="ops")  # operator asks for a probe now
+        assert [k.id for k in KeyAdmin(b).due_for_revalidation()] == [G[1]]
+        actions = [e["action"] for e in KeyAdmin(a).audit()]
         assert actions[:4] == ["revalidate", "invalid", "revalidated", "invalid"]
     finally:
         a.close()
@@ -239,7 +239,7 @@ def test_run_revalidation_loop_stops(tmp_path, clock):
     p.record(G[0], M, errors.AUTH)
     clock.t += 301
     stop = threading.Event()
-    t = threading.Thread(target=run_revalidation, args=(p, lambda k: True, stop, 0.01))
+    t = threading.Thread(target=run_revalidation, args=(KeyAdmin(p), lambda k: True, stop, 0.01))
     t.start()
     try:
         eventually(lambda: p.get(G[0])["status"] == "ok")
@@ -258,7 +258,7 @@ def test_transitions_in_one_worker_are_obeyed_by_another_within_1s(tmp_path):
     try:
         for kid in G:
             b.acquire("gemini", M, exclude=frozenset(set(G) - {kid}))  # b's view: all usable
-        a.disable(G[0], "leaked", actor="ops")
+        KeyAdmin(a).disable(G[0], "leaked", actor="ops")
         a.record(G[1], M, errors.AUTH)
         for _ in range(3):
             a.record(G[2], M, errors.TRANSIENT)
@@ -271,10 +271,10 @@ def test_transitions_in_one_worker_are_obeyed_by_another_within_1s(tmp_path):
             return False
         for kid in G:
             assert eventually(lambda kid=kid: b_blocked(kid)) < 1.0
-        a.reset(G[2], actor="ops")
+        KeyAdmin(a).reset(G[2], actor="ops")
         a.record(G[2], M, errors.QUOTA, retry_after=40)
         assert eventually(lambda: b_blocked(G[2])) < 1.0
-        a.reset(G[2], actor="ops")
+        KeyAdmin(a).reset(G[2], actor="ops")
         assert eventually(lambda: not b_blocked(G[2])) < 1.0
     finally:
         a.close()
@@ -332,7 +332,7 @@ def test_half_open_claim_race_between_threads(tmp_path, clock):
 
 def test_restart_keeps_every_state(tmp_path, clock):
     a = make_pool(tmp_path / "k.db", clock)
-    a.disable(G[0], "leaked", actor="ops")
+    KeyAdmin(a).disable(G[0], "leaked", actor="ops")
     a.record(G[1], M, errors.AUTH)
     for _ in range(3):
         a.record(G[2], M, errors.TRANSIENT)

@@ -19,11 +19,11 @@ import sys, time
 sys.path[:0] = [{repo!r}, {here!r}]
 from keys_support import FAST, SECRETS, SPECS, make_pool
 from proxy import errors
-from proxy.keys import key_id
+from proxy.keys import KeyAdmin, key_id
 from dataclasses import replace
 G = [key_id("gemini", s) for s in SECRETS]
 p = make_pool({db!r}, settings=replace(FAST, flush_interval_s=3600.0))
-p.disable(G[0], "killed-test", actor="child")
+KeyAdmin(p).disable(G[0], "killed-test", actor="child")
 p.record(G[1], "m", errors.AUTH)
 for _ in range(3):
     p.record(G[2], "m", errors.TRANSIENT)

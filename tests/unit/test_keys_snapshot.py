@@ -8,7 +8,7 @@ import pytest
 from keys_support import SECRETS, SPECS, Clock, make_pool
 
 from proxy import errors
-from proxy.keys import KeySpec, SnapshotError, key_id
+from proxy.keys import KeyAdmin, KeySpec, SnapshotError, key_id
 from proxy.keys.snapshot import checksum
 
 G = [key_id("gemini", s) for s in SECRETS]
@@ -21,8 +21,8 @@ def busy_pool(path, clock):
     p = make_pool(path, clock, specs=SPECS + [KeySpec("gemini", RETIRED_SECRET)], start_flusher=False)
     p.record(key_id("gemini", RETIRED_SECRET), M, errors.OK, latency_ms=7)
     p.sync(SPECS)
-    p.disable(G[0], "leaked", actor="ops")
-    p.set_weight(G[0], 3.5, actor="ops")
+    KeyAdmin(p).disable(G[0], "leaked", actor="ops")
+    KeyAdmin(p).set_weight(G[0], 3.5, actor="ops")
     p.record(G[1], M, errors.AUTH, error=f"API key {SECRETS[1]} not valid")
     for _ in range(3):
         p.record(G[2], M, errors.TRANSIENT, latency_ms=30000, error="upstream timeout")
@@ -45,7 +45,7 @@ def test_round_trip_through_a_fresh_database_is_identical(tmp_path):
     clock = Clock()
     db = tmp_path / "k.db"
     p = busy_pool(db, clock)
-    doc1 = p.export_snapshot()
+    doc1 = KeyAdmin(p).export_snapshot()
     p.close()
     json.dumps(doc1, allow_nan=False)  # plain JSON
     assert doc1["format"] == "keyrelay.snapshot" and doc1["version"] == 1
@@ -54,15 +54,15 @@ def test_round_trip_through_a_fresh_database_is_identical(tmp_path):
         f.unlink()
     clock.t += 5
     q = make_pool(db, clock, start_flusher=False)
-    q.import_snapshot(copy.deepcopy(doc1), actor="restore-bot")
-    doc2 = q.export_snapshot()
+    KeyAdmin(q).import_snapshot(copy.deepcopy(doc1), actor="restore-bot")
+    doc2 = KeyAdmin(q).export_snapshot()
     assert strip(doc2) == strip(doc1)
     assert doc2["exported_at"] != doc1["exported_at"]
     d = {x["id"]: x for x in q.describe()}
     assert d[G[0]]["enabled"] is False and d[G[0]]["weight"] == 3.5
     assert d[G[1]]["status"] == "invalid" and d[G[2]]["circuit"] == "open"
     assert q.get(key_id("gemini", RETIRED_SECRET))["retired"] is True
-    assert {e["action"] for e in q.audit()} == {"import"}
+    assert {e["action"] for e in KeyAdmin(q).audit()} == {"import"}
     q.close()
 
 
@@ -70,7 +70,7 @@ def test_no_secret_in_snapshot_or_database_file(tmp_path):
     clock = Clock()
     db = tmp_path / "k.db"
     p = busy_pool(db, clock)
-    text = json.dumps(p.export_snapshot())
+    text = json.dumps(KeyAdmin(p).export_snapshot())
     p.flush()
     raw = db_bytes(db)
     p.close()
@@ -82,12 +82,12 @@ def test_no_secret_in_snapshot_or_database_file(tmp_path):
 
 
 def refused(pool, doc, match):
-    before = pool.export_snapshot()
-    audit_before = pool.audit()
+    before = KeyAdmin(pool).export_snapshot()
+    audit_before = KeyAdmin(pool).audit()
     with pytest.raises(SnapshotError, match=match):
-        pool.import_snapshot(doc, actor="mallory")
-    assert strip(pool.export_snapshot()) == strip(before)
-    assert pool.audit() == audit_before
+        KeyAdmin(pool).import_snapshot(doc, actor="mallory")
+    assert strip(KeyAdmin(pool).export_snapshot()) == strip(before)
+    assert KeyAdmin(pool).audit() == audit_before
 
 
 def resigned(doc):
@@ -99,9 +99,9 @@ def resigned(doc):
 def setup(tmp_path):
     clock = Clock()
     p = busy_pool(tmp_path / "k.db", clock)
-    good = p.export_snapshot()
-    p.reset(G[1], actor="ops")  # so an import would visibly change something
-    p.enable(G[0], actor="ops")
+    good = KeyAdmin(p).export_snapshot()
+    KeyAdmin(p).reset(G[1], actor="ops")  # so an import would visibly change something
+    KeyAdmin(p).enable(G[0], actor="ops")
     yield p, good
     p.close()
 
@@ -148,19 +148,20 @@ def test_refusal_of_non_documents(setup):
 def test_import_is_all_or_nothing(setup, monkeypatch):
     """A failure while applying the third entry rolls back the first two."""
     p, good = setup
-    before = p.export_snapshot()
-    real, calls = p._import_entry, []
+    adm = KeyAdmin(p)
+    before = adm.export_snapshot()
+    real, calls = adm._import_entry, []
 
-    def failing(conn, e, *args):
+    def failing(tx, e, *args):
         calls.append(e["id"])
         if len(calls) == 3:
             raise RuntimeError("disk on fire")
-        return real(conn, e, *args)
-    monkeypatch.setattr(p, "_import_entry", failing)
+        return real(tx, e, *args)
+    monkeypatch.setattr(adm, "_import_entry", failing)
     with pytest.raises(RuntimeError):
-        p.import_snapshot(copy.deepcopy(good), actor="x")
+        adm.import_snapshot(copy.deepcopy(good), actor="x")
     monkeypatch.undo()
-    assert strip(p.export_snapshot()) == strip(before) != strip(good)
-    assert not [e for e in p.audit() if e["action"] == "import"]
-    p.import_snapshot(copy.deepcopy(good), actor="x")
-    assert strip(p.export_snapshot()) == strip(good)
+    assert strip(adm.export_snapshot()) == strip(before) != strip(good)
+    assert not [e for e in adm.audit() if e["action"] == "import"]
+    adm.import_snapshot(copy.deepcopy(good), actor="x")
+    assert strip(adm.export_snapshot()) == strip(good)

@@ -1,0 +1,94 @@
+"""The key pool and admin while another connection holds the database write lock: callers that must
+write wait (at most the lock wait) without blocking the pool for everyone else, and nothing is lost."""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import replace
+
+import pytest
+from keys_support import FAST, SECRETS, make_pool
+
+from proxy import errors
+from proxy.keys import KeyAdmin, key_id
+from proxy.store.base import StoreUnavailable
+
+G = [key_id("gemini", s) for s in SECRETS]
+M = "gemini-2.5-flash"
+WAIT = replace(FAST, busy_timeout_ms=400)
+
+
+class Lock:
+    def __init__(self, path) -> None:
+        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.conn.execute("BEGIN EXCLUSIVE")
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
+
+
+def test_transition_waits_alone_then_is_deferred_and_written_by_the_next_flush(tmp_path):
+    db = tmp_path / "k.db"
+    a = make_pool(db, settings=WAIT, start_flusher=False)
+    b = make_pool(db, settings=WAIT, start_flusher=False)
+    lock = Lock(db)
+    try:
+        recorder = threading.Thread(target=a.record, args=(G[0], M, errors.AUTH))
+        recorder.start()
+        time.sleep(0.05)  # the recorder is now waiting for the write lock
+        slowest = 0.0
+        while recorder.is_alive():
+            start = time.monotonic()
+            a.acquire("gemini", M)  # the pool lock is free: acquire is not stuck behind the write
+            slowest = max(slowest, time.monotonic() - start)
+            time.sleep(0.005)
+        recorder.join()
+        assert slowest < 0.1, slowest
+        with pytest.raises(errors.NoKeyAvailable):  # the local view obeys at once
+            a.acquire("gemini", M, exclude=frozenset(G[1:]))
+        assert a.flush(timeout=0.05) is False  # still locked: kept for later
+    finally:
+        lock.release()
+    assert a.flush() is True
+    assert b.get(G[0])["status"] == "invalid"
+    assert [e["action"] for e in KeyAdmin(b).audit()][:1] == ["invalid"]
+    a.close()
+    b.close()
+
+
+def test_admin_change_under_lock_fails_cleanly_and_changes_nothing(tmp_path):
+    db = tmp_path / "k.db"
+    with make_pool(db, settings=WAIT, start_flusher=False) as p:
+        adm = KeyAdmin(p)
+        audit_before = adm.audit()
+        lock = Lock(db)
+        try:
+            start = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="locked"):
+                adm.disable(G[0], "now", actor="ops")
+            assert 0.3 <= time.monotonic() - start < 1.5
+            start = time.monotonic()
+            assert [d["id"] for d in p.describe()][:3] == sorted(G)  # reads still answer, promptly
+            assert time.monotonic() - start < 1.0
+        finally:
+            lock.release()
+        assert p.get(G[0])["enabled"] is True and adm.audit() == audit_before
+        adm.disable(G[0], "now", actor="ops")
+        assert p.get(G[0])["enabled"] is False
+
+
+def test_counters_recorded_while_locked_are_flushed_afterwards(tmp_path):
+    db = tmp_path / "k.db"
+    with make_pool(db, settings=WAIT, start_flusher=False) as p:
+        p.record(G[1], M, errors.OK, latency_ms=10)
+        lock = Lock(db)
+        try:
+            assert p.flush(timeout=0.05) is False
+            p.record(G[1], M, errors.TRANSIENT, error="later")
+        finally:
+            lock.release()
+        assert p.flush() is True
+        d = p.get(G[1])
+        assert (d["requests"], d["errors"], d["last_error"], d["latency_ms_avg"]) == (2, 1, "later", 10.0)
