@@ -172,7 +172,7 @@ class KeyPool:
         """Each key of ``provider``: can it serve ``model`` now, and if not why (for operators only)."""
         with self._lock:
             self._maybe_refresh(force=True)
-            return diagnose(self._verdicts(provider, model, self._clock(), frozenset()))
+            return diagnose(self._verdicts(provider, model, self.clock(), frozenset()))
 
     def _verdicts(self, provider: str, model: str, now: float,
                   exclude: frozenset[str]) -> list[tuple[str, Verdict]]:

@@ -65,6 +65,9 @@ def report(request):
     return get
 
 
+DIAG_TOKEN = "faults-admin-token-0123"
+
+
 def provider(name: str, keys: list[str], url: str, **extra: object) -> dict:
     return {"name": name, "type": "openai", "base_url": url + "/v1", "keys": keys, **extra}
 
@@ -364,7 +367,8 @@ def test_all_keys_invalid_or_cooling(tmp_path, mock, report):
     bad = ["sk-bad-1", "sk-bad-2", "sk-bad-3"]
     cool = ["sk-cool-1", "sk-cool-2", "sk-cool-3"]
     cfg = config([provider("bad", bad, mock.url), provider("cool", cool, mock.url)],
-                 [model("bad-chat", ("bad", "gpt-4o")), model("cool-chat", ("cool", "gpt-4o"))])
+                 [model("bad-chat", ("bad", "gpt-4o")), model("cool-chat", ("cool", "gpt-4o"))],
+                 server={"admin_token": DIAG_TOKEN})
     for k in bad:
         mock.script(key=k, behaviour=invalid_key())
     for k, secs in zip(cool, (7, 12, 20), strict=True):
@@ -384,8 +388,11 @@ def test_all_keys_invalid_or_cooling(tmp_path, mock, report):
         c2 = chat(gw, "cool-chat")
         t_cool = time.monotonic() - t0
         calls_cool = mock.count() - n
-    diag = second.json()["error"]
-    reasons = {k["id"]: k["reason"] for k in diag["details"]["keys"]}
+        auth = {"Authorization": f"Bearer {DIAG_TOKEN}"}
+        url = gw.url + "/admin/api/diagnosis?model="
+        diag = requests.get(url + "bad-chat", headers=auth, timeout=5).json()
+        cool_diag = requests.get(url + "cool-chat", headers=auth, timeout=5).json()
+    reasons = {k["id"]: k["reason"] for k in diag["targets"][0]["keys"]}
     row.errors = (f"all invalid: {first.status_code} on the first request, then {second.status_code} in "
                   f"{t_invalid * 1000:.0f} ms with per-key reasons {sorted(set(reasons.values()))}; "
                   f"all cooling: {c1.status_code} Retry-After {c1.headers.get('Retry-After')}, then "
@@ -402,7 +409,9 @@ def test_all_keys_invalid_or_cooling(tmp_path, mock, report):
     assert not any(k in body for k in bad + cool)
     assert c1.status_code == 429 and c2.status_code == 429 and calls_cool == 0 and t_cool < 0.2
     assert c1.headers["Retry-After"] == "7" and c2.headers["Retry-After"] in ("6", "7")
-    assert "cooling_down" in json.dumps(c2.json()["error"]["details"])
+    assert c2.json()["error"]["code"] == "all_keys_cooling"
+    assert second.json()["error"]["code"] == "no_usable_key"
+    assert "cooling_down" in json.dumps(cool_diag) and "details" not in c2.json()["error"]
     row.verified = True
 
 

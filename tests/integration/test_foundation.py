@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
+import time
 import sys
 
 import openai
@@ -113,9 +114,15 @@ def test_health_ready_models_and_request_id(gw):
 
 def test_runs_gevent_workers(gw):
     assert len(gw.worker_pids()) == 2
-    events = [json.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
-    ready = [e for e in events if e.get("event") == "worker_ready"]
-    assert [e["worker_class"] for e in ready] == ["GeventWorker", "GeventWorker"]
+
+    def ready() -> list[dict]:  # /healthz answers once one worker is up; the other may still be booting
+        events = [json.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+        return [e for e in events if e.get("event") == "worker_ready"]
+
+    deadline = time.monotonic() + 10
+    while len(ready()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e["worker_class"] for e in ready()] == ["GeventWorker", "GeventWorker"]
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
