@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import time
 import sys
+import time
 
 import openai
 import pytest
