@@ -115,7 +115,7 @@ def test_runs_gevent_workers(gw):
     assert len(gw.worker_pids()) == 2
     events = [json.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
     ready = [e for e in events if e.get("event") == "worker_ready"]
-    assert [e["worker_class"] for e in ready] == ["GeventWorker", "GeventWorker"]
+    assert [e["worker_class"] for e in ready] == ["DrainingGeventWorker"] * 2  # gunicorn's, subclassed
 
 
 def run_cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
