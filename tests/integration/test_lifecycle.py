@@ -161,3 +161,28 @@ def test_read_only_database_refuses_to_start_with_one_line(tmp_path, what):
     assert len(ours) == 1 and "database not writable" in ours[0] and str(db_path) in ours[0], output
     assert "Traceback" not in output
     assert "Booting worker" not in output  # refused before forking
+
+
+def database_failure_app() -> None:
+    """A gunicorn app factory whose worker cannot open its database (the master's check passed)."""
+    from proxy.store import db
+
+    raise db.DatabaseError("database unusable: cannot open /nowhere/k.db: unable to open database file")
+
+
+def test_worker_that_cannot_open_the_database_exits_1_with_one_line(tmp_path):
+    gw = Gateway(tmp_path, mock_config())
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
+    env.update(KEYRELAY_CONFIG=str(gw.config_path), KEYRELAY_BIND=f"127.0.0.1:{free_port()}",
+               KEYRELAY_WORKERS="2")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "-c", str(REPO / "config" / "gunicorn.conf.py"),
+         "tests.integration.test_lifecycle:database_failure_app()"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )
+    output = proc.stdout + proc.stderr
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("keyrelay:")]
+    assert proc.returncode == 1, output
+    assert ours == ["keyrelay: cannot start a worker: database unusable: cannot open /nowhere/k.db: "
+                    "unable to open database file"], output
+    assert "Traceback" not in output
