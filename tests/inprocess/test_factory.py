@@ -50,3 +50,11 @@ def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["JsonFormatter []", "['keyrelay-key-flush', 'keyrelay-revalidate']"]
+
+
+def test_healthz_is_503_once_the_worker_is_shutting_down(app_client):
+    """gunicorn's worker sets ``shutting_down`` when told to exit (config/gunicorn.conf.py)."""
+    assert app_client.get("/healthz").status_code == 200
+    app_client.application.extensions["keyrelay"].shutting_down.set()
+    r = app_client.get("/healthz")
+    assert r.status_code == 503 and r.json == {"status": "shutting_down"}
