@@ -9,6 +9,7 @@ drain at once when told to exit (DrainingGeventWorker) and start their backgroun
 import logging
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import sys
@@ -161,7 +162,10 @@ class DrainingGeventWorker(ggevent.GeventWorker):
             prom_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
             if prom_dir:
                 Path(prom_dir, _BOOT_ERROR).write_text(f"cannot start a worker: {reason}")
-            sys.exit(3)  # gunicorn's WORKER_BOOT_ERROR: the master halts, on_exit says why
+            # Stop the master (on_exit says why, exit 1) rather than exit with gunicorn's boot-error code 3:
+            # a second worker failing the same way while the master halts makes gunicorn raise again.
+            os.kill(self.ppid, signal.SIGTERM)
+            sys.exit(1)
 
     def handle_request(self, listener_name, req, sock, addr):  # noqa: ANN001 - gunicorn's signature
         self._idle.discard(sock)
