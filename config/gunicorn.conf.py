@@ -2,16 +2,23 @@
 
 gevent workers; bind, worker count and graceful timeout from the keyrelay config (or KEYRELAY_BIND /
 KEYRELAY_WORKERS set by `keyrelay serve`); gunicorn's own lines are JSON too, its access log off by default.
-The master validates the config and migrates the database before forking, keeps the last valid config
-across SIGHUP reloads, and owns the Prometheus multiprocess directory.
+The master validates the config, migrates the database and checks that it is writable before forking,
+keeps the last valid config across SIGHUP reloads, and owns the Prometheus multiprocess directory. Workers
+drain at once when told to exit (DrainingGeventWorker) and start their background work in post_worker_init.
 """
 import logging
 import os
 import shutil
+import signal
+import socket
+import sqlite3
 import sys
 import tempfile
+from pathlib import Path
 
+import gevent
 from gunicorn import glogging
+from gunicorn.workers import ggevent
 
 from proxy import runtime
 from proxy.config import ConfigError
@@ -32,7 +39,7 @@ _secrets = _config.secrets()
 jsonlog.setup(_config.server.log_level, _secrets)
 _log = logging.getLogger("keyrelay")
 
-worker_class = "gevent"
+_BOOT_ERROR = "boot-error"  # a worker that cannot start leaves its one-line reason here (see on_exit)
 workers = int(os.environ.get("KEYRELAY_WORKERS") or _config.server.workers)
 worker_connections = int(os.environ.get("KEYRELAY_WORKER_CONNECTIONS", "2000"))
 bind = [os.environ.get("KEYRELAY_BIND") or f"{_config.server.host}:{_config.server.port}"]
@@ -60,16 +67,45 @@ class _Logger(glogging.Logger):
 logger_class = _Logger  # ~21 us less per request with the access log off (bench/RESULTS.md)
 
 
-def on_starting(server):
+def _check_database(path: str) -> None:
+    """Migrated and writable, or exit 1 with one line: a read-only file or directory must not get as far
+    as the workers' key sync. SQLite writes its WAL files next to the database, so the directory is
+    probed too; ``BEGIN IMMEDIATE`` alone passes on a read-only WAL database, so the probe writes (a
+    table created and rolled back)."""
     from proxy.store import db
 
+    directory = Path(path).resolve().parent
     try:
-        conn = db.connect(_config.server.database)
-        db.migrate(conn)
-        conn.close()
+        directory.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        sys.exit(_fail(f"database not writable: {path}: directory {directory}: {exc.strerror or exc}"))
+    try:
+        conn = db.connect(path)
     except db.DatabaseError as exc:
-        sys.stderr.write(f"keyrelay: {exc}\n")
-        sys.exit(1)
+        sys.exit(_fail(str(exc)))
+    try:
+        db.migrate(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("CREATE TABLE keyrelay_write_probe (x INTEGER)")
+    except db.DatabaseError as exc:
+        sys.exit(_fail(str(exc)))
+    except sqlite3.Error as exc:
+        sys.exit(_fail(f"database not writable: {path}: {exc}"))
+    finally:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        conn.close()
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"keyrelay: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    return 1
+
+
+def on_starting(server):
+    _check_database(_config.server.database)
     prom_dir = tempfile.mkdtemp(prefix="keyrelay-prometheus-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     server._keyrelay_prom_dir = prom_dir
@@ -90,23 +126,91 @@ def on_reload(server):
         server.log.info("keyrelay: config reloaded from %s", _config.source)
 
 
+class DrainingGeventWorker(ggevent.GeventWorker):
+    """gunicorn's gevent worker, except that a worker told to exit (SIGTERM: a reload or a stop) drains at
+    once instead of at its next one-second tick (gunicorn's loop would accept new clients for up to 1 s
+    more and serve them the old config): it stops accepting in the signal handler, closes its idle
+    keep-alive connections, and closes every busy one after its response (``Connection: close`` when the
+    headers are not out yet). So once a reload is in force, new requests get the new config; in-flight
+    requests and streams finish within graceful_timeout. /healthz says 503 from the same moment.
+    A worker whose app cannot start for a database reason says so in one line (on_exit), no traceback."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - gunicorn's signature
+        super().__init__(*args, **kwargs)
+        self._servers: list[ggevent.StreamServer] = []
+        self._idle: set[socket.socket] = set()  # kept-alive connections waiting for their next request
+        self._busy: dict[socket.socket, object] = {}  # connection -> the request it is serving
+
+    def run(self) -> None:
+        worker = self
+
+        class Server(ggevent.StreamServer):
+            def start(self) -> None:
+                super().start()
+                worker._servers.append(self)
+
+        ggevent.StreamServer = Server  # this worker process only: run() builds its servers from this name
+        super().run()
+
+    def load_wsgi(self) -> None:
+        from proxy.store import db
+
+        try:
+            super().load_wsgi()
+        except (db.DatabaseError, sqlite3.Error) as exc:  # e.g. the database turned read-only since start
+            reason = " ".join(str(exc).split())
+            prom_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+            if prom_dir:
+                Path(prom_dir, _BOOT_ERROR).write_text(f"cannot start a worker: {reason}")
+            # Stop the master (on_exit says why, exit 1) rather than exit with gunicorn's boot-error code 3:
+            # a second worker failing the same way while the master halts makes gunicorn raise again.
+            os.kill(self.ppid, signal.SIGTERM)
+            sys.exit(1)
+
+    def handle_request(self, listener_name, req, sock, addr):  # noqa: ANN001 - gunicorn's signature
+        self._idle.discard(sock)
+        self._busy[sock] = req
+        try:
+            super().handle_request(listener_name, req, sock, addr)  # raises StopIteration to close
+        finally:
+            del self._busy[sock]
+        self._idle.add(sock)
+
+    def handle(self, listener, client, addr):  # noqa: ANN001 - gunicorn's signature
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self._idle.discard(client)
+
+    def handle_exit(self, sig, frame) -> None:  # noqa: ANN001 - a signal handler
+        super().handle_exit(sig, frame)  # alive = False: responses to requests that start now close
+        gateway = getattr(getattr(self, "wsgi", None), "extensions", {}).get("keyrelay")
+        if gateway is not None:
+            gateway.shutting_down.set()
+        for server in self._servers:
+            server.stop_accepting()  # stops a libev watcher, nothing that blocks: safe in the handler
+        for req in self._busy.values():
+            req.must_close = True  # `Connection: close` if its headers are not out yet; closed after it
+        gevent.spawn(self._close_idle)
+
+    def _close_idle(self) -> None:
+        for sock in list(self._idle):
+            try:  # on a duplicate: gevent's own shutdown() would fail the waiting handler with EBADF
+                with socket.socket(fileno=os.dup(sock.fileno())) as dup:
+                    dup.shutdown(socket.SHUT_RDWR)  # the handler reads EOF and closes the connection
+            except OSError:
+                pass
+
+
+worker_class = DrainingGeventWorker
+
+
 def post_worker_init(worker):
-    """Flip /healthz to 503 as soon as graceful shutdown begins in this worker."""
-    import logging
-    import signal
-
+    """This worker's background work (key counter flush, revalidation) starts here, after the fork."""
     gateway = worker.wsgi.extensions["keyrelay"]
-    logging.getLogger("keyrelay").info("worker ready", extra={
+    gateway.start_background()
+    _log.info("worker ready", extra={
         "event": "worker_ready", "pid": worker.pid, "worker_class": type(worker).__name__})
-    original = worker.handle_exit
-
-    def handle_exit(sig, frame):
-        gateway.shutting_down.set()
-        original(sig, frame)
-
-    worker.handle_exit = handle_exit
-    signal.signal(signal.SIGTERM, handle_exit)
-    signal.siginterrupt(signal.SIGTERM, False)
 
 
 def worker_exit(server, worker):
@@ -124,5 +228,10 @@ def child_exit(server, worker):
 
 def on_exit(server):
     prom_dir = getattr(server, "_keyrelay_prom_dir", None)
-    if prom_dir:
-        shutil.rmtree(prom_dir, ignore_errors=True)
+    if not prom_dir:
+        return
+    boot_error = Path(prom_dir, _BOOT_ERROR)
+    reason = boot_error.read_text() if boot_error.exists() else None
+    shutil.rmtree(prom_dir, ignore_errors=True)
+    if reason:  # a worker could not start (gunicorn would exit 3): one line, the documented exit code 1
+        sys.exit(_fail(reason))

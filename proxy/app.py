@@ -13,7 +13,6 @@ from flask import Flask, Response, g, request
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
-from proxy.observability import logging as jsonlog
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
@@ -29,6 +28,8 @@ class Gateway:
     relay: Relay
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
+    _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
+    _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
@@ -50,14 +51,23 @@ class Gateway:
         return {"ok": True, "outcome": "ok", "error": None}
 
     def start_background(self) -> None:
-        """Revalidate invalid keys in the background (a greenlet under gunicorn's gevent workers)."""
-        interval = min(5.0, self.config.key_manager.revalidate_interval_s)
-        threading.Thread(
-            target=run_revalidation,
-            args=(self.keys, lambda key: self.probe(key)["ok"], self.shutting_down, interval),
-            name="keyrelay-revalidate",
-            daemon=True,
-        ).start()
+        """Start this worker's background work, once: the key pool's counter flusher and the revalidation
+        of invalid keys (greenlets under gunicorn's gevent workers). gunicorn's ``post_worker_init`` calls
+        it, ``wsgi.py`` on the first request for other servers; ``create_app`` itself starts nothing."""
+        if self._revalidator is not None:  # wsgi.py calls this before every request
+            return
+        with self._start_lock:
+            if self._revalidator is not None:
+                return
+            interval = min(5.0, self.config.key_manager.revalidate_interval_s)
+            self._revalidator = threading.Thread(
+                target=run_revalidation,
+                args=(self.keys, lambda key: self.probe(key)["ok"], self.shutting_down, interval),
+                name="keyrelay-revalidate",
+                daemon=True,
+            )
+            self.pool.start_flusher()
+            self._revalidator.start()
 
 
 def key_specs(config: Config) -> list[KeySpec]:
@@ -85,14 +95,17 @@ def key_settings(config: Config) -> KeySettings:
 
 
 def create_app(config: Config) -> Flask:
-    """Build the WSGI app for one worker: migrate the database, sync keys, register blueprints."""
-    jsonlog.setup(config.server.log_level, config.secrets())
+    """Build the WSGI app for one worker: migrate the database, sync keys, register blueprints.
+
+    Pure: no thread is started and global logging is left alone (the entry points configure logging and
+    call ``Gateway.start_background()`` in the process that serves). ``app.extensions["keyrelay"]`` is
+    the Gateway; ``gateway.pool.close()`` releases the database."""
     conn = db.connect(config.server.database)
     try:
         db.migrate(conn)
     finally:
         conn.close()
-    pool = KeyPool(config.server.database, key_settings(config))
+    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
     pool.sync(key_specs(config))
     for p in config.providers:  # each reads its proxy environment now, and warns of tls.verify: false
         http.transport_for(p)
@@ -109,7 +122,6 @@ def create_app(config: Config) -> Flask:
 
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
-    gw.start_background()
 
     from proxy.api import admin, anthropic, errors, guard, health, openai
 

@@ -1,10 +1,46 @@
+import copy
+from collections.abc import Callable, Iterator
+
 import pytest
+from flask.testing import FlaskClient
 
 from tests.harness import Gateway, mock_config
+
+ADMIN_TOKEN = "test-admin-token"
 
 
 @pytest.fixture
 def mock_gateway(tmp_path):
     """keyrelay with the built-in mock provider, 2 gevent workers."""
-    with Gateway(tmp_path, mock_config(admin_token="test-admin-token")) as gw:
+    with Gateway(tmp_path, mock_config(admin_token=ADMIN_TOKEN)) as gw:
         yield gw
+
+
+@pytest.fixture
+def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
+    """keyrelay in this process: ``make_app(config_dict)`` builds ``create_app(parse_config(...))`` over a
+    database in tmp_path (unless the config names one) and returns Flask's test client; the app is at
+    ``client.application``. For what needs no real server: routing, validation, error envelopes, admin
+    semantics. Workers, signals, reloads, streaming timing and nginx stay with tests.harness.Gateway."""
+    from proxy.app import create_app
+    from proxy.config import parse_config
+
+    gateways = []
+
+    def make(config: dict) -> FlaskClient:
+        config = copy.deepcopy(config)
+        config.setdefault("server", {}).setdefault("database", str(tmp_path / f"app{len(gateways)}.db"))
+        app = create_app(parse_config(config, source="<test>"))
+        gateways.append(app.extensions["keyrelay"])
+        return app.test_client()
+
+    yield make
+    for gateway in gateways:
+        gateway.shutting_down.set()  # ends the revalidation loop of a test that started it
+        gateway.pool.close()
+
+
+@pytest.fixture
+def app_client(make_app) -> FlaskClient:
+    """The in-process app with the built-in mock provider (model ``mock-chat``) and an admin token."""
+    return make_app(mock_config(admin_token=ADMIN_TOKEN))

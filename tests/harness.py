@@ -1,6 +1,7 @@
 """A real keyrelay under gunicorn + gevent on a free 127.0.0.1 port, for integration tests."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -56,17 +57,28 @@ class Gateway:
         return self
 
     def wait_ready(self, timeout: float = 30) -> None:
+        """Until /healthz answers and every worker has booted (a test that needs both workers to answer
+        must not depend on how fast the second one imports)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"keyrelay exited with {self.proc.returncode}:\n{self.logs()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=1).status_code == 200 and self.workers_ready():
                     return
             except requests.RequestException:
                 pass
             time.sleep(0.1)
         raise RuntimeError(f"keyrelay did not become healthy in {timeout}s:\n{self.logs()}")
+
+    def workers_ready(self) -> bool:
+        """All of the master's current workers have logged ``worker_ready`` (an info line)."""
+        if self.config.get("server", {}).get("log_level", "info") not in ("debug", "info"):
+            return True  # not logged at this level: /healthz alone
+        pids = self.worker_pids()
+        ready = {json.loads(line).get("pid") for line in self.logs().splitlines()
+                 if '"worker_ready"' in line and line.startswith("{")}
+        return len(pids) >= self.workers and set(pids) <= ready
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

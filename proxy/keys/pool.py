@@ -102,6 +102,11 @@ class KeyPool:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         if start_flusher:
+            self.start_flusher()
+
+    def start_flusher(self) -> None:
+        """Start the background flush (once; a pool built with ``start_flusher=False`` starts it here)."""
+        if self._flusher is None and not self._closed:
             self._flusher = threading.Thread(target=self._flush_loop, name="keyrelay-key-flush", daemon=True)
             self._flusher.start()
 

@@ -88,57 +88,7 @@ def last_audit(gw: Gateway) -> dict:
 # ------------------------------------------------------------------------------------------------ auth
 
 
-def test_auth_failures_are_401_json(gw):
-    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"},
-                    {"Authorization": TOKEN}, {"Authorization": f"Bearer {TOKEN}x"}):
-        r = requests.get(gw.url + "/admin/api/keys", headers=headers, timeout=5)
-        assert_error(r, 401, "admin token")
-        assert r.headers["WWW-Authenticate"] == "Bearer"
-        assert TOKEN not in r.text
-    r = requests.post(gw.url + "/admin/api/keys/k_0000000000/disable", timeout=5)
-    assert_error(r, 401)
-    assert requests.get(gw.url + "/admin/api/keys", headers=AUTH, timeout=5).status_code == 200
-
-
-def test_admin_disabled_without_token_is_403(tmp_path):
-    config = {"providers": [{"name": "mock", "type": "mock"}],
-              "models": [{"name": "m", "targets": [{"provider": "mock", "model": "mock-1"}]}]}
-    with Gateway(tmp_path, config, workers=1) as gw:
-        r = requests.get(gw.url + "/admin/api/keys", headers=AUTH, timeout=5)
-        err = assert_error(r, 403, "admin_token")
-        assert err["code"] == "admin_disabled"
-        assert requests.get(gw.url + "/admin", timeout=5).status_code == 200  # the page itself is public
-
-
-# ------------------------------------------------------------------------------------------------ listing
-
-
-def test_list_keys_contract_with_masked_hints(gw):
-    r = api(gw, "GET", "/keys")
-    assert r.status_code == 200 and r.headers["Cache-Control"] == "no-store"
-    keys = r.json()["keys"]
-    assert len(keys) == 3
-    for key in keys:
-        assert {"id", "provider", "label", "enabled", "status", "weight", "health", "circuit", "cooldowns",
-                "hint", "requests", "errors", "last_error"} <= set(key)
-        assert key["provider"] == "gem" and key["enabled"] is True and key["status"] == "ok"
-        assert key["circuit"] == "closed" and key["cooldowns"] == {}
-    assert sorted(k["hint"] for k in keys) == sorted(f"{s[:4]}…{s[-3:]}" for s in (K1, K2, K3))
-    by_id = {k["id"]: k for k in keys}
-    assert by_id[ids(gw)[K2]]["label"] == "team-b" and by_id[ids(gw)[K2]]["weight"] == 2
-    for secret in (K1, K2, K3, TOKEN):
-        assert secret not in r.text
-    one = api(gw, "GET", f"/keys/{keys[0]['id']}")
-    assert one.json()["key"]["id"] == keys[0]["id"]
-
-
-def test_unknown_key_is_404_for_every_action(gw):
-    for method, path, body in (("GET", "", None), ("POST", "/disable", {"reason": "x"}),
-                               ("POST", "/enable", None), ("POST", "/reset", None),
-                               ("POST", "/revalidate", None), ("PATCH", "", {"weight": 2})):
-        r = api(gw, method, "/keys/k_0000000000" + path, json=body)
-        err = assert_error(r, 404, "k_0000000000")
-        assert err["code"] == "key_not_found"
+# auth, the listing contract, unknown keys and request validation: tests/inprocess/test_admin_api.py
 
 
 # ------------------------------------------------------------------------------------------------ actions
@@ -193,15 +143,6 @@ def test_enable_restores_the_key(gw, mock):
         assert next(k for k in resp.json()["keys"] if k["id"] == k3)["enabled"] is True
 
 
-def test_disable_rejects_bad_bodies(gw):
-    k1 = ids(gw)[K1]
-    assert_error(api(gw, "POST", f"/keys/{k1}/disable", data="{nope",
-                     headers={"Content-Type": "application/json"}), 400, "not valid JSON")
-    assert_error(api(gw, "POST", f"/keys/{k1}/disable", json={"reason": 5}), 400, "reason")
-    assert_error(api(gw, "POST", f"/keys/{k1}/disable", json=["x"]), 400, "JSON object")
-    assert api(gw, "GET", f"/keys/{k1}").json()["key"]["enabled"] is True  # nothing changed
-
-
 def test_patch_weight(gw):
     k1 = ids(gw)[K1]
     r = api(gw, "PATCH", f"/keys/{k1}", json={"weight": 3.5})
@@ -211,12 +152,6 @@ def test_patch_weight(gw):
     assert (entry["before"]["weight"], entry["after"]["weight"]) == (1.0, 3.5)
     for resp in listings(gw, 16):
         assert next(k for k in resp.json()["keys"] if k["id"] == k1)["weight"] == 3.5
-    for bad in ({"weight": -1}, {"weight": 0}, {"weight": "heavy"}, {"weight": True}, {"weight": 1e9}, {},
-                {"weight": 2, "label": "x"}):
-        err = assert_error(api(gw, "PATCH", f"/keys/{k1}", json=bad), 400)
-        assert "weight" in err["message"] or "label" in err["message"]
-    assert_error(api(gw, "PATCH", f"/keys/{k1}", data="[", headers={"Content-Type": "application/json"}),
-                 400, "not valid JSON")
     assert api(gw, "GET", f"/keys/{k1}").json()["key"]["weight"] == 3.5
     api(gw, "PATCH", f"/keys/{k1}", json={"weight": 1})
 
@@ -283,12 +218,6 @@ def test_revalidate_probes_now(gw, mock):
     assert ("revalidated", "system") in actions and ("revalidate", "admin@127.0.0.1") in actions
     for resp in listings(gw, 16):
         assert next(k for k in resp.json()["keys"] if k["id"] == k2)["status"] == "ok"
-
-
-def test_audit_limit_validation(gw):
-    assert_error(api(gw, "GET", "/audit", params={"limit": "0"}), 400, "limit")
-    assert_error(api(gw, "GET", "/audit", params={"limit": "abc"}), 400, "limit")
-    assert len(api(gw, "GET", "/audit", params={"limit": "2"}).json()["audit"]) <= 2
 
 
 # ------------------------------------------------------------------------------------------------ snapshot

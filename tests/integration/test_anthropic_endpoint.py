@@ -317,40 +317,7 @@ def test_stream_cut_mid_way_ends_with_an_error_event(client, mock, kind):
 # ---------------------------------------------------------------------------- gateway's own errors
 
 
-def test_malformed_json_in_anthropic_envelope(gw):
-    resp = requests.post(gw.url + "/v1/messages", data=b"{not json", timeout=10,
-                         headers={"Content-Type": "application/json"})
-    assert resp.status_code == 400
-    body = resp.json()
-    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    assert "JSON" in body["error"]["message"]
-
-
-@pytest.mark.parametrize("payload,mentions", [
-    ({"model": "gem", "messages": [user("hi")]}, "max_tokens"),
-    ({"max_tokens": 10, "messages": [user("hi")]}, "model"),
-    ({"model": "gem", "max_tokens": 10, "messages": []}, "messages"),
-    ({"model": "gem", "max_tokens": 10, "messages": [{"role": "system", "content": "x"}]}, "role"),
-])
-def test_invalid_requests_in_anthropic_envelope(gw, mock, payload, mentions):
-    before = len(mock.calls)
-    resp = requests.post(gw.url + "/v1/messages", json=payload, timeout=10)
-    assert resp.status_code == 400
-    body = resp.json()
-    assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
-    assert mentions in body["error"]["message"]
-    assert len(mock.calls) == before  # rejected at the door
-
-
-def test_unknown_model_is_not_found_error(client):
-    with pytest.raises(anthropic.NotFoundError) as info:
-        client.messages.create(model="no-such-model", max_tokens=16, messages=[user("hi")])
-    assert info.value.body["type"] == "error" and info.value.body["error"]["type"] == "not_found_error"
-
-
-def test_unknown_path_under_messages_in_anthropic_envelope(gw):
-    resp = requests.post(gw.url + "/v1/messages/nope", json={}, timeout=10)
-    assert resp.status_code == 404 and resp.json()["type"] == "error"
+# Malformed JSON, invalid requests, unknown model and path: tests/inprocess/test_errors.py
 
 
 @pytest.mark.parametrize("headers", [

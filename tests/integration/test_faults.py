@@ -498,7 +498,9 @@ def test_sighup_reload_keeps_streams_and_rejects_invalid_config(tmp_path, mock, 
         mock.release("hup")
         for t in threads:
             t.join(20)
-        answered = chat(gw, "after-reload").json()["model"]
+        after = chat(gw, "after-reload")
+        assert after.status_code == 200, (after.status_code, after.text[:300], gw.logs()[-3000:])
+        answered = after.json()["model"]
 
         broken = json.loads(json.dumps(changed))
         broken["retry"]["attempts"] = 0
