@@ -95,7 +95,7 @@ def test_reload_closes_busy_connections_after_their_response(tmp_path, mock):
         assert stream.status == 200 and stream.getheader("Connection") != "close"
         body = chat_body("plain").encode()
         plain = socket.create_connection(("127.0.0.1", gw.port), timeout=20)
-        plain.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: keyrelay\r\n"
+        plain.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n"
                       b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
                       b"Content-Length: %d\r\n\r\n" % len(body))
         assert plain.recv(100).startswith(b"HTTP/1.1 100 Continue")  # a worker is serving the request
