@@ -46,18 +46,18 @@ def missing(path: str) -> NoReturn:
 
 
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
-    """400 when containers nest deeper than ``limit`` levels (the body itself is level 1). Iterative,
-    one pass over the containers only."""
-    level = [value]
-    for _ in range(limit):
-        below: list = []
-        for item in level:
-            children = item.values() if type(item) is dict else item
-            below += [c for c in children if type(c) is dict or type(c) is list]
-        if not below:
-            return
-        level = below
-    raise BadRequest(f"Request body is nested more than {limit} levels deep.", code="nesting_too_deep")
+    """400 when containers nest deeper than ``limit`` levels (the body itself is level 1). The recursion
+    is bounded by ``limit``; scalars are not visited."""
+    if not _within(value, limit - 1):
+        raise BadRequest(f"Request body is nested more than {limit} levels deep.", code="nesting_too_deep")
+
+
+def _within(container: Any, budget: int) -> bool:
+    """True when the containers inside ``container`` nest at most ``budget`` levels below it."""
+    for child in container.values() if type(container) is dict else container:
+        if (type(child) is dict or type(child) is list) and (budget == 0 or not _within(child, budget - 1)):
+            return False
+    return True
 
 
 # ---------------------------------------------------------------- primitives
