@@ -48,8 +48,13 @@ def missing(path: str) -> NoReturn:
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
     """400 when containers nest deeper than ``limit`` levels (the body itself is level 1). The recursion
     is bounded by ``limit``; scalars are not visited."""
-    if not _within(value, limit - 1):
+    if not within_depth(value, limit):
         raise BadRequest(f"Request body is nested more than {limit} levels deep.", code="nesting_too_deep")
+
+
+def within_depth(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when ``value`` nests at most ``limit`` levels of containers (a scalar is level 0)."""
+    return type(value) not in (dict, list) or (limit > 0 and _within(value, limit - 1))
 
 
 def _within(container: Any, budget: int) -> bool:

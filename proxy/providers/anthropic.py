@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.providers import http
-from proxy.providers.base import Call
+from proxy.providers.base import Call, loads_embedded
 
 DEFAULT_BASE_URL = "https://api.anthropic.com/v1"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -91,7 +91,7 @@ def _tool_use_block(call: dict) -> dict:
     fn = call.get("function") or {}
     raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = loads_embedded(raw) if isinstance(raw, str) else raw
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     if not isinstance(args, dict):

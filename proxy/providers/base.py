@@ -12,9 +12,12 @@ TRANSIENT. Closing the generator (client went away) must close the upstream conn
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
+
+from proxy.api.shapes import MAX_DEPTH, within_depth
 
 
 @dataclass(frozen=True)
@@ -33,6 +36,19 @@ class Call:
     key: str | None  # the secret; never log it, never put it in an error
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: dict[str, str] = field(default_factory=dict)  # extra headers from config
+
+
+def loads_embedded(text: str) -> Any:
+    """JSON a client put inside a string (tool call arguments, a tool result), parsed like ``json.loads``.
+    Raises ValueError also when it nests deeper than MAX_DEPTH levels: Python's parser would raise
+    RecursionError, and orjson, which writes the upstream body, stops at 254 levels."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    if not within_depth(value, MAX_DEPTH):
+        raise ValueError("JSON nested too deeply")
+    return value
 
 
 class Adapter(Protocol):

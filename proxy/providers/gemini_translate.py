@@ -32,6 +32,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, BadRequest, UpstreamError
+from proxy.providers.base import loads_embedded
 from proxy.providers.http import parse_retry_after
 
 PREFIX = "gemini: "
@@ -185,7 +186,7 @@ def _text_of(content: Any) -> str:
 def _function_response(content: Any) -> dict:
     text = _text_of(content)
     try:
-        value = json.loads(text)
+        value = loads_embedded(text)
     except ValueError:
         value = None
     return value if isinstance(value, dict) else {"result": text}
@@ -200,7 +201,7 @@ def _tool_call_parts(tool_calls: list) -> list[dict]:
             raise BadRequest("assistant tool_calls[].function.name is required", param="messages")
         raw = fn.get("arguments") or "{}"
         try:
-            args = json.loads(raw) if isinstance(raw, str) else raw
+            args = loads_embedded(raw) if isinstance(raw, str) else raw
         except ValueError:
             raise BadRequest(
                 f"tool call {name!r} has arguments that are not valid JSON", param="messages"

@@ -14,7 +14,7 @@ from typing import Any
 
 from proxy.errors import AUTH, CLIENT, TRANSIENT, UpstreamError
 from proxy.providers import http
-from proxy.providers.base import Call
+from proxy.providers.base import Call, loads_embedded
 
 DEFAULT_BASE_URL = "http://127.0.0.1:11434"
 
@@ -60,7 +60,7 @@ def _tool_call(call: dict) -> dict:
     fn = call.get("function") or {}
     raw = fn.get("arguments") or "{}"
     try:
-        args = json.loads(raw) if isinstance(raw, str) else raw
+        args = loads_embedded(raw) if isinstance(raw, str) else raw
     except ValueError:
         raise _client_error("tool call arguments are not valid JSON") from None
     return {"function": {"name": fn.get("name", ""), "arguments": args}}

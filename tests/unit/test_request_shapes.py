@@ -13,7 +13,11 @@ import pytest
 from proxy.api.shapes import MAX_DEPTH, check_depth, validate_chat, validate_embeddings, validate_messages
 from proxy.app import create_app
 from proxy.config import parse_config
-from proxy.errors import BadRequest
+from proxy.errors import BadRequest, GatewayError
+from proxy.providers.anthropic import to_anthropic_request
+from proxy.providers.base import loads_embedded
+from proxy.providers.gemini_translate import to_gemini_request
+from proxy.providers.ollama import to_ollama_request
 
 USER = {"role": "user", "content": "hi"}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
@@ -395,3 +399,56 @@ def test_a_valid_request_still_reaches_the_mock(client):
                                                      "tools": [WEATHER]})
     assert resp.status_code == 200, resp.get_data()
     assert resp.get_json()["object"] == "chat.completion"
+
+
+# ---------------------------------------------------------------- adapters, on shapes the door accepts
+
+DEEP = "[" * 3000 + "]" * 3000  # json.loads: RecursionError
+TALL = '{"a": ' + "[" * 300 + "]" * 300 + "}"  # parses, but orjson cannot write it into the upstream body
+
+
+@pytest.mark.parametrize("text", [DEEP, TALL])
+def test_embedded_json_nested_too_deeply_is_a_value_error(text):
+    with pytest.raises(ValueError, match="nested too deeply"):
+        loads_embedded(text)
+
+
+def test_embedded_json_within_the_limit_parses():
+    assert loads_embedded('{"a": [1, {"b": null}]}') == {"a": [1, {"b": None}]}
+
+
+def _deep_history(arguments: str, result: str) -> dict:
+    return chat(messages=[USER, {"role": "assistant", "tool_calls": [
+        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": arguments}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": result}, USER])
+
+
+@pytest.mark.parametrize("arguments", [DEEP, TALL])
+@pytest.mark.parametrize("translate", [
+    lambda req: to_gemini_request(req, "gemini-2.5-flash"),
+    lambda req: to_anthropic_request(req, "claude"),
+    lambda req: to_ollama_request(req, "llama"),
+])
+def test_deep_tool_call_arguments_are_a_client_error(translate, arguments):
+    body = _deep_history(arguments, "ok")
+    validate_chat(body)  # a valid shape: the arguments are a string
+    with pytest.raises(GatewayError) as info:
+        translate(body)
+    assert info.value.status == 400
+
+
+@pytest.mark.parametrize("result", [DEEP, TALL])
+def test_deep_tool_results_are_sent_as_text_to_gemini(result):
+    body = to_gemini_request(_deep_history("{}", result), "gemini-2.5-flash")
+    parts = [p for c in body["contents"] for p in c["parts"]]
+    responses = [p["functionResponse"] for p in parts if "functionResponse" in p]
+    assert responses == [{"name": "f", "response": {"result": result}}]
+
+
+@pytest.mark.parametrize("body", [
+    chat(model="mock", tools=[{"type": "custom", "function": None}]),
+    chat(model="mock", messages=[{"role": "user", "content": [{"type": "video_url", "text": 5}]}]),
+])
+def test_the_mock_adapter_takes_every_valid_shape(client, body):
+    resp = client.post("/v1/chat/completions", json=body)
+    assert resp.status_code == 200, resp.get_data()
