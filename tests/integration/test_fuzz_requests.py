@@ -65,7 +65,9 @@ TEXT = st.text(alphabet="ab z{}\"é\n", max_size=10)
 NAME = st.sampled_from(["get_weather", "lookup", "x"])
 CITY = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 SCHEMA = st.sampled_from([CITY, {"type": "object", "properties": {}}, {}])
-ARGS = st.sampled_from(['{"city": "Paris"}', "{}", '{"n": [1, 2]}'])
+# JSON inside strings, some nested past what Python's json (1000) or orjson (writes 254) can handle
+DEEP_JSON = st.sampled_from(["[" * 3000 + "]" * 3000, '{"a": ' + "[" * 300 + "]" * 300 + "}"])
+ARGS = st.one_of(st.sampled_from(['{"city": "Paris"}', "{}", '{"n": [1, 2]}']), DEEP_JSON)
 
 
 def opt_fields(required: dict, optional: dict) -> st.SearchStrategy[dict]:
@@ -92,7 +94,8 @@ O_MESSAGE = st.one_of(
     opt_fields({"role": st.just("user"), "content": O_CONTENT}, {"name": TEXT}),
     opt_fields({"role": st.just("assistant"), "content": st.one_of(st.none(), TEXT)},
                {"tool_calls": st.lists(O_CALL, min_size=1, max_size=2)}),
-    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.just("call_1"), "content": TEXT}),
+    st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.just("call_1"),
+                           "content": st.one_of(TEXT, DEEP_JSON)}),
 )
 O_TOOL = st.fixed_dictionaries({"type": st.just("function"), "function": opt_fields(
     {"name": NAME}, {"description": TEXT, "parameters": SCHEMA, "strict": st.booleans()})})
@@ -180,7 +183,7 @@ COUNT_TOKENS = opt_fields({"model": st.sampled_from(["claude", "claude", "claude
 LIKELY = st.sampled_from(["text", "image", "image_url", "function", "tool_use", "tool_result", "json_schema",
                           "base64", "url", "auto", "any", "tool", "none", "user", "assistant", "system", ""])
 SCALAR = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40), st.floats(allow_nan=False,
-                   allow_infinity=False), TEXT, LIKELY)
+                   allow_infinity=False), TEXT, LIKELY, DEEP_JSON)
 JUNK = st.one_of(SCALAR, st.lists(SCALAR, max_size=3),
                  st.dictionaries(st.one_of(LIKELY, TEXT), SCALAR, max_size=3),
                  st.integers(1, 3).map(lambda n: [[{"type": "text"}]] * n))
@@ -208,6 +211,8 @@ def mutated(draw: st.DrawFn, valid: st.SearchStrategy[dict]) -> dict:
     body = orjson.loads(orjson.dumps(draw(valid)))  # a copy: st.just / sampled_from values are shared
     for _ in range(draw(st.sampled_from([0, 1, 1, 1, 2, 3]))):
         places = slots(body, [])
+        if not places:  # everything deleted already
+            break
         parent, key = places[draw(st.integers(0, len(places) - 1))]
         action = draw(st.sampled_from(["replace", "replace", "replace", "delete", "add", "deep"]))
         if action == "delete" and isinstance(parent, dict):
