@@ -87,6 +87,9 @@ O_PART = st.one_of(
     st.just({"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}),
     st.just({"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERg==",
                                       "filename": "a.pdf"}}),
+    # vendor and rarer part types: whatever else they carry is for the upstream to judge
+    st.fixed_dictionaries({"type": st.sampled_from(["video_url", "input_text", "refusal"])},
+                          optional={"text": TEXT, "refusal": TEXT, "video_url": st.just({"url": "https://x/v"})}),
 )
 O_CONTENT = st.one_of(TEXT, st.lists(O_PART, min_size=1, max_size=3))
 O_CALL = st.fixed_dictionaries({"id": st.just("call_1"), "type": st.just("function"),
@@ -100,8 +103,11 @@ O_MESSAGE = st.one_of(
     st.fixed_dictionaries({"role": st.just("tool"), "tool_call_id": st.just("call_1"),
                            "content": st.one_of(TEXT, DEEP_JSON)}),
 )
-O_TOOL = st.fixed_dictionaries({"type": st.just("function"), "function": opt_fields(
-    {"name": NAME}, {"description": TEXT, "parameters": SCHEMA, "strict": st.booleans()})})
+O_TOOL = st.one_of(
+    st.fixed_dictionaries({"type": st.just("function"), "function": opt_fields(
+        {"name": NAME}, {"description": TEXT, "parameters": SCHEMA, "strict": st.booleans()})}),
+    st.sampled_from([{"type": "web_search"}, {"type": "custom", "function": None}]),
+)
 CHAT = opt_fields(
     {"model": st.sampled_from(CHAT_MODELS),
      "messages": st.tuples(st.lists(O_MESSAGE, max_size=3),
@@ -110,7 +116,8 @@ CHAT = opt_fields(
     {
         "tools": st.lists(O_TOOL, min_size=1, max_size=2),
         "tool_choice": st.one_of(st.sampled_from(["auto", "none", "required"]),
-                                 st.just({"type": "function", "function": {"name": "get_weather"}})),
+                                 st.sampled_from([{"type": "function", "function": {"name": "get_weather"}},
+                                                  {"type": "allowed_tools", "mode": "auto"}])),
         "response_format": st.sampled_from([
             {"type": "text"}, {"type": "json_object"},
             {"type": "json_schema",
@@ -152,11 +159,15 @@ A_RESULT = opt_fields({"type": st.just("tool_result"), "tool_use_id": st.just("t
 A_USE = st.fixed_dictionaries({"type": st.just("tool_use"), "id": st.just("toolu_1"), "name": NAME,
                                "input": st.sampled_from([{}, {"city": "Paris"}])})
 A_THINKING = st.just({"type": "thinking", "thinking": "hmm", "signature": "sig"})
+A_OTHER = st.sampled_from([
+    {"type": "search_result", "source": "x", "content": []},
+    {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "d"}}])
 A_USER = st.fixed_dictionaries({"role": st.just("user"), "content": st.one_of(
-    TEXT, st.lists(st.one_of(A_TEXT, A_IMAGE, A_RESULT), min_size=1, max_size=3))})
+    TEXT, st.lists(st.one_of(A_TEXT, A_IMAGE, A_RESULT, A_OTHER), min_size=1, max_size=3))})
 A_ASSISTANT = st.fixed_dictionaries({"role": st.just("assistant"), "content": st.one_of(
     TEXT, st.lists(st.one_of(A_TEXT, A_USE, A_THINKING), min_size=1, max_size=3))})
-A_TOOL = opt_fields({"name": NAME, "input_schema": SCHEMA}, {"description": TEXT})
+A_TOOL = st.one_of(opt_fields({"name": NAME, "input_schema": SCHEMA}, {"description": TEXT}),
+                   st.just({"type": "web_search_20250305", "name": "web_search"}))
 A_FIELDS = {
     "system": st.one_of(TEXT, st.lists(A_TEXT, max_size=2)),
     "tools": st.lists(A_TOOL, min_size=1, max_size=2),
