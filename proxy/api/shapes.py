@@ -46,8 +46,8 @@ def missing(path: str) -> NoReturn:
 
 
 def check_depth(value: Any, limit: int = MAX_DEPTH) -> None:
-    """400 when containers nest deeper than ``limit`` levels (the body itself is level 1). The recursion
-    is bounded by ``limit``; scalars are not visited."""
+    """400 when containers nest deeper than ``limit`` levels (the body itself is level 1). One pass;
+    the recursion stops at ``limit``, so it is bounded whatever the body."""
     if not within_depth(value, limit):
         raise BadRequest(f"Request body is nested more than {limit} levels deep.", code="nesting_too_deep")
 
