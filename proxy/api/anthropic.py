@@ -17,6 +17,7 @@ from proxy.api.anthropic_shape import (
     openai_to_anthropic_response,
 )
 from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
+from proxy.api.shapes import check_depth, validate_messages
 from proxy.errors import CLIENT, GatewayError, UpstreamError
 from proxy.providers.anthropic import client_headers
 from proxy.providers.base import Adapter, Call, native_anthropic
@@ -33,7 +34,9 @@ def encode_event(event: str, data: dict) -> bytes:
 @bp.post("/messages")
 def messages() -> Response:
     body = read_json()
-    req = anthropic_to_openai_request(body)  # validates model, max_tokens, messages
+    check_depth(body)
+    validate_messages(body)
+    req = anthropic_to_openai_request(body)
     client_model = body["model"]
     trace = start_trace(client_model)
     relay = gateway().relay
@@ -59,7 +62,9 @@ def count_tokens() -> Response:
     """Counted by the upstream itself, so only for models served by an Anthropic upstream: any other
     count would be a guess."""
     body = read_json()
-    req = anthropic_to_openai_request({**body, "max_tokens": 1, "stream": False})  # validates the rest
+    check_depth(body)
+    validate_messages(body, count_tokens=True)
+    req = anthropic_to_openai_request({**body, "max_tokens": 1, "stream": False})
     trace = start_trace(body["model"])
     forward = client_headers(request.headers)
 

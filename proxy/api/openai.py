@@ -10,18 +10,10 @@ import orjson
 from flask import Blueprint, Response, jsonify
 
 from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
-from proxy.errors import BadRequest, GatewayError, ModelNotFound
+from proxy.api.shapes import check_depth, validate_chat, validate_embeddings
+from proxy.errors import GatewayError, ModelNotFound
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
-
-
-def require(body: dict, name: str, kind: type, what: str) -> None:
-    if name not in body:
-        raise BadRequest(
-            f"Missing required parameter: '{name}'.", param=name, code="missing_required_parameter"
-        )
-    if not isinstance(body[name], kind) or (kind is list and not body[name]):
-        raise BadRequest(f"Invalid '{name}': expected {what}.", param=name, code="invalid_type")
 
 
 def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
@@ -42,17 +34,12 @@ def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = read_json()
-    require(body, "model", str, "a model name string")
-    require(body, "messages", list, "a non-empty array of messages")
-    for i, msg in enumerate(body["messages"]):
-        if not isinstance(msg, dict) or not isinstance(msg.get("role"), str):
-            raise BadRequest(
-                f"Invalid 'messages[{i}]': expected an object with a 'role'.", param=f"messages[{i}]"
-            )
+    check_depth(body)
+    validate_chat(body)
     trace = start_trace(body["model"])
     relay = gateway().relay
     if body.get("stream"):
-        options = body.get("stream_options") if isinstance(body.get("stream_options"), dict) else {}
+        options = body.get("stream_options") or {}
         wanted = bool(options.get("include_usage"))
         body["stream_options"] = {**options, "include_usage": True}  # usage feeds the token metrics
         return stream_response(sse(relay.chat_stream(body, trace), wanted), trace)
@@ -62,9 +49,8 @@ def chat_completions() -> Response:
 @bp.post("/embeddings")
 def embeddings() -> Response:
     body = read_json()
-    require(body, "model", str, "a model name string")
-    if not isinstance(body.get("input"), (str, list)) or body.get("input") in ("", []):
-        raise BadRequest("Invalid 'input': expected a non-empty string or array.", param="input")
+    check_depth(body)
+    validate_embeddings(body)
     trace = start_trace(body["model"])
     result = gateway().relay.embeddings(body, trace)
     if body.get("encoding_format") == "base64":  # what the openai SDK asks for by default

@@ -33,6 +33,7 @@ from typing import Any
 from urllib.parse import quote
 
 from proxy.errors import CLIENT, BadRequest, UpstreamError
+from proxy.json_depth import loads_embedded
 from proxy.providers import toolkit as tk
 from proxy.providers.http import parse_retry_after
 
@@ -178,7 +179,7 @@ def _function_response(content: Any) -> dict:
     except ValueError:
         text = str(content)
     try:
-        value = json.loads(text)
+        value = loads_embedded(text)
     except ValueError:
         value = None
     return value if isinstance(value, dict) else {"result": text}

@@ -35,7 +35,7 @@ def _tool_call(req: dict) -> dict | None:
     messages = req.get("messages") or []
     if not tools or req.get("tool_choice") == "none" or not messages or messages[-1].get("role") != "user":
         return None
-    fn = tools[0].get("function", {})
+    fn = tools[0].get("function") or {}
     digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
     return {
         "id": f"call_mock{digest[:12]}",

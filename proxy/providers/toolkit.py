@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
+from proxy.json_depth import loads_embedded
 
 # ---------------------------------------------------------------------------------------------------
 # headers, ids, content
@@ -75,7 +76,7 @@ def tool_arguments(tool_call: Mapping[str, Any]) -> Any:
     """The decoded ``function.arguments`` of an OpenAI tool call (``{}`` when absent; a value that is
     already decoded stays as it is). Raises ValueError when they are not JSON."""
     raw = (tool_call.get("function") or {}).get("arguments") or "{}"
-    return json.loads(raw) if isinstance(raw, str) else raw
+    return loads_embedded(raw) if isinstance(raw, str) else raw
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ _GEMINI_MODEL = re.compile(r"^/(?:v1beta|v1)/models/([^/:]+)$")
 _OPENAI = re.compile(r"^(?:/v1beta/openai|/v1)/(chat/completions|embeddings|models)$")
 
 
+_UNREADABLE = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
 class _Stop(Exception):
     """The server is stopping (or a hold timed out): abandon this response."""
 
@@ -355,8 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": model, "key": key, "stream": stream, "body": body,
                 "headers": {k.lower(): v for k, v in self.headers.items()}, "time": time.time(),
                 "status": None}
+        unreadable = None  # a body the mock cannot make sense of: real upstreams answer 400, not a crash
         if dialect == "gemini" and isinstance(body, dict):
-            call["thought_signatures"] = gemini.history_signatures(model or "", body)
+            try:
+                call["thought_signatures"] = gemini.history_signatures(model or "", body)
+            except _UNREADABLE as exc:
+                call["thought_signatures"], unreadable = [], exc
         mock._record(call)
         b = mock.rules.resolve(key, model, dialect)
 
@@ -384,7 +391,13 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(call, dialect, 400, _bad_request(dialect, "Invalid JSON payload received."), b)
         if b.replay:
             return self._replay(call, b)
-        result = self._answer(dialect, op, model or "", body, query, b, call)
+        try:
+            if unreadable is not None:
+                raise unreadable
+            result = self._answer(dialect, op, model or "", body, query, b, call)
+        except _UNREADABLE as exc:
+            message = f"Invalid payload: {type(exc).__name__}: {exc}"
+            return self._error(call, dialect, 400, _bad_request(dialect, message), b)
         if result is None:
             return
         kind, status, payload = result
