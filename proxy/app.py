@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from flask import Flask, Response, g, request
+from flask.json.provider import DefaultJSONProvider
 
 from proxy.config import Config
 from proxy.errors import UpstreamError
@@ -117,7 +118,8 @@ def create_app(config: Config) -> Flask:
 
         hops = config.server.trusted_proxies
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)  # type: ignore[method-assign]
-    app.json.sort_keys = False
+    if isinstance(app.json, DefaultJSONProvider):  # Flask's default provider, the one this app has
+        app.json.sort_keys = False
     from proxy.observability import metrics
 
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))

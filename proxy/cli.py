@@ -9,7 +9,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from proxy import __version__
 from proxy.config import REPO_DIR, ConfigError, load_config
@@ -21,7 +21,7 @@ GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, exit 2
+    def error(self, message: str) -> NoReturn:  # one line, exit 2
         sys.stderr.write(f"keyrelay: {message} (see keyrelay --help)\n")
         raise SystemExit(2)
 

@@ -6,6 +6,7 @@ The names ``server.host/port/database/admin_token``, ``providers[].name/type/bas
 """
 from __future__ import annotations
 
+import builtins
 import os
 import re
 from dataclasses import dataclass, field
@@ -217,7 +218,8 @@ class _Obj:
     def __init__(self, data: Any, path: str) -> None:
         if not isinstance(data, dict):
             raise ConfigError(f"{path or '<root>'}: expected a mapping, got {_kind(data)}")
-        self.data, self.path, self.seen = data, path, set()
+        self.data, self.path = data, path
+        self.seen: set[str] = set()
 
     def at(self, key: str) -> str:
         return f"{self.path}.{key}" if self.path else key
@@ -250,7 +252,8 @@ class _Obj:
             raise ConfigError(f"{self.at(key)}: must be one of {', '.join(choices)}, got {_quote(value)}")
         return value
 
-    def num(self, key: str, default: float, *, minimum: float = 0, integer: bool = False,
+    # below here ``str`` in an annotation would name the method above: the builtin is spelled out
+    def num(self, key: builtins.str, default: float, *, minimum: float = 0, integer: bool = False,
             maximum: float | None = None) -> Any:
         value = self.get(key, default)
         if isinstance(value, str):  # values substituted from the environment arrive as strings
@@ -267,7 +270,7 @@ class _Obj:
             raise ConfigError(f"{self.at(key)}: must be {rng}, got {value}")
         return value
 
-    def bool(self, key: str, default: bool) -> bool:
+    def bool(self, key: builtins.str, default: bool) -> bool:
         value = self.get(key, default)
         if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
             value = value.lower() in ("true", "1", "yes")
@@ -442,7 +445,11 @@ def _keys(raw: Any, path: str) -> list[KeyConfig]:
 def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[str], list[str]]:
     """Providers in config order. ``optional: true`` skips a provider with no key; ``standby: true``
     (the built-in mock in the default config) is used only when no other provider is active."""
-    providers, standby, notices, names, skipped = [], [], [], set(), set()
+    providers: list[ProviderConfig] = []
+    standby: list[ProviderConfig] = []
+    notices: list[str] = []
+    names: set[str] = set()
+    skipped: set[str] = set()
     for raw, path in items:
         o = _Obj(raw, path)
         name = o.str("name")

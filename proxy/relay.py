@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from proxy import model_names
 from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
@@ -35,6 +35,7 @@ from proxy.errors import (
     NoKeyAvailable,
     UpstreamError,
 )
+from proxy.keys.specs import Key
 from proxy.providers import http, make_adapter
 from proxy.providers.base import Adapter, Call, Timeouts
 
@@ -65,6 +66,19 @@ class Trace:
         return f"{self.route.provider}/{self.route.model}" if self.route else None
 
 
+class KeySource(Protocol):
+    """What the relay needs from the key manager (``proxy.keys.KeyPool`` in production)."""
+
+    def acquire(self, provider: str, model: str, exclude: frozenset[str] = ...) -> Key:
+        """A usable key for (provider, model) not in ``exclude``; raises NoKeyAvailable at once."""
+        ...
+
+    def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
+               retry_after: float | None = None, daily: bool = False, error: str | None = None) -> None:
+        """Account one upstream attempt made with ``key_id``."""
+        ...
+
+
 class Observer:
     """Hooks the relay calls as it works (metrics implement them; the default does nothing)."""
 
@@ -90,7 +104,7 @@ class DeadlineExceeded(GatewayError):
 
 
 class Relay:
-    def __init__(self, config: Config, pool: Any, observer: Observer | None = None) -> None:
+    def __init__(self, config: Config, pool: KeySource, observer: Observer | None = None) -> None:
         self.config = config
         self.pool = pool
         self.observer = observer or Observer()
@@ -119,11 +133,13 @@ class Relay:
             except StopIteration:
                 return _EMPTY
             except BaseException:
-                gen.close()
+                _close(gen)
                 raise
 
         first = self._run(req, trace, open_stream, record_ok=False)
-        return self._relay_stream(first, holder["gen"], trace)
+        target, key_id = trace.route, trace.key_id
+        assert target is not None and key_id is not None  # _run returns only after an attempt answered
+        return self._relay_stream(first, holder["gen"], trace, target, key_id)
 
     def chat(self, req: dict, trace: Trace) -> dict:
         return self.complete(req, trace, lambda adapter, call, r: adapter.chat(call, r))
@@ -224,7 +240,7 @@ class Relay:
             raise failed[1]
         raise _merge_no_key(no_key)
 
-    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Any, deadline: float) -> Call:
+    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float) -> Call:
         t = provider.timeouts
         return Call(
             base_url=provider.base_url,
@@ -254,8 +270,8 @@ class Relay:
 
     # ------------------------------------------------------------------------------------ streaming
 
-    def _relay_stream(self, first: Any, gen: Iterator[Any], trace: Trace) -> Iterator[Any]:
-        target, key_id = trace.route, trace.key_id
+    def _relay_stream(self, first: Any, gen: Iterator[Any], trace: Trace, target: TargetConfig,
+                      key_id: str) -> Iterator[Any]:
         started = time.monotonic()
         outcome, error = OK, None
         try:
@@ -277,7 +293,7 @@ class Relay:
             outcome = CLIENT  # the client went away: not the key's fault
             raise
         finally:
-            gen.close()
+            _close(gen)
             latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
             self._record(trace, target, key_id, outcome, latency, error)
 
@@ -310,6 +326,13 @@ def _find_usage(item: Any) -> dict | None:
     while isinstance(item, tuple) and item:
         item = item[-1]
     return item.get("usage") if isinstance(item, dict) else None
+
+
+def _close(items: Iterator[Any]) -> None:
+    """Close a stream's iterator at once (a generator's ``finally`` closes the upstream response)."""
+    closer = getattr(items, "close", None)
+    if closer is not None:
+        closer()
 
 
 def _pause(retry: RetryConfig, round_no: int, transient: bool, no_key: list[NoKeyAvailable]) -> float | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import orjson
 from flask import Response, current_app, g, request
@@ -11,8 +12,12 @@ from gunicorn.http.errors import NoMoreData, ParseException
 from proxy.errors import BadRequest, PayloadTooLarge
 from proxy.relay import Trace, check_model
 
+if TYPE_CHECKING:  # proxy.app imports the blueprints, which import this module
+    from proxy.app import Gateway
 
-def gateway():  # -> proxy.app.Gateway (not imported: proxy.app imports the blueprints)
+
+def gateway() -> Gateway:
+    """This app's Gateway (``create_app`` puts it in ``app.extensions``)."""
     return current_app.extensions["keyrelay"]
 
 

@@ -54,7 +54,8 @@ def install(app: Flask) -> None:
             if template
             else (exc.description or exc.name)
         )
-        headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else None
+        allowed = getattr(exc, "valid_methods", None)  # set on MethodNotAllowed (405)
+        headers = {"Allow": ", ".join(allowed)} if allowed else None
         code = "request_too_large" if status == 413 else exc.name.lower().replace(" ", "_")
         return error_response(GatewayError(message, status=status, code=code, headers=headers))
 

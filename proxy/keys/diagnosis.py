@@ -33,9 +33,10 @@ def judge(k: KeyState, cooldown_until: float | None, now: float, *, probe_timeou
         return Verdict(False, "invalid")
     if not has_secret:
         return Verdict(False, "not in this worker's config")
-    reasons, waits = [], []
+    reasons: list[str] = []
+    waits: list[float] = []
     state, left = breaker.view(k.breaker, now, probe_timeout)
-    if state == breaker.OPEN:
+    if state == breaker.OPEN and left is not None:  # an open circuit always says how long
         reasons.append(f"circuit_open ({_left(left)})")
         waits.append(left)
     elif state == breaker.HALF_OPEN and left is not None:

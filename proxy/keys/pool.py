@@ -151,7 +151,8 @@ class KeyPool:
             self._maybe_refresh()
             now = self.clock()
             s = self.settings
-            candidates, probes = [], []
+            candidates: list[str] = []
+            probes: list[str] = []
             for kid in self._by_provider.get(provider, ()):
                 st = self._states[kid]
                 if st.retired:
@@ -369,8 +370,8 @@ class KeyPool:
                 h, at = health.observe(h, at, t, x, half_life=s.health_half_life_s, alpha=s.health_alpha)
             fields: dict[str, Any] = {"health": h, "health_at": at,
                                       "last_used_at": max(row.last_used_at or 0, p.last_used_at)}
-            newer = p.last_error is not None and (row.last_error_at is None
-                                                  or p.last_error_at >= row.last_error_at)
+            newer = p.last_error is not None and p.last_error_at is not None and (
+                row.last_error_at is None or p.last_error_at >= row.last_error_at)
             if newer:
                 fields.update(last_error=p.last_error, last_error_at=p.last_error_at)
             tx.add_counters(kid, p.requests, p.errors, p.latency_ms_total, p.latency_samples)

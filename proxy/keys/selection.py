@@ -29,7 +29,8 @@ def smooth_wrr(candidates: Sequence[tuple[str, float]], current: MutableMapping[
     if not candidates:
         raise ValueError("no candidates")
     total = 0.0
-    best, best_val = None, 0.0
+    best: str | None = None
+    best_val = 0.0
     for cid, w in candidates:
         w = max(0.0, w)
         total += w
@@ -37,5 +38,6 @@ def smooth_wrr(candidates: Sequence[tuple[str, float]], current: MutableMapping[
         current[cid] = val
         if best is None or val > best_val:
             best, best_val = cid, val
+    assert best is not None  # candidates is not empty
     current[best] = best_val - total
     return best

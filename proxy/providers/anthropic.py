@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Generator, Iterator, Mapping
+from typing import Any, Protocol
 
 from proxy.errors import CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.providers import http
@@ -271,10 +271,10 @@ class AnthropicStreamTranslator(tk.StreamChunks):
             if delta.get("type") == "text_delta" and delta.get("text"):
                 return [self.make_chunk({"content": delta["text"]})]
             if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
-                index = self._tools.get(data.get("index", 0))
-                if index is not None:
+                tool = self._tools.get(data.get("index", 0))
+                if tool is not None:
                     return [self.make_chunk({"tool_calls": [
-                        {"index": index, "function": {"arguments": delta["partial_json"]}}]})]
+                        {"index": tool, "function": {"arguments": delta["partial_json"]}}]})]
             return []
         if event == "message_delta":
             self._stop_reason = (data.get("delta") or {}).get("stop_reason") or self._stop_reason
@@ -331,11 +331,17 @@ def _headers(call: Call, client: Mapping[str, str] | None = None) -> dict[str, s
     return headers
 
 
-def client_headers(headers: Mapping[str, str]) -> dict[str, str]:
+class HeaderLookup(Protocol):
+    """Read access to request headers: a Mapping, or Werkzeug's ``Headers`` (not a Mapping)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def client_headers(headers: HeaderLookup) -> dict[str, str]:
     """Headers of an Anthropic client (a case-insensitive mapping, e.g. Flask's ``request.headers``) that a
     pass-through forwards: ``anthropic-beta`` turns on features the body may use (without it the upstream
     rejects those fields). Merged with a configured value of the same header."""
-    return {name: headers[name] for name in PASSTHROUGH_HEADERS if headers.get(name)}
+    return {name: value for name in PASSTHROUGH_HEADERS if (value := headers.get(name))}
 
 
 def _base(call: Call) -> str:
@@ -351,7 +357,7 @@ def _post(call: Call, path: str, body: dict, client: Mapping[str, str] | None = 
 
 
 def _sse_events(call: Call, body: dict, client: Mapping[str, str] | None = None
-                ) -> Iterator[tuple[str, dict]]:
+                ) -> Generator[tuple[str, dict], None, None]:
     """POST a streaming request; yield (event, data) until the connection closes. Errors before the first
     event raise from the first ``next()``; the response is closed when the generator is closed."""
     resp = http.open_request("POST", _base(call) + "/messages", headers=_headers(call, client), body=body,

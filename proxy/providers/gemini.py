@@ -87,8 +87,8 @@ class GeminiAdapter:
         )
         try:
             if resp.status != 200:
-                body = http.read_error_body(resp)
-                raise gt.classify_error(resp.status, body, resp.headers, secret=call.key)
+                error_body = http.read_error_body(resp)
+                raise gt.classify_error(resp.status, error_body, resp.headers, secret=call.key)
             tr = gt.StreamTranslator(req.get("model") or call.model)
             yielded = False
             for _event, data in http.iter_sse_data(resp.iter_lines()):

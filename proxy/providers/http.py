@@ -136,7 +136,7 @@ class _Conn:
             pass
 
 
-def _ip_family(host: str) -> int | None:
+def _ip_family(host: str) -> socket.AddressFamily | None:
     try:
         return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
@@ -331,6 +331,7 @@ def _gevent_patched() -> bool:
 
 def _open(host: str, port: int, until: float) -> socket.socket:
     family = _ip_family(host)
+    addrs: list[tuple[socket.AddressFamily, tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]]]
     if family is None:
         addrs = [(af, sa) for af, _, _, _, sa in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)]
     else:  # an IP literal: no getaddrinfo (under gevent a round trip through its resolver threads)
@@ -501,7 +502,7 @@ class StreamResponse:
             size = int(m.group(1), 16)
             conn.buf = conn.buf[nl + 2:]
             if size == 0:
-                self._trailer()
+                self._trailer(conn)
                 return b""
             self._left = size
         if not conn.buf:
@@ -512,8 +513,7 @@ class StreamResponse:
         self._crlf = self._left == 0
         return data
 
-    def _trailer(self) -> None:
-        conn = self._conn
+    def _trailer(self, conn: _Conn) -> None:
         while True:
             if conn.buf.startswith(b"\r\n"):
                 conn.buf = conn.buf[2:]
@@ -560,7 +560,7 @@ class StreamResponse:
         """The whole body, within the deadline and at most ``idle`` between two reads."""
         self._limit(self._timeouts.deadline, self._timeouts.idle)
         try:
-            parts = []
+            parts: list[bytes] = []
             while True:
                 data = self.read1()
                 if not data:
