@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -17,7 +18,7 @@ from proxy.api.anthropic_shape import (
     openai_to_anthropic_response,
 )
 from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
-from proxy.api.shapes import check_depth, validate_messages
+from proxy.api.shapes import validate_messages
 from proxy.errors import CLIENT, GatewayError, UpstreamError
 from proxy.providers.anthropic import client_headers
 from proxy.providers.base import Adapter, Call, native_anthropic
@@ -34,7 +35,6 @@ def encode_event(event: str, data: dict) -> bytes:
 @bp.post("/messages")
 def messages() -> Response:
     body = read_json()
-    check_depth(body)
     validate_messages(body)
     req = anthropic_to_openai_request(body)
     client_model = body["model"]
@@ -42,7 +42,7 @@ def messages() -> Response:
     relay = gateway().relay
     forward = client_headers(request.headers)
     if body.get("stream"):
-        def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[tuple[str | None, object]]:
+        def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[tuple[str | None, Any]]:
             if (native := native_anthropic(adapter)) is not None:
                 return _tagged(NATIVE, native.messages_stream(call, body, forward))
             return _tagged(None, adapter.chat_stream(call, r))
@@ -62,7 +62,6 @@ def count_tokens() -> Response:
     """Counted by the upstream itself, so only for models served by an Anthropic upstream: any other
     count would be a guess."""
     body = read_json()
-    check_depth(body)
     validate_messages(body, count_tokens=True)
     req = anthropic_to_openai_request({**body, "max_tokens": 1, "stream": False})
     trace = start_trace(body["model"])
@@ -77,7 +76,7 @@ def count_tokens() -> Response:
     return routed(gateway().relay.complete(req, trace, count), trace)
 
 
-def _tagged(tag: str | None, items: Iterator[object]) -> Iterator[tuple[str | None, object]]:
+def _tagged(tag: str | None, items: Iterator[Any]) -> Iterator[tuple[str | None, Any]]:
     """Tag each stream item; closing this closes ``items`` at once (and with it the upstream response)."""
     try:
         for item in items:
@@ -86,8 +85,9 @@ def _tagged(tag: str | None, items: Iterator[object]) -> Iterator[tuple[str | No
         close(items)
 
 
-def anthropic_sse(items: Iterator[tuple[str | None, object]], model: str) -> Iterator[bytes]:
-    """Encode tagged stream items as Anthropic SSE; a failure after the first byte becomes an error event."""
+def anthropic_sse(items: Iterator[tuple[str | None, Any]], model: str) -> Iterator[bytes]:
+    """Encode tagged stream items (NATIVE: an (event, data) pair; else an OpenAI chunk) as Anthropic
+    SSE; a failure after the first byte becomes an error event."""
     encoder = AnthropicStreamEncoder(model)
     native = False
     try:

@@ -341,7 +341,7 @@ class AnthropicStreamEncoder:
         fn = call.get("function") or {}
         key = call.get("index", len(self._tools))
         if key not in self._tools:
-            block = {"type": "tool_use", "id": call.get("id") or _new_id("toolu_"),
+            block: dict[str, Any] = {"type": "tool_use", "id": call.get("id") or _new_id("toolu_"),
                      "name": fn.get("name") or "", "input": {}}
             events, self._tools[key] = self._open_block("tool_use", block)
         arguments = fn.get("arguments")

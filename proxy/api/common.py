@@ -9,6 +9,7 @@ import orjson
 from flask import Response, current_app, g, request
 from gunicorn.http.errors import NoMoreData, ParseException
 
+from proxy.api.shapes import check_depth
 from proxy.errors import BadRequest, PayloadTooLarge
 from proxy.relay import Trace, check_model
 
@@ -53,6 +54,7 @@ def read_json(required: bool = True) -> dict:
         raise BadRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise BadRequest("Request body must be a JSON object.")
+    check_depth(body)
     return body
 
 

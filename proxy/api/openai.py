@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import Iterator
 
 import orjson
 from flask import Blueprint, Response, jsonify
 
 from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
-from proxy.api.shapes import check_depth, validate_chat, validate_embeddings
+from proxy.api.shapes import validate_chat, validate_embeddings
 from proxy.errors import GatewayError, ModelNotFound
+from proxy.providers.toolkit import encode_floats
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
 
@@ -34,12 +33,11 @@ def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
 @bp.post("/chat/completions")
 def chat_completions() -> Response:
     body = read_json()
-    check_depth(body)
     validate_chat(body)
     trace = start_trace(body["model"])
     relay = gateway().relay
     if body.get("stream"):
-        options = body.get("stream_options") or {}
+        options: dict = body.get("stream_options") or {}  # validated: an object or absent
         wanted = bool(options.get("include_usage"))
         body["stream_options"] = {**options, "include_usage": True}  # usage feeds the token metrics
         return stream_response(sse(relay.chat_stream(body, trace), wanted), trace)
@@ -49,16 +47,12 @@ def chat_completions() -> Response:
 @bp.post("/embeddings")
 def embeddings() -> Response:
     body = read_json()
-    check_depth(body)
     validate_embeddings(body)
     trace = start_trace(body["model"])
     result = gateway().relay.embeddings(body, trace)
-    if body.get("encoding_format") == "base64":  # what the openai SDK asks for by default
-        for item in result.get("data", []):
-            if isinstance(item.get("embedding"), list):
-                item["embedding"] = base64.b64encode(
-                    struct.pack(f"<{len(item['embedding'])}f", *item["embedding"])
-                ).decode()
+    for item in result.get("data", []):  # base64 is what the openai SDK asks for by default
+        if isinstance(item.get("embedding"), list):
+            item["embedding"] = encode_floats(item["embedding"], body.get("encoding_format"))
     return routed(result, trace)
 
 
