@@ -125,13 +125,13 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, anthropic, errors, guard, health, openai
+    from proxy.api import admin, anthropic, envelopes, guard, openai, probes
 
-    errors.install(app)
+    envelopes.install(app)
     app.register_blueprint(openai.bp)
     app.register_blueprint(anthropic.bp)
     app.register_blueprint(admin.bp)
-    app.register_blueprint(health.bp)
+    app.register_blueprint(probes.bp)
     metrics.install(app, gw)
     _install_request_log(app)
     guard.install(app, config.server)  # after the request log: a refused request is logged with its id

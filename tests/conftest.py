@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from tests.harness import Gateway, mock_config
+from tests.harness import Server, mock_config
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -12,7 +12,7 @@ ADMIN_TOKEN = "test-admin-token"
 @pytest.fixture
 def mock_gateway(tmp_path):
     """keyrelay with the built-in mock provider, 2 gevent workers."""
-    with Gateway(tmp_path, mock_config(admin_token=ADMIN_TOKEN)) as gw:
+    with Server(tmp_path, mock_config(admin_token=ADMIN_TOKEN)) as gw:
         yield gw
 
 
@@ -21,7 +21,7 @@ def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
     """keyrelay in this process: ``make_app(config_dict)`` builds ``create_app(parse_config(...))`` over a
     database in tmp_path (unless the config names one) and returns Flask's test client; the app is at
     ``client.application``. For what needs no real server: routing, validation, error envelopes, admin
-    semantics. Workers, signals, reloads, streaming timing and nginx stay with tests.harness.Gateway."""
+    semantics. Workers, signals, reloads, streaming timing and nginx stay with tests.harness.Server."""
     from proxy.app import create_app
     from proxy.config import parse_config
 

@@ -23,7 +23,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Gateway:
+class Server:
     """`keyrelay serve` in a subprocess; stderr (the JSON log) goes to a file the test can read."""
 
     def __init__(self, tmp_path: Path, config: dict, *, workers: int = 2, env: dict | None = None) -> None:
@@ -42,7 +42,7 @@ class Gateway:
     def write_config(self, config: dict) -> None:
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
-    def start(self, timeout: float = 30) -> Gateway:
+    def start(self, timeout: float = 30) -> Server:
         if self.proc is not None and self.proc.poll() is None:
             raise RuntimeError("this gateway is already running")  # a second master would be orphaned
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KEYRELAY_", "GEMINI_API_KEYS"))}
@@ -102,7 +102,7 @@ class Gateway:
             self._log.close()
         return self.proc.returncode if self.proc else None
 
-    def __enter__(self) -> Gateway:
+    def __enter__(self) -> Server:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

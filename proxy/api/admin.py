@@ -19,7 +19,7 @@ from flask import Blueprint, Response, jsonify, request
 from proxy import runtime
 from proxy.api import dashboard
 from proxy.api.common import gateway, read_json
-from proxy.api.errors import error_response
+from proxy.api.envelopes import error_response
 from proxy.config import Config, ConfigError, load_config
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
 from proxy.keys import SnapshotError, key_id

@@ -28,7 +28,7 @@ from typing import Any
 
 from .. import errors
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
-from . import breaker, cooldown, health, selection, snapshot
+from . import breaker, cooldown, scoring, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .ids import key_id, scrub
 from .specs import Key, KeySettings, KeySpec
@@ -166,7 +166,7 @@ class KeyPool:
             if candidates:
                 weighted = [(kid, selection.effective_weight(
                     self._states[kid].weight,
-                    health.current(self._states[kid].health, self._states[kid].health_at, now,
+                    scoring.current(self._states[kid].health, self._states[kid].health_at, now,
                                    s.health_half_life_s),
                     s.health_floor)) for kid in candidates]
                 pick = selection.smooth_wrr(selection.rotate(weighted, self._offset),
@@ -208,10 +208,10 @@ class KeyPool:
             if outcome == errors.OK and latency_ms is not None and latency_ms >= 0:
                 p.latency_ms_total += latency_ms
                 p.latency_samples += 1
-            x = health.observation(outcome, latency_ms, s.slow_latency_ms)
+            x = scoring.observation(outcome, latency_ms, s.slow_latency_ms)
             if x is not None:
                 p.obs.append((now, x))
-                st.health, st.health_at = health.observe(st.health, st.health_at, now, x,
+                st.health, st.health_at = scoring.observe(st.health, st.health_at, now, x,
                                                          half_life=s.health_half_life_s, alpha=s.health_alpha)
             nb = self._next_breaker(st.breaker, outcome, now)
             if nb != st.breaker:
@@ -367,7 +367,7 @@ class KeyPool:
                 continue
             h, at = row.health, row.health_at
             for t, x in p.obs:
-                h, at = health.observe(h, at, t, x, half_life=s.health_half_life_s, alpha=s.health_alpha)
+                h, at = scoring.observe(h, at, t, x, half_life=s.health_half_life_s, alpha=s.health_alpha)
             fields: dict[str, Any] = {"health": h, "health_at": at,
                                       "last_used_at": max(row.last_used_at or 0, p.last_used_at)}
             newer = p.last_error is not None and p.last_error_at is not None and (
@@ -447,7 +447,7 @@ class KeyPool:
         if p is None or st is None:
             return
         for t, x in p.obs:
-            st.health, st.health_at = health.observe(st.health, st.health_at, t, x,
+            st.health, st.health_at = scoring.observe(st.health, st.health_at, t, x,
                                                      half_life=self.settings.health_half_life_s,
                                                      alpha=self.settings.health_alpha)
 
@@ -513,7 +513,7 @@ class KeyPool:
             "enabled": st.enabled, "disabled_reason": st.disabled_reason,
             "status": st.status, "status_reason": st.status_reason,
             "weight": st.weight,
-            "health": round(health.current(st.health, st.health_at, now, s.health_half_life_s), 3),
+            "health": round(scoring.current(st.health, st.health_at, now, s.health_half_life_s), 3),
             "circuit": circuit, "circuit_seconds_left": None if left is None else round(left, 1),
             "cooldowns": cds,
             "requests": st.requests, "errors": st.errors,

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from tests.harness import Gateway
+from tests.harness import Server
 from tests.mock_upstream import error, invalid_key
 
 TOKEN = "admin-token-for-tests-0123456789"
@@ -33,7 +33,7 @@ def gateway_config(mock_url: str) -> dict:
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory, mock):
-    with Gateway(tmp_path_factory.mktemp("admin"), gateway_config(mock.url)) as gateway:
+    with Server(tmp_path_factory.mktemp("admin"), gateway_config(mock.url)) as gateway:
         yield gateway
 
 
@@ -48,12 +48,12 @@ def _clean(gw, mock):
         api(gw, "POST", f"/keys/{key['id']}/enable")
 
 
-def api(gw: Gateway, method: str, path: str, *, headers: dict | None = None, **kw) -> requests.Response:
+def api(gw: Server, method: str, path: str, *, headers: dict | None = None, **kw) -> requests.Response:
     return requests.request(method, gw.url + "/admin/api" + path, headers={**AUTH, **(headers or {})},
                             timeout=10, **kw)
 
 
-def ids(gw: Gateway) -> dict[str, str]:
+def ids(gw: Server) -> dict[str, str]:
     """Secret → key id, from the listing's hints (first 4 + … + last 3)."""
     keys = api(gw, "GET", "/keys").json()["keys"]
     by_hint = {k["hint"]: k["id"] for k in keys}
@@ -70,18 +70,18 @@ def assert_error(r: requests.Response, status: int, *words: str) -> dict:
     return err
 
 
-def listings(gw: Gateway, n: int = 40) -> list[requests.Response]:
+def listings(gw: Server, n: int = 40) -> list[requests.Response]:
     """n concurrent GET /keys (fresh connections), so both workers answer."""
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: api(gw, "GET", "/keys", headers={"Connection": "close"}), range(n)))
 
 
-def chat(gw: Gateway, text: str = "hi") -> requests.Response:
+def chat(gw: Server, text: str = "hi") -> requests.Response:
     return requests.post(gw.url + "/v1/chat/completions", timeout=10, json={
         "model": "fast", "messages": [{"role": "user", "content": text}]})
 
 
-def last_audit(gw: Gateway) -> dict:
+def last_audit(gw: Server) -> dict:
     return api(gw, "GET", "/audit", params={"limit": 1}).json()["audit"][0]
 
 

@@ -8,7 +8,7 @@ import anthropic
 import pytest
 import requests
 
-from tests.harness import Gateway
+from tests.harness import Server
 from tests.mock_upstream import MockUpstream, error, reset_after
 
 GEM_KEY = "gem-msgs-key-1"
@@ -67,7 +67,7 @@ def gw(tmp_path_factory, mock):
             {"name": "claude", "targets": [{"provider": "claude", "model": CLAUDE}]},
         ],
     }
-    with Gateway(tmp_path_factory.mktemp("anthropic-endpoint"), config) as gateway:
+    with Server(tmp_path_factory.mktemp("anthropic-endpoint"), config) as gateway:
         yield gateway
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from proxy.providers.base import Call, Timeouts
 from proxy.providers.ollama import OllamaAdapter
-from tests.harness import Gateway
+from tests.harness import Server
 from tests.mock_upstream import error
 
 ANT_KEY = "sk-ant-upstreams-key-1"
@@ -58,7 +58,7 @@ def gw(tmp_path_factory, mock):
             {"name": "local", "targets": [{"provider": "ollama", "model": LLAMA}]},
         ],
     }
-    with Gateway(tmp_path_factory.mktemp("anthropic-ollama"), config) as gateway:
+    with Server(tmp_path_factory.mktemp("anthropic-ollama"), config) as gateway:
         yield gateway
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import REPO, Gateway
+from tests.harness import REPO, Server
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = [
@@ -33,7 +33,7 @@ def gw(tmp_path_factory):
                        "keys": [SECRETS[0], {"key": SECRETS[1], "label": "backup"}]}],
         "models": [{"name": "fast", "targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]}],
     }
-    with Gateway(tmp_path_factory.mktemp("browser"), config) as gateway:
+    with Server(tmp_path_factory.mktemp("browser"), config) as gateway:
         yield gateway
 
 
@@ -48,7 +48,7 @@ def page():
             browser.close()
 
 
-def keys(gw: Gateway) -> dict[str, dict]:
+def keys(gw: Server) -> dict[str, dict]:
     r = requests.get(gw.url + "/admin/api/keys", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     return {k["id"]: k for k in r.json()["keys"]}
 

@@ -16,7 +16,7 @@ import time
 import requests
 
 from proxy.keys import key_id
-from tests.harness import Gateway, mock_config
+from tests.harness import Server, mock_config
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -34,7 +34,7 @@ print("released", flush=True)
 """
 
 
-def chat(session: requests.Session, gw: Gateway) -> requests.Response:
+def chat(session: requests.Session, gw: Server) -> requests.Response:
     return session.post(gw.url + "/v1/chat/completions", timeout=5,
                         json={"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -47,7 +47,7 @@ def timed(fn) -> tuple[requests.Response, float]:
 
 def test_lock_held_by_another_process_never_freezes_the_worker(tmp_path):
     kid = key_id("mock", None)
-    with Gateway(tmp_path, mock_config(admin_token=TOKEN), workers=1) as gw:
+    with Server(tmp_path, mock_config(admin_token=TOKEN), workers=1) as gw:
         session = requests.Session()
         assert chat(session, gw).status_code == 200
         assert session.get(gw.url + "/readyz", timeout=5).status_code == 200

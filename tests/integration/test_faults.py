@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from proxy.keys.ids import key_id
-from tests.harness import Gateway, free_port
+from tests.harness import Server, free_port
 from tests.integration import resilience_report
 from tests.mock_upstream import MockUpstream, delay, error, hold, invalid_key, pace, reset_after
 
@@ -82,7 +82,7 @@ def config(providers: list[dict], models: list[dict], *, retry: dict | None = No
             "key_manager": key_manager or {}, "providers": providers, "models": models}
 
 
-def chat(gw: Gateway, model_name: str, text: str = "hello", *, stream: bool = False, timeout: float = 10,
+def chat(gw: Server, model_name: str, text: str = "hello", *, stream: bool = False, timeout: float = 10,
          session: requests.Session | None = None) -> requests.Response:
     body = {"model": model_name, "messages": [{"role": "user", "content": text}], "stream": stream}
     return (session or requests).post(gw.url + "/v1/chat/completions", json=body, stream=stream,
@@ -113,7 +113,7 @@ def stream_outcome(resp: requests.Response) -> tuple[str, list[dict], dict | Non
     return text, chunks, errors[0] if errors else None
 
 
-def db_keys(gw: Gateway) -> dict[str, sqlite3.Row]:
+def db_keys(gw: Server) -> dict[str, sqlite3.Row]:
     conn = sqlite3.connect(gw.config["server"]["database"], timeout=5)
     conn.row_factory = sqlite3.Row
     try:
@@ -145,7 +145,7 @@ def test_429_storm_on_two_of_three_keys(tmp_path, mock, report):
     for k in keys[:2]:  # the storm: every call with these keys is rate limited, cooling 1 s each time
         mock.script(key=k, behaviour=error(429, headers={"Retry-After": "1"}))
     n, started = 500, time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         local = threading.local()
 
         def one(i: int) -> tuple[int, float, str | None]:
@@ -190,7 +190,7 @@ def test_5xx_burst_opens_circuit_then_half_open_recovers(tmp_path, mock, report)
     cfg = config([provider("up", keys, mock.url)], [model("chat", ("up", "gpt-4o-mini"))],
                  key_manager={"breaker_failures": 3, "breaker_open_s": 1})
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         states: list[tuple[float, str]] = []  # (time, circuit of the bad key) whenever it changed
         errors: list[str] = []
         stop = threading.Event()
@@ -265,7 +265,7 @@ def test_slow_upstream_gets_a_timely_error_or_a_fallback(tmp_path, mock, report)
     mock.script(key=slow_key, behaviour=delay(5))
     mock.script(key=silent_key, behaviour=pace(chunks=6) + hold(5, after=2))
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         t0 = time.monotonic()
         r = chat(gw, "slow-only", timeout=10)
         t_error = time.monotonic() - t0
@@ -312,7 +312,7 @@ def test_reset_mid_stream_gives_error_event_and_clean_end(tmp_path, mock, report
                                                     "base_url": mock.url + "/v1", "keys": ["sk-ant-reset"]}],
                  [model("chat", ("up", "gpt-4o-mini")), model("opus", ("claude", "claude-x"))])
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         before = db_keys(gw)
         mock.script(behaviour=pace(chunks=6, delay=0.05) + reset_after(3), times=1, dialect="openai")
         t0 = time.monotonic()
@@ -374,7 +374,7 @@ def test_all_keys_invalid_or_cooling(tmp_path, mock, report):
     for k, secs in zip(cool, (7, 12, 20), strict=True):
         mock.script(key=k, behaviour=error(429, headers={"Retry-After": str(secs)}))
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         first = chat(gw, "bad-chat")
         calls_after_first = mock.count()
         t0 = time.monotonic()
@@ -428,7 +428,7 @@ def test_primary_provider_down_fallback_answers(tmp_path, mock, report):
          {"name": "weighted", "strategy": "weighted",
           "targets": [{"provider": "a", "model": "m-a", "weight": 3}, {"provider": "b", "model": "m-b"}]}])
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         t0 = time.monotonic()
         r = chat(gw, "chat")
         t_plain = time.monotonic() - t0
@@ -454,7 +454,7 @@ def test_primary_provider_down_fallback_answers(tmp_path, mock, report):
 
 # ---------------------------------------------------------------------------------------------- 7
 
-def _open_streams(gw: Gateway, n: int, model_name: str) -> tuple[list[threading.Thread], list]:
+def _open_streams(gw: Server, n: int, model_name: str) -> tuple[list[threading.Thread], list]:
     results: list = [None] * n
 
     def run(i: int) -> None:
@@ -470,7 +470,7 @@ def _open_streams(gw: Gateway, n: int, model_name: str) -> tuple[list[threading.
     return threads, results
 
 
-def _models(gw: Gateway) -> set[str]:
+def _models(gw: Server) -> set[str]:
     return {m["id"] for m in requests.get(gw.url + "/v1/models", timeout=5).json()["data"]}
 
 
@@ -480,7 +480,7 @@ def test_sighup_reload_keeps_streams_and_rejects_invalid_config(tmp_path, mock, 
     cfg = config([provider("up", [key], mock.url)], [model("chat", ("up", "gpt-4o-mini"))],
                  server={"graceful_timeout": 20})
     started = time.monotonic()
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         old_pids = set(gw.worker_pids())
         mock.script(key=key, behaviour=pace(chunks=4) + hold("hup", after=1))
         threads, results = _open_streams(gw, 20, "chat")
@@ -534,7 +534,7 @@ def test_sigterm_finishes_streams_and_flushes_counters(tmp_path, mock, report):
     cfg = config([provider("up", [key], mock.url)], [model("chat", ("up", "gpt-4o-mini"))],
                  server={"graceful_timeout": 10})
     started = time.monotonic()
-    gw = Gateway(tmp_path, cfg).start()
+    gw = Server(tmp_path, cfg).start()
     try:
         for i in range(5):
             assert chat(gw, "chat", f"warm {i}").status_code == 200
@@ -569,7 +569,7 @@ def test_client_disconnect_releases_upstream_connection(tmp_path, report):
         own.script(behaviour=pace(chunks=200, delay=0.05))
         cfg = config([provider("up", ["sk-gone"], own.url)], [model("chat", ("up", "gpt-4o-mini"))])
         started = time.monotonic()
-        with Gateway(tmp_path, cfg) as gw:
+        with Server(tmp_path, cfg) as gw:
             body = json.dumps({"model": "chat", "stream": True,
                                "messages": [{"role": "user", "content": " ".join(["word"] * 400)}]})
             sock = socket.create_connection(("127.0.0.1", gw.port), timeout=10)

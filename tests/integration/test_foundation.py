@@ -12,17 +12,17 @@ import openai
 import pytest
 import requests
 
-from tests.harness import REPO, Gateway, mock_config
+from tests.harness import REPO, Server, mock_config
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("foundation")
-    with Gateway(tmp, mock_config()) as gateway:
+    with Server(tmp, mock_config()) as gateway:
         yield gateway
 
 
-def client(gw: Gateway) -> openai.OpenAI:
+def client(gw: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0)
 
 

@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from tests.harness import Gateway
+from tests.harness import Server
 from tests.mock_upstream import error, hold, pace
 
 KEY = "gem-dataplane-key-1"
@@ -43,7 +43,7 @@ def gw(tmp_path_factory, mock):
             {"name": "compat-chat", "targets": [{"provider": "compat", "model": "gpt-4o-mini"}]},
         ],
     }
-    with Gateway(tmp_path_factory.mktemp("gemini"), config) as gateway:
+    with Server(tmp_path_factory.mktemp("gemini"), config) as gateway:
         yield gateway
 
 

@@ -19,7 +19,7 @@ import pytest
 import requests
 import yaml
 
-from tests.harness import REPO, Gateway
+from tests.harness import REPO, Server
 from tests.mock_upstream import error
 
 TOKEN = "hostile-admin-token-0123456789"
@@ -100,7 +100,7 @@ def gw(tmp_path_factory, recorder):
         "providers": [*_providers(recorder.url, "any"), {"name": "mock", "type": "mock"}],
         "models": [{"name": "mock-chat", "targets": [{"provider": "mock", "model": "mock-1"}]}],
     }
-    with Gateway(tmp_path_factory.mktemp("hostile"), config, workers=1) as gateway:
+    with Server(tmp_path_factory.mktemp("hostile"), config, workers=1) as gateway:
         yield gateway
 
 
@@ -215,7 +215,7 @@ def test_unlisted_passthrough_is_404_and_grows_no_state(tmp_path, recorder):
         "providers": providers,
         "models": [{"name": "pro", "targets": [{"provider": "gemini", "model": "gemini-2.5-pro"}]}],
     }
-    with Gateway(tmp_path, config, workers=1) as gw:
+    with Server(tmp_path, config, workers=1) as gw:
         recorder.lines.clear()
         for name in ("gemini/gemini-2.5-flash", "gemini/gemini-2.5-pro", "oai/gpt-4o-mini"):
             assert chat(gw, name).status_code == 400, name  # routed: the recorder's 400
@@ -265,7 +265,7 @@ def test_allowed_hosts_star_turns_the_check_off(tmp_path):
         "providers": [{"name": "mock", "type": "mock"}],
         "models": [{"name": "mock-chat", "targets": [{"provider": "mock", "model": "m"}]}],
     }
-    with Gateway(tmp_path, config, workers=1) as gw:
+    with Server(tmp_path, config, workers=1) as gw:
         r = chat(gw, "mock-chat", headers={"Host": "anything.example"})
         assert r.status_code == 200
 
@@ -348,7 +348,7 @@ def test_no_key_answers_tell_no_key_ids_and_admin_diagnoses(tmp_path, mock):
     }
     mock.script(key=keys[2], behaviour=error(429, headers={"Retry-After": "30"}))
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with Gateway(tmp_path, config, workers=1) as gw:
+    with Server(tmp_path, config, workers=1) as gw:
         ids = {
             k["id"] for k in requests.get(gw.url + "/admin/api/keys", headers=auth, timeout=5).json()["keys"]
         }
@@ -421,7 +421,7 @@ def test_short_admin_token_refused_with_reason(tmp_path):
         if not ok:
             assert "server.admin_token" in out.stderr and "at least 16 characters" in out.stderr
             assert token.strip() not in out.stderr
-    with Gateway(tmp_path, {"server": {"admin_token": "  0123456789abcdef  "}, **base}, workers=1) as gw:
+    with Server(tmp_path, {"server": {"admin_token": "  0123456789abcdef  "}, **base}, workers=1) as gw:
         r = requests.get(
             gw.url + "/admin/api/keys", headers={"Authorization": "Bearer 0123456789abcdef"}, timeout=5
         )
@@ -436,7 +436,7 @@ def test_refused_reload_quotes_no_secret(tmp_path):
         "models": [{"name": "mock-chat", "targets": [{"provider": "mock", "model": "m"}]}],
     }
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with Gateway(tmp_path, config, workers=1) as gw:
+    with Server(tmp_path, config, workers=1) as gw:
         bad_configs = [
             {
                 "name": "up",

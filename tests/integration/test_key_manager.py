@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from proxy.keys import key_id
-from tests.harness import REPO, Gateway
+from tests.harness import REPO, Server
 from tests.mock_upstream import MockUpstream, error, invalid_key
 
 KEYS = ["km-key-alpha-0001", "km-key-bravo-0002", "km-key-charlie-03"]
@@ -45,7 +45,7 @@ def mock():
         yield m
 
 
-def chat(gw: Gateway, model: str = "flash", session: requests.Session | None = None) -> requests.Response:
+def chat(gw: Server, model: str = "flash", session: requests.Session | None = None) -> requests.Response:
     return (session or requests).post(
         gw.url + "/v1/chat/completions",
         timeout=20,
@@ -53,24 +53,24 @@ def chat(gw: Gateway, model: str = "flash", session: requests.Session | None = N
     )
 
 
-def many(gw: Gateway, n: int, model: str = "flash", threads: int = 8) -> list[requests.Response]:
+def many(gw: Server, n: int, model: str = "flash", threads: int = 8) -> list[requests.Response]:
     with ThreadPoolExecutor(threads) as pool:
         return list(pool.map(lambda _: chat(gw, model), range(n)))
 
 
-def admin(gw: Gateway, method: str, path: str, **kw) -> requests.Response:
+def admin(gw: Server, method: str, path: str, **kw) -> requests.Response:
     return requests.request(
         method, gw.url + "/admin/api" + path, timeout=10, headers={"Authorization": f"Bearer {TOKEN}"}, **kw
     )
 
 
-def keys_by_id(gw: Gateway) -> dict[str, dict]:
+def keys_by_id(gw: Server) -> dict[str, dict]:
     return {k["id"]: k for k in admin(gw, "GET", "/keys").json()["keys"]}
 
 
 def test_quota_on_one_key_is_invisible_and_per_model(tmp_path, mock):
     mock.script(key=KEYS[0], model="gemini-2.5-flash", behaviour=error(429, retry_delay="6.5s"))
-    with Gateway(tmp_path, config(mock)) as gw:
+    with Server(tmp_path, config(mock)) as gw:
         replies = many(gw, 60)
         assert [r.status_code for r in replies] == [200] * 60
         # requests already in flight when the first 429 came back may hit it too (8 at once here)
@@ -96,7 +96,7 @@ def test_quota_on_one_key_is_invisible_and_per_model(tmp_path, mock):
 
 def test_invalid_key_is_never_tried_again_by_any_worker(tmp_path, mock):
     mock.script(key=KEYS[1], behaviour=invalid_key())
-    with Gateway(tmp_path, config(mock)) as gw:
+    with Server(tmp_path, config(mock)) as gw:
         replies = many(gw, 80)
         assert all(r.status_code == 200 for r in replies)
         tried = mock.count(key=KEYS[1])
@@ -107,7 +107,7 @@ def test_invalid_key_is_never_tried_again_by_any_worker(tmp_path, mock):
 
 
 def test_disable_through_one_worker_is_obeyed_by_all_within_a_second(tmp_path, mock):
-    with Gateway(tmp_path, config(mock)) as gw:
+    with Server(tmp_path, config(mock)) as gw:
         many(gw, 20)
         r = admin(gw, "POST", f"/keys/{IDS[2]}/disable", json={"reason": "test"})
         assert r.status_code == 200, r.text
@@ -124,7 +124,7 @@ def test_disable_through_one_worker_is_obeyed_by_all_within_a_second(tmp_path, m
 
 def test_all_keys_limited_gives_429_with_retry_after(tmp_path, mock):
     mock.script(model="gemini-2.5-flash", behaviour=error(429, retry_delay="20s"))
-    with Gateway(tmp_path, config(mock)) as gw:
+    with Server(tmp_path, config(mock)) as gw:
         first = chat(gw)
         assert first.status_code == 429 and 1 <= int(first.headers["Retry-After"]) <= 20
         started = time.monotonic()
@@ -141,7 +141,7 @@ def test_state_survives_restart_and_kill_9(tmp_path, mock):
     mock.script(key=KEYS[1], behaviour=invalid_key())
     mock.script(key=KEYS[2], model="gemini-2.5-pro", behaviour=error(500))
     cfg = config(mock)
-    gw = Gateway(tmp_path, cfg).start()
+    gw = Server(tmp_path, cfg).start()
     try:
         assert chat(gw).status_code == 200  # KEYS[0] quota, KEYS[1] invalid, KEYS[2] answers
         for _ in range(2):
@@ -175,7 +175,7 @@ def test_state_survives_restart_and_kill_9(tmp_path, mock):
     assert before[IDS[1]]["status"] == "invalid"
     assert before[IDS[2]]["circuit"] == "open" and not before[IDS[2]]["enabled"]
 
-    gw2 = Gateway(tmp_path, cfg)
+    gw2 = Server(tmp_path, cfg)
     gw2.port = gw.port
     gw2.url = gw.url
     with gw2:
@@ -196,7 +196,7 @@ def test_snapshot_round_trip_and_refusals(tmp_path, mock):
     mock.script(key=KEYS[0], model="gemini-2.5-flash", behaviour=error(429, retry_delay="600s"))
     mock.script(key=KEYS[1], behaviour=invalid_key())
     cfg = config(mock)
-    with Gateway(tmp_path, cfg) as gw:
+    with Server(tmp_path, cfg) as gw:
         many(gw, 10)
         admin(gw, "POST", f"/keys/{IDS[2]}/disable", json={"reason": "snap"})
         admin(gw, "PATCH", f"/keys/{IDS[2]}", json={"weight": 3})

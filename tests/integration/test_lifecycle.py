@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import REPO, Gateway, free_port, mock_config
+from tests.harness import REPO, Server, free_port, mock_config
 from tests.mock_upstream import hold
 
 KEY = "sk-lifecycle"
@@ -31,11 +31,11 @@ def upstream_config(url: str) -> dict:
     }
 
 
-def models(gw: Gateway) -> set[str]:
+def models(gw: Server) -> set[str]:
     return {m["id"] for m in requests.get(gw.url + "/v1/models", timeout=5).json()["data"]}
 
 
-def reload_with_new_model(gw: Gateway) -> None:
+def reload_with_new_model(gw: Server) -> None:
     """SIGHUP with one more model; returns once a new connection sees it."""
     changed = json.loads(json.dumps(gw.config))
     changed["models"].append({"name": "after-reload", "targets": [{"provider": "up", "model": "gpt-4o"}]})
@@ -68,7 +68,7 @@ def chat_body(text: str, *, stream: bool = False) -> str:
 def test_reload_closes_idle_keepalive_connections_at_once(tmp_path, mock):
     """gunicorn's keepalive is 5 s: an old worker must not keep an idle connection (and serve the next
     request on it with the old config) until then."""
-    with Gateway(tmp_path, upstream_config(mock.url)) as gw:
+    with Server(tmp_path, upstream_config(mock.url)) as gw:
         conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
         conn.request("GET", "/v1/models")
         resp = conn.getresponse()
@@ -87,7 +87,7 @@ def test_reload_closes_busy_connections_after_their_response(tmp_path, mock):
     closed after it: neither is reused for a request the old config would answer."""
     mock.clear()
     mock.script(key=KEY, behaviour=hold("lifecycle", after=1))
-    with Gateway(tmp_path, upstream_config(mock.url)) as gw:
+    with Server(tmp_path, upstream_config(mock.url)) as gw:
         streamed = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=20)
         streamed.request("POST", "/v1/chat/completions", chat_body("streamed", stream=True),
                          {"Content-Type": "application/json"})
@@ -145,7 +145,7 @@ def test_read_only_database_refuses_to_start_with_one_line(tmp_path, what):
     db_path = tmp_path / "db" / "keyrelay.db"
     config = mock_config()
     config["server"]["database"] = str(db_path)
-    gw = Gateway(tmp_path, config)  # writes the config file; not started through the harness
+    gw = Server(tmp_path, config)  # writes the config file; not started through the harness
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
     subprocess.run([sys.executable, "-m", "proxy.cli", "migrate", "--config", str(gw.config_path)],
                    cwd=REPO, env=env, check=True, capture_output=True, timeout=30)
@@ -171,7 +171,7 @@ def database_failure_app() -> None:
 
 
 def test_worker_that_cannot_open_the_database_exits_1_with_one_line(tmp_path):
-    gw = Gateway(tmp_path, mock_config())
+    gw = Server(tmp_path, mock_config())
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}
     env.update(KEYRELAY_CONFIG=str(gw.config_path), KEYRELAY_BIND=f"127.0.0.1:{free_port()}",
                KEYRELAY_WORKERS="2")

@@ -11,7 +11,7 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.harness import Gateway
+from tests.harness import Server
 from tests.mock_upstream import error
 
 TOKEN = "metrics-admin-token-777"
@@ -38,11 +38,11 @@ def gw(tmp_path_factory, mock):
             {"name": "mock-chat", "targets": [{"provider": "mock", "model": "mock-1"}]},
         ],
     }
-    with Gateway(tmp_path_factory.mktemp("metrics"), config) as gateway:
+    with Server(tmp_path_factory.mktemp("metrics"), config) as gateway:
         yield gateway
 
 
-def scrape(gw: Gateway) -> tuple[int, str, Samples]:
+def scrape(gw: Server) -> tuple[int, str, Samples]:
     r = requests.get(gw.url + "/metrics", headers={"Connection": "close"}, timeout=10)
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     samples: Samples = {}
@@ -52,7 +52,7 @@ def scrape(gw: Gateway) -> tuple[int, str, Samples]:
     return int(r.headers["X-Keyrelay-Worker"]), r.text, samples
 
 
-def scrapes(gw: Gateway, n: int = 24) -> list[tuple[int, str, Samples]]:
+def scrapes(gw: Server, n: int = 24) -> list[tuple[int, str, Samples]]:
     """n concurrent scrapes on fresh connections, so both workers answer some."""
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: scrape(gw), range(n)))
@@ -71,7 +71,7 @@ def key_gauges(samples: Samples) -> Samples:
     return {k: v for k, v in samples.items() if k[0].startswith("keyrelay_key_")}
 
 
-def chat(gw: Gateway, model: str, text: str) -> requests.Response:
+def chat(gw: Server, model: str, text: str) -> requests.Response:
     r = requests.post(gw.url + "/v1/chat/completions", timeout=15,
                       json={"model": model, "messages": [{"role": "user", "content": text}]})
     assert r.status_code == 200, r.text

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, Gateway, free_port
+from tests.harness import REPO, Server, free_port
 from tests.integration import resilience_report
 from tests.mock_upstream import MockUpstream, pace
 
@@ -55,7 +55,7 @@ def nginx_front(tmp_path):
                               "keys": ["sk-nginx"]}],
                "models": [{"name": "chat", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]}]}
         (tmp_path / "keyrelay").mkdir()
-        with Gateway(tmp_path / "keyrelay", cfg) as gw:
+        with Server(tmp_path / "keyrelay", cfg) as gw:
             ngx_dir = tmp_path / "nginx"
             ngx_dir.mkdir()
             port = free_port()

@@ -15,18 +15,18 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.harness import REPO, Gateway, free_port
+from tests.harness import REPO, Server, free_port
 from tests.mock_upstream import error, invalid_key
 
 TOKEN = "ops-admin-token-31337"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def fresh(gw: Gateway, path: str, **kw) -> requests.Response:
+def fresh(gw: Server, path: str, **kw) -> requests.Response:
     return requests.get(gw.url + path, headers={"Connection": "close"}, timeout=5, **kw)
 
 
-def many(gw: Gateway, path: str, n: int = 16) -> list[requests.Response]:
+def many(gw: Server, path: str, n: int = 16) -> list[requests.Response]:
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(lambda _: fresh(gw, path), range(n)))
 
@@ -51,7 +51,7 @@ def ready_gw(tmp_path):
                        "keys": ["AIzaREADY-key-one-000001", "AIzaREADY-key-two-000002"]}],
         "models": [{"name": "fast", "targets": [{"provider": "gem", "model": "gemini-2.5-flash"}]}],
     }
-    with Gateway(tmp_path, config) as gw:
+    with Server(tmp_path, config) as gw:
         yield gw
 
 
@@ -108,7 +108,7 @@ def test_graceful_shutdown_closes_idle_connections_while_inflight_finishes(tmp_p
         "providers": [{"name": "mock", "type": "mock", "latency_ms": 2500}],
         "models": [{"name": "slow", "targets": [{"provider": "mock", "model": "mock-1"}]}],
     }
-    gw = Gateway(tmp_path, config).start()
+    gw = Server(tmp_path, config).start()
     try:
         keepalive = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=5)
         keepalive.request("GET", "/healthz")
@@ -179,7 +179,7 @@ def test_secrets_appear_nowhere_and_logs_are_json(tmp_path, mock):
     def admin(method: str, path: str, **kw) -> requests.Response:
         return keep(requests.request(method, gw.url + "/admin/api" + path, headers=AUTH, timeout=10, **kw))
 
-    with Gateway(tmp_path, config) as gw:
+    with Server(tmp_path, config) as gw:
         # a normal answer, a stream, with a client request id echoed and one generated
         r = keep(requests.post(gw.url + "/v1/chat/completions", timeout=15,
                                headers={"X-Request-ID": "trace-abc-1"},
@@ -260,7 +260,7 @@ def test_forwarded_for_is_ignored_without_trusted_proxies(tmp_path):
     config = {"server": {"admin_token": TOKEN},
               "providers": [{"name": "mock", "type": "mock"}],
               "models": [{"name": "m", "targets": [{"provider": "mock", "model": "mock-1"}]}]}
-    with Gateway(tmp_path, config, workers=1) as gw:
+    with Server(tmp_path, config, workers=1) as gw:
         kid = requests.get(gw.url + "/admin/api/keys", headers=AUTH, timeout=5).json()["keys"][0]["id"]
         requests.post(f"{gw.url}/admin/api/keys/{kid}/reset", timeout=5,
                       headers={**AUTH, "X-Forwarded-For": "198.51.100.23"})
@@ -282,7 +282,7 @@ def test_behind_example_nginx_config(tmp_path):
     config = {"server": {"admin_token": TOKEN, "trusted_proxies": 1},
               "providers": [{"name": "mock", "type": "mock", "chunk_delay_ms": 300}],
               "models": [{"name": "m", "targets": [{"provider": "mock", "model": "mock-1"}]}]}
-    with Gateway(tmp_path, config) as gw:
+    with Server(tmp_path, config) as gw:
         port = free_port()
         site = (REPO / "config" / "nginx.conf").read_text()
         site = site.replace("server 127.0.0.1:4806;", f"server 127.0.0.1:{gw.port};")

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from proxy import errors
-from proxy.keys import breaker, cooldown, health, selection
+from proxy.keys import breaker, cooldown, scoring, selection
 from proxy.keys.breaker import Breaker
 from proxy.keys.diagnosis import judge, no_key_error
 from proxy.keys.ids import ID_PATTERN, key_id, scrub
@@ -95,27 +95,27 @@ def test_breaker_open_ignores_late_results_of_requests_in_flight():
 def test_health_drops_on_failures_and_recovers_with_successes():
     h, at = 1.0, 0.0
     for t in range(5):
-        h, at = health.observe(h, at, t, 0.0, half_life=1e9, alpha=0.2)
+        h, at = scoring.observe(h, at, t, 0.0, half_life=1e9, alpha=0.2)
     assert h == pytest.approx(0.8 ** 5)
     low = h
     for t in range(5, 10):
-        h, at = health.observe(h, at, t, 1.0, half_life=1e9, alpha=0.2)
+        h, at = scoring.observe(h, at, t, 1.0, half_life=1e9, alpha=0.2)
     assert low < h < 1.0
     assert 1 - h == pytest.approx((1 - low) * 0.8 ** 5)
 
 
 def test_health_old_badness_fades_with_half_life():
-    assert health.current(0.2, 0.0, 300.0, 300.0) == pytest.approx(0.6)
-    assert health.current(0.2, 0.0, 0.0, 300.0) == pytest.approx(0.2)
-    assert health.current(0.2, 100.0, 50.0, 300.0) == pytest.approx(0.2)  # clock skew never inflates
+    assert scoring.current(0.2, 0.0, 300.0, 300.0) == pytest.approx(0.6)
+    assert scoring.current(0.2, 0.0, 0.0, 300.0) == pytest.approx(0.2)
+    assert scoring.current(0.2, 100.0, 50.0, 300.0) == pytest.approx(0.2)  # clock skew never inflates
 
 
 def test_health_observation_per_outcome():
-    assert health.observation(errors.OK, 100, 20000) == 1.0
-    assert health.observation(errors.OK, 40000, 20000) == 0.5
-    assert health.observation(errors.TRANSIENT, None, 20000) == 0.0
+    assert scoring.observation(errors.OK, 100, 20000) == 1.0
+    assert scoring.observation(errors.OK, 40000, 20000) == 0.5
+    assert scoring.observation(errors.TRANSIENT, None, 20000) == 0.0
     for outcome in (errors.QUOTA, errors.AUTH, errors.CLIENT):
-        assert health.observation(outcome, None, 20000) is None
+        assert scoring.observation(outcome, None, 20000) is None
 
 
 # --- cooldowns ------------------------------------------------------------------------------------
