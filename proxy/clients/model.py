@@ -9,6 +9,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 KEY_PREFIX = "kr-"
@@ -131,3 +132,37 @@ def period_bounds(period: str, now: float, tz: str) -> tuple[float, float]:
         raise ValueError(f"unknown period {period!r}")
     # wall-clock arithmetic, then back to epoch: days across a DST change keep their local midnight
     return (start.replace(tzinfo=zone).timestamp(), end.replace(tzinfo=zone).timestamp())
+
+
+@dataclass
+class Admission:
+    """What admission granted one request; ``Limiter.settle`` gives back what it did not use."""
+
+    client: Client
+    model: str
+    reserved_tokens: int = 0  # the tpm reservation (prompt estimate + max_tokens)
+    lease: str | None = None  # the max_concurrent slot, released when the request ends
+    scopes: tuple[Any, ...] = ()  # the limiter's own bookkeeping (which windows were charged)
+    headers: dict[str, str] = field(default_factory=dict)  # x-ratelimit-* for the response
+
+
+@dataclass
+class Finished:
+    """One data-plane request after its answer (for a stream: after its last byte)."""
+
+    at: float  # epoch seconds when it started
+    request_id: str
+    endpoint: str  # the path, e.g. /v1/chat/completions
+    client: Client | None
+    model: str | None  # as the client asked
+    provider: str | None  # the route that answered (None when none did)
+    upstream_model: str | None
+    key_id: str | None
+    status: int
+    outcome: str | None  # the last upstream attempt's outcome class
+    usage: Usage | None
+    latency_ms: float
+    first_byte_ms: float | None
+    stream: bool
+    admission: Admission | None = None
+    streamed_chars: int = 0  # text relayed to the client (what a stream cut short used, roughly)
