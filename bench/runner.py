@@ -156,6 +156,7 @@ class Keyrelay:
                 {"name": "bench", "targets": [{"provider": "gemini", "model": MODEL}]},
                 {"name": "bench-openai", "targets": [{"provider": "oai", "model": "gpt-bench"}]},
             ],
+            "auth": {"mode": "open"},  # the bench drives keyrelay without client keys
         }
         cfg = self.dir / "keyrelay.yaml"
         cfg.write_text(json.dumps(config))  # JSON is YAML

@@ -217,7 +217,7 @@ def worker_exit(server, worker):
     app = getattr(worker, "wsgi", None)
     gateway = getattr(app, "extensions", {}).get("keyrelay") if app else None
     if gateway is not None:
-        gateway.pool.close()  # flush batched counters
+        gateway.close()  # flush batched counters and usage records
 
 
 def child_exit(server, worker):

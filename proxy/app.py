@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from proxy.clients.gate import Gate
+from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
@@ -29,11 +31,18 @@ class Gateway:
     relay: Relay
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
+    clients: Gate = field(init=False)  # client keys, limits, usage
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
+        self.clients = Gate(self.config, self.pool.store)
+
+    def close(self) -> None:
+        """Flush what is batched (usage records, key counters) and release the database."""
+        self.clients.close()
+        self.pool.close()
 
     def probe(self, key: Key) -> dict:
         """Does this key work (again)? A cheap call through its provider's adapter:
@@ -68,6 +77,7 @@ class Gateway:
                 daemon=True,
             )
             self.pool.start_flusher()
+            self.clients.start()
             self._revalidator.start()
 
 
@@ -138,8 +148,38 @@ def create_app(config: Config) -> Flask:
     return app
 
 
-def _log_request(entry: dict, started: float, trace: Trace | None) -> None:
-    entry["latency_ms"] = round((time.monotonic() - started) * 1000, 2)
+DATA_PLANE = ("proxy", "anthropic")  # the blueprints whose POSTs are metered
+
+
+def _request_done(entry: dict, started: float, state: dict) -> None:
+    """The end of a request (for a stream: of its last byte): the log line, and for the data plane the
+    settlement of its admission and its usage record."""
+    latency_ms = (time.monotonic() - started) * 1000
+    trace = state.get("trace")
+    _log_request(entry, latency_ms, trace)
+    if entry.pop("_metered", False):
+        try:
+            state["gateway"].clients.finish(_finished(entry, latency_ms, trace, state))
+        except Exception:  # accounting must never break an answer that was already given
+            log.exception("usage accounting failed", extra={"event": "usage_error",
+                                                            "request_id": entry["request_id"]})
+
+
+def _finished(entry: dict, latency_ms: float, trace: Trace | None, state: dict) -> Finished:
+    route = trace.route if trace else None
+    return Finished(
+        at=state["wall_started"], request_id=entry["request_id"], endpoint=entry["path"],
+        client=state.get("client"), model=state.get("model"), provider=route.provider if route else None,
+        upstream_model=route.model if route else None, key_id=trace.key_id if trace else None,
+        status=entry["status"], outcome=trace.attempts[-1].outcome if trace and trace.attempts else None,
+        usage=trace.usage if trace else None, latency_ms=latency_ms,
+        first_byte_ms=trace.first_byte_ms if trace else None, stream=entry["_stream"],
+        admission=state.get("admission"), streamed_chars=trace.streamed_chars if trace else 0)
+
+
+def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
+    entry = {k: v for k, v in entry.items() if not k.startswith("_")}
+    entry["latency_ms"] = round(latency_ms, 2)
     if trace is not None:
         entry.update(
             provider=trace.route.provider if trace.route else None,
@@ -155,7 +195,7 @@ def _log_request(entry: dict, started: float, trace: Trace | None) -> None:
 def _install_request_log(app: Flask) -> None:
     @app.before_request
     def _start() -> None:
-        g.started = time.monotonic()
+        g.started, g.wall_started = time.monotonic(), time.time()
         rid = request.headers.get("X-Request-ID", "")
         # echoed in a response header: printable ASCII only, so it is safe there by construction
         g.request_id = rid if 0 < len(rid) <= 128 and rid.isascii() and rid.isprintable() \
@@ -176,9 +216,20 @@ def _install_request_log(app: Flask) -> None:
             "status": resp.status_code,
             "model": state.get("model"),
         }
-        started, trace = state.get("started", time.monotonic()), state.get("trace")
+        client = state.get("client")
+        if client is not None:
+            entry["client_id"] = client.id
+        admission = state.get("admission")
+        if admission is not None:
+            resp.headers.update(admission.headers)
+        if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
+            entry.update(_metered=True, _stream=resp.is_streamed)
+        done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
+                "admission": admission, "wall_started": state.get("wall_started"),
+                "gateway": app.extensions["keyrelay"]}
+        started = state.get("started", time.monotonic())
         if resp.is_streamed:  # log when the stream has ended, with its whole story
-            resp.call_on_close(lambda: _log_request(entry, started, trace))
+            resp.call_on_close(lambda: _request_done(entry, started, done))
         else:
-            _log_request(entry, started, trace)
+            _request_done(entry, started, done)
         return resp

@@ -10,13 +10,16 @@ import builtins
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import yaml
 
 from proxy import model_names
+from proxy.clients.model import PERIODS, ModelLimit
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
@@ -32,6 +35,8 @@ DEFAULT_BASE_URLS = {
 KEYLESS_TYPES = ("ollama", "mock")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 MIN_ADMIN_TOKEN = 16
+AUTH_MODES = ("keys", "open")
+CLIENT_KEY = re.compile(r"kr-[A-Za-z0-9_-]{43}")
 
 
 class ConfigError(Exception):
@@ -128,6 +133,47 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    mode: str | None = None  # keys | open; unset: keys, except while only the built-in mock serves
+
+
+@dataclass(frozen=True)
+class AccountingConfig:
+    timezone: str = "UTC"  # where day / week / month periods start
+    retention_days: int = 90  # raw usage rows; daily rollups are kept
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """A client from the config (GitOps); its key is hashed at load by the client store."""
+
+    name: str
+    key: str = field(repr=False)
+    team: str | None = None
+    models: tuple[str, ...] = ()
+    rpm: int | None = None
+    tpm: int | None = None
+    max_concurrent: int | None = None
+    model_limits: tuple[ModelLimit, ...] = ()
+    budget_usd: float | None = None
+    budget_period: str = "month"
+    token_quota: int | None = None
+    quota_period: str = "month"
+    expires_at: float | None = None
+    enabled: bool = True
+    metadata: dict = field(default_factory=dict, hash=False, compare=False)
+
+
+@dataclass(frozen=True)
+class PriceConfig:
+    """USD per 1M tokens."""
+
+    input: float
+    output: float
+    cached_input: float | None = None  # None: cached input costs as much as input
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     providers: tuple[ProviderConfig, ...]
@@ -136,6 +182,17 @@ class Config:
     retry: RetryConfig = field(default_factory=RetryConfig)
     source: str = "<memory>"
     notices: tuple[str, ...] = ()  # what the loader decided (e.g. which upstream is active), said at startup
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    accounting: AccountingConfig = field(default_factory=AccountingConfig)
+    clients: tuple[ClientConfig, ...] = ()
+    prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def open_access(self) -> bool:
+        """No client key needed: ``auth.mode: open``, or mode unset while only the built-in mock serves."""
+        if self.auth.mode is not None:
+            return self.auth.mode == "open"
+        return all(p.type == "mock" for p in self.providers)
 
     def provider(self, name: str) -> ProviderConfig | None:
         return next((p for p in self.providers if p.name == name), None)
@@ -146,6 +203,7 @@ class Config:
     def secrets(self) -> tuple[str, ...]:
         """Every upstream key and the admin token: what logs, errors and responses must never show."""
         out = [k.key for p in self.providers for k in p.keys if k.key]
+        out += [c.key for c in self.clients]
         out += [pw for p in self.providers if p.proxy and (pw := urlsplit(p.proxy).password)]
         if self.server.admin_token:
             out.append(self.server.admin_token)
@@ -206,10 +264,16 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     retry = _retry(obj.sub("retry", {}))
     providers, skipped, notices = _providers(obj.list("providers", []))
     models = _models(obj.list("models", []), providers, skipped)
+    auth = _auth(obj.sub("auth", {}))
+    accounting = _accounting(obj.sub("accounting", {}))
+    clients = _clients(obj.list("clients", []))
+    prices = _prices(obj.sub("prices", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
-    return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices))
+    notices += _auth_notices(auth, clients, providers)
+    return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
+                  auth, accounting, clients, prices)
 
 
 class _Obj:
@@ -338,12 +402,7 @@ def _server(o: _Obj) -> ServerConfig:
 def _key_manager(o: _Obj) -> KeyManagerConfig:
     d = KeyManagerConfig()
     tz = o.str("daily_reset_tz", d.daily_reset_tz)
-    try:
-        from zoneinfo import ZoneInfo
-
-        ZoneInfo(tz)
-    except Exception:
-        raise ConfigError(f"{o.at('daily_reset_tz')}: unknown time zone {_quote(tz)}") from None
+    _check_tz(tz, o.at("daily_reset_tz"))
     cfg = KeyManagerConfig(
         default_cooldown_s=o.num("default_cooldown_s", d.default_cooldown_s),
         daily_reset_tz=tz,
@@ -357,6 +416,13 @@ def _key_manager(o: _Obj) -> KeyManagerConfig:
                           f"({cfg.max_cooldown_s:g}), got {cfg.default_cooldown_s:g}")
     o.done()
     return cfg
+
+
+def _check_tz(tz: str, path: str) -> None:
+    try:
+        ZoneInfo(tz)
+    except Exception:
+        raise ConfigError(f"{path}: unknown time zone {_quote(tz)}") from None
 
 
 def _retry(o: _Obj) -> RetryConfig:
@@ -575,3 +641,129 @@ def _quote(value: str) -> str:
 def _safe_url(url: str) -> str:
     """A URL fit for an error message: credentials (``user:secret@``) replaced by ``***@``, no query."""
     return re.sub(r"^([A-Za-z][\w+.-]*://)[^/@]*@", r"\1***@", url.split("?", 1)[0].split("#", 1)[0])
+
+
+# ---------------------------------------------------------------------------------------------- clients
+
+
+def _auth_notices(auth: AuthConfig, clients: tuple[ClientConfig, ...],
+                  providers: list[ProviderConfig]) -> list[str]:
+    """What the startup log says about who may call."""
+    if auth.mode == "open":
+        return ["auth.mode is open: the data plane needs no client key; anyone who reaches the port "
+                "spends the upstream keys (keep it behind an authenticating proxy)"]
+    if auth.mode is None and all(p.type == "mock" for p in providers):
+        return ["only the built-in mock serves: no client key is needed until a real upstream is configured"]
+    if not clients:
+        return ["no client key in the config: the data plane answers 401 to anyone without one; create one "
+                "with `keyrelay clients create NAME` (or set auth.mode: open behind an authenticating proxy)"]
+    return []
+
+
+def _auth(o: _Obj) -> AuthConfig:
+    mode = o.str("mode", None, choices=AUTH_MODES)
+    o.done()
+    return AuthConfig(mode)
+
+
+def _accounting(o: _Obj) -> AccountingConfig:
+    d = AccountingConfig()
+    tz = o.str("timezone", d.timezone)
+    _check_tz(tz, o.at("timezone"))
+    days = o.num("retention_days", d.retention_days, minimum=1, maximum=3650, integer=True)
+    cfg = AccountingConfig(tz, days)
+    o.done()
+    return cfg
+
+
+def _optional_int(o: _Obj, key: str, minimum: int = 1) -> int | None:
+    return None if o.get(key) is None else o.num(key, 0, minimum=minimum, integer=True)
+
+
+def _model_limits(o: _Obj) -> tuple[ModelLimit, ...]:
+    out = []
+    for pattern in list(o.data):
+        sub = o.sub(pattern, {})
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"{o.at(str(pattern))}: expected a model glob")
+        out.append(ModelLimit(pattern, _optional_int(sub, "rpm"), _optional_int(sub, "tpm")))
+        sub.done()
+    o.done()
+    return tuple(out)
+
+
+def _expires(o: _Obj) -> float | None:
+    value = o.get("expires_at")
+    if value is None:
+        return None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    try:  # YAML gives dates and datetimes as such; strings as ISO-8601
+        if isinstance(value, date) and not isinstance(value, datetime):
+            value = datetime(value.year, value.month, value.day, tzinfo=UTC)
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        if isinstance(value, datetime):
+            return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    except ValueError:
+        pass
+    raise ConfigError(f"{o.at('expires_at')}: expected an ISO-8601 date or time (e.g. 2027-01-31)")
+
+
+def _client(o: _Obj) -> ClientConfig:
+    name = o.str("name")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.@-]{0,63}", name):
+        raise ConfigError(f"{o.at('name')}: use letters, digits, '.', '_', '@' or '-' (at most 64)")
+    key = o.str("key")
+    if not CLIENT_KEY.fullmatch(key):
+        raise ConfigError(f"{o.at('key')}: a client key is 'kr-' and 43 url-safe characters "
+                          "(`keyrelay clients create` makes one)")
+    models = o.get("models", [])
+    if not isinstance(models, list) or not all(isinstance(m, str) and m for m in models):
+        raise ConfigError(f"{o.at('models')}: expected a list of model names or globs")
+    metadata = o.get("metadata", {}) or {}
+    if not isinstance(metadata, dict):
+        raise ConfigError(f"{o.at('metadata')}: expected a mapping")
+    budget = o.get("budget_usd")
+    cfg = ClientConfig(
+        name=name, key=key, team=o.str("team", None), models=tuple(models),
+        rpm=_optional_int(o, "rpm"), tpm=_optional_int(o, "tpm"),
+        max_concurrent=_optional_int(o, "max_concurrent"),
+        model_limits=_model_limits(o.sub("model_limits", {})),
+        budget_usd=None if budget is None else float(o.num("budget_usd", 0.0)),
+        budget_period=o.str("budget_period", "month", choices=PERIODS),
+        token_quota=_optional_int(o, "token_quota"),
+        quota_period=o.str("quota_period", "month", choices=PERIODS),
+        expires_at=_expires(o), enabled=o.bool("enabled", True), metadata=dict(metadata),
+    )
+    o.done()
+    return cfg
+
+
+def _clients(items: list[tuple[Any, str]]) -> tuple[ClientConfig, ...]:
+    out: list[ClientConfig] = []
+    names: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for raw, path in items:
+        c = _client(_Obj(raw, path))
+        if c.name in names:
+            raise ConfigError(f"{path}.name: the same name as {names[c.name]}")
+        if c.key in keys:  # name the position, never the secret
+            raise ConfigError(f"{path}.key: the same key as {keys[c.key]}")
+        names[c.name], keys[c.key] = path, path
+        out.append(c)
+    return tuple(out)
+
+
+def _prices(o: _Obj) -> dict[str, PriceConfig]:
+    out = {}
+    for model in list(o.data):
+        if not isinstance(model, str) or not model:
+            raise ConfigError(f"{o.at(str(model))}: expected a model name or glob")
+        p = o.sub(model, {})
+        cached = p.get("cached_input")
+        out[model] = PriceConfig(float(p.num("input", 0.0)), float(p.num("output", 0.0)),
+                                 None if cached is None else float(p.num("cached_input", 0.0)))
+        p.done()
+    o.done()
+    return out

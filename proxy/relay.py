@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy import model_names
+from proxy.clients.model import Usage, merge_usage
 from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
 from proxy.errors import (
     CLIENT,
@@ -60,6 +61,8 @@ class Trace:
     route: TargetConfig | None = None
     key_id: str | None = None
     first_byte_ms: float | None = None
+    usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
+    streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
 
     @property
     def route_name(self) -> str | None:
@@ -234,7 +237,7 @@ class Relay:
                     self.observer.first_byte(target, latency / 1000)
                     if record_ok:
                         self._record(trace, target, key.id, OK, latency)
-                        self._usage(target, result)
+                        self._usage(trace, target, result)
                     return result
         if failed and (attempts >= retry.attempts or not no_key):
             raise failed[1]
@@ -251,9 +254,10 @@ class Relay:
             transport=http.transport_for(provider),
         )
 
-    def _usage(self, target: TargetConfig, item: Any) -> None:
+    def _usage(self, trace: Trace, target: TargetConfig, item: Any) -> None:
         usage = _find_usage(item)
         if usage:
+            trace.usage = merge_usage(trace.usage, usage)
             self.observer.usage(target, usage)
 
     def _record(self, trace: Trace, target: TargetConfig, key_id: str, outcome: str, latency_ms: float,
@@ -276,10 +280,12 @@ class Relay:
         outcome, error = OK, None
         try:
             if first is not _EMPTY:
-                self._usage(target, first)
+                self._usage(trace, target, first)
+                trace.streamed_chars += _text_len(first)
                 yield first
             for item in gen:
-                self._usage(target, item)
+                self._usage(trace, target, item)
+                trace.streamed_chars += _text_len(item)
                 yield item
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
@@ -319,6 +325,21 @@ def passthrough_patterns(config: Config) -> dict[str, tuple[str, ...]]:
         else:
             out[p.name] = tuple(p.passthrough)
     return out
+
+
+def _text_len(item: Any) -> int:
+    """Characters of text in a stream item: an OpenAI chunk's deltas, or a native Anthropic
+    ``content_block_delta`` (tagged items are tuples whose last element is the item)."""
+    while isinstance(item, tuple) and item:
+        item = item[-1]
+    if not isinstance(item, dict):
+        return 0
+    if "choices" in item:
+        return sum(len((c.get("delta") or {}).get("content") or "") for c in item["choices"])
+    delta = item.get("delta")
+    if item.get("type") == "content_block_delta" and isinstance(delta, dict):
+        return len(delta.get("text") or "")
+    return 0
 
 
 def _find_usage(item: Any) -> dict | None:

@@ -4,7 +4,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask.testing import FlaskClient
 
-from tests.harness import Server, mock_config
+from tests.harness import Server, mock_config, open_by_default
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -30,6 +30,7 @@ def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
     def make(config: dict) -> FlaskClient:
         config = copy.deepcopy(config)
         config.setdefault("server", {}).setdefault("database", str(tmp_path / f"app{len(gateways)}.db"))
+        open_by_default(config)
         app = create_app(parse_config(config, source="<test>"))
         gateways.append(app.extensions["keyrelay"])
         return app.test_client()
@@ -37,7 +38,7 @@ def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
     yield make
     for gateway in gateways:
         gateway.shutting_down.set()  # ends the revalidation loop of a test that started it
-        gateway.pool.close()
+        gateway.close()
 
 
 @pytest.fixture

@@ -17,13 +17,14 @@ from proxy.api.anthropic_shape import (
     anthropic_to_openai_request,
     openai_to_anthropic_response,
 )
-from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
+from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.shapes import validate_messages
 from proxy.errors import CLIENT, GatewayError, UpstreamError
 from proxy.providers.anthropic import client_headers
 from proxy.providers.base import Adapter, Call, native_anthropic
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
+bp.before_request(authenticate)
 
 NATIVE = "anthropic"  # items tagged NATIVE are already in Anthropic's shape
 
@@ -38,7 +39,7 @@ def messages() -> Response:
     validate_messages(body)
     req = anthropic_to_openai_request(body)
     client_model = body["model"]
-    trace = start_trace(client_model)
+    trace = start_trace(client_model, req)
     relay = gateway().relay
     forward = client_headers(request.headers)
     if body.get("stream"):
@@ -64,7 +65,7 @@ def count_tokens() -> Response:
     body = read_json()
     validate_messages(body, count_tokens=True)
     req = anthropic_to_openai_request({**body, "max_tokens": 1, "stream": False})
-    trace = start_trace(body["model"])
+    trace = start_trace(body["model"], req)
     forward = client_headers(request.headers)
 
     def count(adapter: Adapter, call: Call, r: dict) -> dict:

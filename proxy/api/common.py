@@ -58,10 +58,17 @@ def read_json(required: bool = True) -> dict:
     return body
 
 
-def start_trace(model: str) -> Trace:
-    """Begin the trace of one relayed request, once its model name passed the grammar (400 if not)."""
+def authenticate() -> None:
+    """The data-plane blueprints' first step: who is calling (401 before the body is even read)."""
+    g.client = gateway().clients.authenticate(request.headers)
+
+
+def start_trace(model: str, req: dict) -> Trace:
+    """Begin one relayed request: its model name passes the grammar (400), the client may use the model
+    (403) and is within its limits and budget (429); ``req`` (OpenAI shape) sizes the token reservation."""
     g.model = check_model(model)
     g.trace = Trace()
+    g.admission = gateway().clients.admit(g.get("client"), g.model, req)
     return g.trace
 
 

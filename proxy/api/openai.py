@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import orjson
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, g, jsonify
 
-from proxy.api.common import close, gateway, read_json, routed, start_trace, stream_response
+from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.shapes import validate_chat, validate_embeddings
 from proxy.errors import GatewayError, ModelNotFound
 from proxy.providers.toolkit import encode_floats
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
+bp.before_request(authenticate)
 
 
 def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
@@ -34,7 +35,7 @@ def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
 def chat_completions() -> Response:
     body = read_json()
     validate_chat(body)
-    trace = start_trace(body["model"])
+    trace = start_trace(body["model"], body)
     relay = gateway().relay
     if body.get("stream"):
         options: dict = body.get("stream_options") or {}  # validated: an object or absent
@@ -48,7 +49,7 @@ def chat_completions() -> Response:
 def embeddings() -> Response:
     body = read_json()
     validate_embeddings(body)
-    trace = start_trace(body["model"])
+    trace = start_trace(body["model"], body)
     result = gateway().relay.embeddings(body, trace)
     for item in result.get("data", []):  # base64 is what the openai SDK asks for by default
         if isinstance(item.get("embedding"), list):
@@ -56,14 +57,20 @@ def embeddings() -> Response:
     return routed(result, trace)
 
 
+def visible_models() -> list[dict]:
+    """The models this gateway serves that the calling client may use."""
+    gw, client = gateway(), g.get("client")
+    return [m for m in gw.relay.models() if gw.clients.auth.allowed(client, m["id"])]
+
+
 @bp.get("/models")
 def list_models() -> Response:
-    return jsonify({"object": "list", "data": gateway().relay.models()})
+    return jsonify({"object": "list", "data": visible_models()})
 
 
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
-    for model in gateway().relay.models():
+    for model in visible_models():
         if model["id"] == model_id:
             return jsonify(model)
     raise ModelNotFound(f"The model '{model_id}' does not exist.", param="model")

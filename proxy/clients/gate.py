@@ -8,7 +8,6 @@ exact across workers) and ``usage.UsageLog`` (usage records, cost, rollups).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from proxy.clients.auth import ClientAuth
@@ -16,6 +15,7 @@ from proxy.clients.limits import Limiter
 from proxy.clients.model import Admission, Client, Finished
 from proxy.clients.usage import UsageLog
 from proxy.config import Config
+from proxy.providers.toolkit import HeaderLookup
 from proxy.store.base import KeyStore
 
 
@@ -25,7 +25,7 @@ class Gate:
         self.limiter = Limiter(config, store, clock)
         self.usage = UsageLog(config, store, clock)
 
-    def authenticate(self, headers: Mapping[str, str]) -> Client | None:
+    def authenticate(self, headers: HeaderLookup) -> Client | None:
         """The calling client (None when no key is needed); Unauthorized (401) otherwise."""
         return self.auth.authenticate(headers)
 

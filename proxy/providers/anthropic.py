@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Generator, Iterator, Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from proxy.errors import CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.providers import http
@@ -331,13 +331,7 @@ def _headers(call: Call, client: Mapping[str, str] | None = None) -> dict[str, s
     return headers
 
 
-class HeaderLookup(Protocol):
-    """Read access to request headers: a Mapping, or Werkzeug's ``Headers`` (not a Mapping)."""
-
-    def get(self, key: str, /) -> str | None: ...
-
-
-def client_headers(headers: HeaderLookup) -> dict[str, str]:
+def client_headers(headers: tk.HeaderLookup) -> dict[str, str]:
     """Headers of an Anthropic client (a case-insensitive mapping, e.g. Flask's ``request.headers``) that a
     pass-through forwards: ``anthropic-beta`` turns on features the body may use (without it the upstream
     rejects those fields). Merged with a configured value of the same header."""

@@ -22,13 +22,19 @@ import struct
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from proxy.errors import AUTH, CLIENT, QUOTA, TRANSIENT, UpstreamError
 from proxy.json_depth import loads_embedded
 
 # ---------------------------------------------------------------------------------------------------
 # headers, ids, content
+
+
+class HeaderLookup(Protocol):
+    """Read access to request headers: a Mapping, or Werkzeug's ``Headers`` (not a Mapping)."""
+
+    def get(self, key: str, /) -> str | None: ...
 
 
 def header(headers: Mapping[str, Any] | None, name: str) -> Any:

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from proxy.app import create_app
 from proxy.config import parse_config
+from tests.harness import open_by_default
 
 # CI: 1200 bodies per test, the same ones every run (about 35 s in all). To explore further by hand:
 # KEYRELAY_FUZZ_EXAMPLES=6000 KEYRELAY_FUZZ_SEED=7 pytest tests/integration/test_fuzz_requests.py
@@ -59,7 +60,7 @@ def client(tmp_path_factory, mock):
         ],
     }
     mock.record = False  # thousands of calls: keep none
-    return create_app(parse_config(config)).test_client()
+    return create_app(parse_config(open_by_default(config))).test_client()
 
 
 # ---------------------------------------------------------------- valid shapes

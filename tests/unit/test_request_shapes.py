@@ -18,6 +18,7 @@ from proxy.json_depth import loads_embedded
 from proxy.providers.anthropic import to_anthropic_request
 from proxy.providers.gemini_translate import to_gemini_request
 from proxy.providers.ollama import to_ollama_request
+from tests.harness import open_by_default
 
 USER = {"role": "user", "content": "hi"}
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather",
@@ -336,7 +337,7 @@ def client(tmp_path_factory):
         "providers": providers,
         "models": [{"name": kind, "targets": [{"provider": kind, "model": "m-1"}]} for kind in KINDS],
     }
-    return create_app(parse_config(config)).test_client()
+    return create_app(parse_config(open_by_default(config))).test_client()
 
 
 CHAT_PROBES = [
