@@ -30,7 +30,6 @@ class Server:
         self.dir = tmp_path
         self.config = config
         config.setdefault("server", {}).setdefault("database", str(tmp_path / "keyrelay.db"))
-        open_by_default(config)
         self.config_path = tmp_path / "keyrelay.yaml"
         self.write_config(config)
         self.port = free_port()
@@ -41,6 +40,7 @@ class Server:
         self.proc: subprocess.Popen | None = None
 
     def write_config(self, config: dict) -> None:
+        open_by_default(config)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self, timeout: float = 30) -> Server:
