@@ -11,9 +11,7 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -21,48 +19,16 @@ import yaml
 
 from tests.harness import REPO, Server
 from tests.mock_upstream import error
+from tests.recording_upstream import RecordingUpstream
 
 TOKEN = "hostile-admin-token-0123456789"
 
 
-class Recorder:
-    """Every request's method and path (query included); answers 400 in a JSON envelope."""
-
-    def __init__(self) -> None:
-        self.lines: list[tuple[str, str]] = []
-        recorder = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def _any(self) -> None:
-                recorder.lines.append((self.command, self.path))
-                n = int(self.headers.get("Content-Length") or 0)
-                self.rfile.read(n)
-                body = b'{"error": {"code": 400, "message": "recorded", "status": "INVALID_ARGUMENT"}}'
-                self.send_response(400)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_PUT = do_DELETE = _any
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture(scope="module")
 def recorder():
-    r = Recorder()
-    yield r
-    r.close()
+    refusal = {"error": {"code": 400, "message": "recorded", "status": "INVALID_ARGUMENT"}}
+    with RecordingUpstream(400, refusal) as r:
+        yield r
 
 
 def _providers(url: str, passthrough: object) -> list[dict]:
@@ -151,7 +117,7 @@ ALLOWED_PATH = re.compile(
 
 def test_bad_model_names_are_400_before_any_upstream_call(gw, recorder):
     """Items 1 and 2: the grammar refuses at the door, in the client's envelope, for every endpoint."""
-    recorder.lines.clear()
+    recorder.requests.clear()
     for name in BAD_NAMES:
         for stream in (False, True):
             r = chat(gw, name, stream=stream)
@@ -166,14 +132,14 @@ def test_bad_model_names_are_400_before_any_upstream_call(gw, recorder):
             json={"model": name, "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
         )
         assert r.status_code == 400 and r.json()["type"] == "error", r.text[:200]
-    assert recorder.lines == []
+    assert recorder.requests == []
     assert "Traceback" not in gw.logs()
 
 
 def test_no_client_input_chooses_the_upstream_path(gw, recorder):
     """Item 1: whatever model a client names, keyrelay calls only the provider's own endpoints, with
     the model as one encoded path segment (Gemini) or in the body (the others)."""
-    recorder.lines.clear()
+    recorder.requests.clear()
     names = [
         *BAD_NAMES,
         *SEGMENT_NAMES,
@@ -195,10 +161,10 @@ def test_no_client_input_chooses_the_upstream_path(gw, recorder):
             timeout=10,
             json={"model": name, "messages": [{"role": "user", "content": "x"}]},
         )
-    assert recorder.lines, "the well-formed names must reach the upstream"
-    for method, path in recorder.lines:
+    assert recorder.requests, "the well-formed names must reach the upstream"
+    for method, path, _ in recorder.requests:
         assert method == "POST" and ALLOWED_PATH.match(path), path
-    gemini_paths = {p for _, p in recorder.lines if p.startswith("/v1beta/")}
+    gemini_paths = {p for p in recorder.paths if p.startswith("/v1beta/")}
     assert "/v1beta/models/gemini-2.5-flash:generateContent" in gemini_paths
     assert not any("files" in p or "tunedModels" in p or "cachedContents" in p for p in gemini_paths)
 
@@ -216,13 +182,13 @@ def test_unlisted_passthrough_is_404_and_grows_no_state(tmp_path, recorder):
         "models": [{"name": "pro", "targets": [{"provider": "gemini", "model": "gemini-2.5-pro"}]}],
     }
     with Server(tmp_path, config, workers=1) as gw:
-        recorder.lines.clear()
+        recorder.requests.clear()
         for name in ("gemini/gemini-2.5-flash", "gemini/gemini-2.5-pro", "oai/gpt-4o-mini"):
             assert chat(gw, name).status_code == 400, name  # routed: the recorder's 400
         for name in ("gemini/gemini-9-ultra", "oai/o3", "claude/claude-x", "llama/llama3.2"):
             r = chat(gw, name)
             assert r.status_code == 404 and r.json()["error"]["code"] == "model_not_found", name
-        assert len(recorder.lines) == 3
+        assert len(recorder.requests) == 3
         ids = {m["id"] for m in requests.get(gw.url + "/v1/models", timeout=5).json()["data"]}
         assert "gemini/gemini-2.5-flash" in ids and "gemini/gemini-9-ultra" not in ids
 

@@ -10,9 +10,7 @@ upstream payloads in tests/fixtures/ and the shapes the adapters' unit tests use
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from proxy.providers.mock import MockAdapter
 from proxy.providers.ollama import OllamaAdapter
 from proxy.providers.openai import OpenAIAdapter
 from proxy.relay import Relay
+from tests.recording_upstream import RecordingUpstream
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 DOC_URI = "urn:keyrelay:openai-schemas"
@@ -116,36 +115,14 @@ def test_the_schemas_catch_what_they_should():
 # ---------------------------------------------------------------- a local upstream serving one payload
 
 
-class Upstream:
+class Upstream(RecordingUpstream):
     """Answers every request with one status and body."""
 
     def __init__(self) -> None:
-        self.answer: tuple[int, str, bytes] = (200, "application/json", b"{}")
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                if length:
-                    self.rfile.read(length)
-                status, kind, payload = upstream.answer
-                self.send_response(status)
-                self.send_header("content-type", kind)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+        super().__init__(200, b"{}")
 
     def serve(self, payload: bytes | dict, kind: str = "application/json") -> None:
-        self.answer = (200, kind, payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        self.answer(200, payload, kind)
 
     def call(self, prefix: str, model: str) -> Call:
         return Call(base_url=self.url + prefix, model=model, key="k", timeouts=Timeouts(2, 5, 5))
@@ -153,10 +130,8 @@ class Upstream:
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[Upstream]:
-    up = Upstream()
-    yield up
-    up.server.shutdown()
-    up.server.server_close()
+    with Upstream() as up:
+        yield up
 
 
 def fixture(name: str) -> bytes:

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import unquote
 
 import pytest
@@ -24,6 +22,7 @@ from proxy.providers.base import Call, Timeouts
 from proxy.providers.gemini import GeminiAdapter
 from proxy.providers.ollama import OllamaAdapter
 from proxy.providers.openai import OpenAIAdapter
+from tests.recording_upstream import RecordingUpstream
 
 HOSTILE = [
     "../x",
@@ -64,41 +63,23 @@ GEMINI_TARGET = re.compile(
 CHAT = {"model": "client-name", "messages": [{"role": "user", "content": "hi"}]}
 
 
-class Recorder:
-    """Answers every request with ``answer(target)`` and records the raw request target (path + query)."""
+class Recorder(RecordingUpstream):
+    """Records each request target (path + query) and body; answers 404 (so no adapter retries)."""
 
     def __init__(self, prefix: str) -> None:
-        self.targets: list[str] = []
-        self.bodies: list[bytes] = []
-        recorder = self
+        super().__init__(404, b'{"error": {"message": "not found", "type": "not_found_error"}}')
+        self.base = self.url + prefix
 
-        class Handler(BaseHTTPRequestHandler):
-            def _serve(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                recorder.bodies.append(self.rfile.read(length) if length else b"")
-                recorder.targets.append(self.path)
-                payload = b'{"error": {"message": "not found", "type": "not_found_error"}}'
-                self.send_response(404)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+    @property
+    def targets(self) -> list[str]:
+        return self.paths
 
-            do_GET = do_POST = _serve
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.base = f"http://127.0.0.1:{self.server.server_address[1]}{prefix}"
-        threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+    @property
+    def bodies(self) -> list[bytes]:
+        return [body for _, _, body in self.requests]
 
     def call(self, model: str) -> Call:
         return Call(base_url=self.base, model=model, key="k-secret", timeouts=Timeouts(2, 5, 5))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
