@@ -125,6 +125,18 @@ class PayloadTooLarge(GatewayError):
     code = "request_too_large"
 
 
+class UnsupportedMediaType(GatewayError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+class MisdirectedRequest(GatewayError):
+    """A Host header this gateway does not answer to (DNS-rebinding defence)."""
+
+    status = 421
+    code = "host_not_allowed"
+
+
 class NoKeyAvailable(GatewayError):
     """No key can serve the request. ``cooling``: at least one key comes back by itself (cooldown, open
     circuit) in ``retry_after`` seconds: 429 ``all_keys_cooling``; else 503 ``no_usable_key``.

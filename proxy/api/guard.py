@@ -17,20 +17,10 @@ import os
 from flask import Flask, request
 
 from proxy.config import ServerConfig
-from proxy.errors import GatewayError
+from proxy.errors import MisdirectedRequest, UnsupportedMediaType
 
 ALWAYS_ALLOWED = ("localhost", "127.0.0.1", "[::1]")
 EXEMPT_PATHS = ("/healthz", "/readyz")
-
-
-class MisdirectedRequest(GatewayError):
-    status = 421
-    code = "host_not_allowed"
-
-
-class UnsupportedMediaType(GatewayError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def allowed_hosts(server: ServerConfig, bind: str | None = None) -> frozenset[str] | None:
