@@ -45,6 +45,7 @@ OPENAI_BODY = json.dumps(
 )
 OPENAI_STREAM_BODY = json.dumps({**json.loads(OPENAI_BODY), "stream": True})
 KEYS = ["bench-key-a", "bench-key-b", "bench-key-c", "bench-key-d"]
+BENCH_CLIENT_KEY = "kr-bench00000000000000000000000000000000000000"  # local-only, not a secret
 
 _procs: list[subprocess.Popen] = []
 
@@ -132,7 +133,8 @@ class Mock:
 
 
 class Keyrelay:
-    def __init__(self, tmp: Path, mock_url: str, workers: int, log_level: str, name: str) -> None:
+    def __init__(self, tmp: Path, mock_url: str, workers: int, log_level: str, name: str,
+                 extra: dict | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir()
         config = {
@@ -157,6 +159,7 @@ class Keyrelay:
                 {"name": "bench-openai", "targets": [{"provider": "oai", "model": "gpt-bench"}]},
             ],
             "auth": {"mode": "open"},  # the bench drives keyrelay without client keys
+            **(extra or {}),
         }
         cfg = self.dir / "keyrelay.yaml"
         cfg.write_text(json.dumps(config))  # JSON is YAML
@@ -494,6 +497,7 @@ class Bench:
         self.memory(relay, kr, n=self.a.requests or (10_000 if q else 100_000), d=60 if q else 300)
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
+        self.client_keys(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
         if self.a.litellm:
             self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
@@ -811,6 +815,43 @@ class Bench:
             ">= 1.6x",
             o["ratio"] is not None and o["ratio"] >= 1.6,
         )
+
+    def client_keys(self, n: int, d: float, rounds: int) -> None:
+        """Issue 13: a client key with limits, a budget and usage recording vs ``auth.mode: open``."""
+        print("\n[6] client key + limits + budget + usage vs open, 1 worker, c=16 and c=64", flush=True)
+        keyed = {"auth": {"mode": "keys"}, "prices": {MODEL: {"input": 0.3, "output": 2.5}},
+                 "clients": [{"name": "bench", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000, "tpm": 10**12,
+                              "max_concurrent": 10_000, "budget_usd": 1_000_000, "budget_period": "month"}]}
+        kopen = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "open")
+        kkeys = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "keys", keyed)
+        try:
+            t_open = Target("open", kopen.url + "/v1/chat/completions", OPENAI_BODY, (),
+                            tuple(kopen.worker_pids()))
+            t_keys = Target("keyed", kkeys.url + "/v1/chat/completions", OPENAI_BODY,
+                            (f"Authorization: Bearer {BENCH_CLIENT_KEY}",), tuple(kkeys.worker_pids()))
+            for t_ in (t_open, t_keys):
+                warm = load(t_, c=16, n=1000, d=5)
+                if warm["errors"]:
+                    raise RuntimeError(f"{t_.name}: {warm['errors']} errors while warming up")
+            out: dict = {}
+            for c in (16, 64):
+                r_open, r_keys = alternate(t_open, t_keys, rounds, c=c, n=n, d=d)
+                o = {"open_rps": med(r_open, "rps"), "keyed_rps": med(r_keys, "rps"),
+                     "open_cpu_ms_per_req": med(r_open, "cpu_ms_per_req"),
+                     "keyed_cpu_ms_per_req": med(r_keys, "cpu_ms_per_req"),
+                     "errors": total(r_open, "errors") + total(r_keys, "errors")}
+                o["ratio"] = ratio(o["keyed_rps"], o["open_rps"])
+                out[f"c{c}"] = o
+                print(f"  c={c}: open {o['open_rps']} req/s ({o['open_cpu_ms_per_req']} ms CPU/req), keyed "
+                      f"{o['keyed_rps']} req/s ({o['keyed_cpu_ms_per_req']} ms CPU/req): ratio {o['ratio']}, "
+                      f"errors {o['errors']}", flush=True)
+                self.row(f"client key + limits + usage / open throughput, c={c}",
+                         f"{o['ratio']} ({o['keyed_rps']} / {o['open_rps']} req/s)", ">= 0.9",
+                         o["ratio"] is not None and o["ratio"] >= 0.9 and not o["errors"])
+            self.results["client_keys"] = out
+        finally:
+            kopen.close()
+            kkeys.close()
 
     def litellm(self, venv: Path, rounds: int) -> None:
         """keyrelay vs LiteLLM, both one worker in front of the same mock's OpenAI dialect, measured in
