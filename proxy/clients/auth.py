@@ -8,7 +8,8 @@ The view is reloaded when another worker (or the CLI) changed a client: at most 
 ``REFRESH_S`` the store's change token (``PRAGMA data_version``, ~µs) is compared, and only when it
 moved is the one-row ``client_changes.version`` read; the tables are reloaded only when that version
 moved (limiter and usage writes move the token, not the version). A change through this worker
-reloads at once. So create / revoke / rotate / PATCH are obeyed by every worker within ~0.1 s.
+reloads at once, and an unknown key forces the check (a key just created through another worker works
+at once). So create / revoke / rotate / PATCH are obeyed by every worker within ~0.1 s.
 ``last_used_at`` is kept in memory and written in one batch every ``TOUCH_S`` (and at close).
 """
 from __future__ import annotations
@@ -87,10 +88,11 @@ class ClientAuth:
         self._clients, self._by_hash, self._version, self._token = clients, keys, version, token
         self._checked = time.monotonic()
 
-    def refresh(self) -> None:
-        """Reload when another connection changed a client (checked at most every REFRESH_S)."""
+    def refresh(self, force: bool = False) -> None:
+        """Reload when another connection changed a client (checked at most every REFRESH_S, or now
+        when ``force``: an unknown key may have been created a moment ago through another worker)."""
         now = time.monotonic()
-        if now - self._checked < REFRESH_S:
+        if not force and now - self._checked < REFRESH_S:
             return
         self._checked = now
         try:
@@ -126,7 +128,11 @@ class ClientAuth:
             if not self.has_clients:
                 raise Unauthorized(NO_CLIENTS, code="invalid_api_key")
             raise Unauthorized(f"Missing client key. {HOW_TO}", code="invalid_api_key")
-        entry = self._by_hash.get(key_hash(secret))
+        digest = key_hash(secret)
+        entry = self._by_hash.get(digest)
+        if entry is None:  # a key created through another worker a moment ago is known at once
+            self.refresh(force=True)
+            entry = self._by_hash.get(digest)
         client = None if entry is None else self._clients.get(entry[0])
         if entry is None or client is None:
             raise Unauthorized(f"Unknown client key. {HOW_TO}", code="invalid_api_key")
