@@ -33,7 +33,8 @@ SECRETS: list[str] = []  # every client key this module saw: none may be in the 
 def config(mock, **extra) -> dict:
     cfg = {
         "server": {"admin_token": ADMIN_TOKEN},
-        "providers": [{"name": "oai", "type": "openai", "base_url": mock.url + "/v1", "keys": [UPSTREAM_KEY]}],
+        "providers": [{"name": "oai", "type": "openai", "base_url": mock.url + "/v1",
+                       "keys": [UPSTREAM_KEY]}],
         "models": [{"name": "chat", "targets": [{"provider": "oai", "model": "gpt-4o-mini"}]},
                    {"name": "secret-model", "targets": [{"provider": "oai", "model": "gpt-4o"}]}],
     }
@@ -109,7 +110,8 @@ def test_401_in_each_dialect(gw):
             oai(gw, key).chat.completions.create(model="chat", messages=[{"role": "user", "content": "x"}])
         assert e.value.status_code == 401 and e.value.code == "invalid_api_key" and word in e.value.message
         with pytest.raises(anthropic.AuthenticationError) as a:
-            ant(gw, key).messages.create(model="chat", max_tokens=8, messages=[{"role": "user", "content": "x"}])
+            ant(gw, key).messages.create(model="chat", max_tokens=8,
+                                         messages=[{"role": "user", "content": "x"}])
         assert a.value.body["error"]["type"] == "authentication_error"
         assert word in a.value.body["error"]["message"]
     # no key at all (the SDKs refuse to send none): the raw wire, both dialects
@@ -126,7 +128,8 @@ def test_401_in_each_dialect(gw):
 def test_disallowed_model_403_and_hidden(gw):
     _, key = create(gw, name="narrow", models=["chat"])
     with pytest.raises(openai.PermissionDeniedError) as e:
-        oai(gw, key).chat.completions.create(model="secret-model", messages=[{"role": "user", "content": "x"}])
+        oai(gw, key).chat.completions.create(model="secret-model",
+                                             messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 403 and e.value.code == "model_not_allowed"
     with pytest.raises(anthropic.PermissionDeniedError):
         ant(gw, key).messages.create(model="secret-model", max_tokens=8,
@@ -144,7 +147,8 @@ def pinned_sessions(gw) -> dict[int, requests.Session]:
     out: dict[int, requests.Session] = {}
     for _ in range(60):
         s = requests.Session()
-        pid = int(s.get(gw.url + "/admin/api/audit?limit=1", headers=ADMIN, timeout=5).headers["X-Keyrelay-Worker"])
+        r = s.get(gw.url + "/admin/api/audit?limit=1", headers=ADMIN, timeout=5)
+        pid = int(r.headers["X-Keyrelay-Worker"])
         if pid in out:
             s.close()
         else:
@@ -176,7 +180,8 @@ def test_changes_obeyed_by_every_worker_within_1s(gw):
     key, cid = r.json()["key"], r.json()["client"]["id"]
     SECRETS.append(key)
     delays = {"create": until(sessions, models, {"Authorization": f"Bearer {key}"}, 200)}
-    r = admin.patch(f"{gw.url}/admin/api/clients/{cid}", json={"models": ["secret-*"]}, headers=ADMIN, timeout=5)
+    r = admin.patch(f"{gw.url}/admin/api/clients/{cid}", json={"models": ["secret-*"]}, headers=ADMIN,
+                    timeout=5)
     assert r.status_code == 200
     delays["patch"] = until(sessions, gw.url + "/v1/models/chat", {"x-api-key": key}, 404)
     r = admin.post(f"{gw.url}/admin/api/clients/{cid}/rotate", json={"grace_s": 0}, headers=ADMIN, timeout=5)
@@ -248,7 +253,6 @@ def test_safe_default_then_cli_client(tmp_path, mock):
             ant(server, "unused").messages.create(model="chat", max_tokens=8,
                                                   messages=[{"role": "user", "content": "x"}])
         assert e.value.status_code == 401
-        assert mock.count(path="/v1/chat/completions") == 0 or True  # nothing reached the upstream below
         made = cli(server.config_path, "create", "ops", "--models", "chat", "--rpm", "100",
                    "--expires", "2099-01-01")
         assert made.returncode == 0, made.stderr
@@ -260,7 +264,8 @@ def test_safe_default_then_cli_client(tmp_path, mock):
             assert time.monotonic() < deadline, "a CLI-created client was not obeyed within 1 s"
             time.sleep(0.02)
         listed = cli(server.config_path, "list")
-        assert listed.returncode == 0 and "ops\truntime\tenabled" in listed.stdout and key not in listed.stdout
+        assert listed.returncode == 0 and "ops\truntime\tenabled" in listed.stdout
+        assert key not in listed.stdout
         cid = listed.stdout.split("\t")[0]
         shown = cli(server.config_path, "show", cid)
         assert shown.returncode == 0 and "rpm: 100" in shown.stdout and key not in shown.stdout
