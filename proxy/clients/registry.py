@@ -42,6 +42,7 @@ MAX_GLOBS = 256
 MAX_METADATA_BYTES = 8192
 MAX_LIMIT = 10**12
 MAX_GRACE_S = 30 * 86400
+ROTATED_KEPT_S = 7 * 86400  # a rotated key's hash is kept this long past its grace: 401 says "rotated"
 FIELDS = ("name", "team", "models", "rpm", "tpm", "max_concurrent", "model_limits", "budget_usd",
           "budget_period", "token_quota", "quota_period", "expires_at", "enabled", "metadata")
 
@@ -273,6 +274,7 @@ class ClientRegistry:
         key = new_key()
         with self.store.transaction() as tx:
             before = self._changeable(tx, cid, "rotated")
+            tx.purge_client_keys(cid, now - ROTATED_KEPT_S)
             tx.expire_client_keys(cid, now + grace_s)
             tx.add_client_key(key_hash(key), cid, now)
             tx.update_client(cid, key_hint=key_hint(key), updated_at=now)

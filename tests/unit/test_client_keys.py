@@ -224,3 +224,32 @@ def test_admin_api_in_process(make_app):
     assert [a["action"] for a in audit[:4]] == ["client_revoke", "client_rotate", "client_update",
                                                 "client_create"]
     assert key not in str(audit) and new not in str(audit)
+
+
+def test_rotated_hashes_are_purged_after_a_week(tmp_path, store):
+    clock = Clock()
+    reg = ClientRegistry(store, clock)
+    client, first = reg.create({"name": "ci"}, "test")
+    reg.rotate(client.id, 0, "test")
+    clock.t += 8 * 86400
+    _, third = reg.rotate(client.id, 0, "test")
+    with store.snapshot() as tx:
+        hashes = {h for h, _, _ in tx.client_keys()}
+    assert key_hash(first) not in hashes and key_hash(third) in hashes and len(hashes) == 2
+
+
+def test_startup_notice(tmp_path, store):
+    from proxy.clients.auth import startup_notice
+
+    clock = Clock()
+    cfg = real_config(tmp_path)
+    assert "no client key exists" in startup_notice(cfg, store, clock.t)
+    assert "open" in startup_notice(real_config(tmp_path, auth={"mode": "open"}), store, clock.t)
+    with_config_client = real_config(tmp_path, clients=[{"name": "a", "key": KEY_A}])
+    assert startup_notice(with_config_client, store, clock.t) is None
+    mock_only = parse_config({**mock_config(), "server": {"database": str(tmp_path / "k.db")}}, source="<t>")
+    assert startup_notice(mock_only, store, clock.t) is None
+    client, _ = ClientRegistry(store, clock).create({"name": "rt"}, "test")
+    assert startup_notice(cfg, store, clock.t) is None  # a runtime client counts
+    ClientRegistry(store, clock).revoke(client.id, "test")
+    assert "no client key exists" in startup_notice(cfg, store, clock.t)
