@@ -121,11 +121,16 @@ def _auth_notice(config) -> None:
     from proxy.clients.auth import startup_notice
     from proxy.store.sqlite import SQLiteStore
 
-    store = SQLiteStore(config.server.database)
+    from proxy.store.base import StoreUnavailable
+
     try:
-        notice = startup_notice(config, store, time.time())
-    finally:
-        store.close()
+        store = SQLiteStore(config.server.database)
+        try:
+            notice = startup_notice(config, store, time.time())
+        finally:
+            store.close()
+    except StoreUnavailable as exc:  # the workers will say more; never stop the start for a notice
+        notice = f"could not tell whether any client key exists: {exc}"
     if notice:
         _log.warning(notice, extra={"event": "auth_notice"})
 

@@ -31,10 +31,11 @@ log = logging.getLogger("keyrelay.clients")
 
 HOW_TO = ("Send a keyrelay client key as 'Authorization: Bearer kr-...' (or 'x-api-key'). An operator "
           "creates one with `keyrelay clients create NAME` or POST /admin/api/clients.")
-NO_CLIENTS = ("This keyrelay has real upstream keys and no client key yet, so it serves nobody. An operator "
-              "creates one with `keyrelay clients create NAME` (or POST /admin/api/clients, or a 'clients:' "
-              "entry in the config) and sends it as 'Authorization: Bearer kr-...'; or sets 'auth: {mode: "
-              "open}' when an authenticating proxy stands in front.")
+NO_CLIENTS = ("This keyrelay requires a client key and has none yet (no client in its config or "
+              "database), so it answers every request with 401. An operator creates one with `keyrelay "
+              "clients create NAME` (or POST /admin/api/clients, or a 'clients:' entry in the config) and "
+              "sends it as 'Authorization: Bearer kr-...'; or sets 'auth: {mode: open}' when an "
+              "authenticating proxy stands in front.")
 REFRESH_S = 0.1
 TOUCH_S = 5.0
 

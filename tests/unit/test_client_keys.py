@@ -94,7 +94,7 @@ def test_registry_create_rotate_revoke_and_no_secret_in_db(tmp_path, store):
 def test_auth_view_rotation_grace_expiry_and_disabled(tmp_path, store):
     clock = Clock()
     auth = ClientAuth(real_config(tmp_path), store, clock)
-    with pytest.raises(Unauthorized, match="no client key yet"):
+    with pytest.raises(Unauthorized, match="has none yet"):
         auth.authenticate({})
     client, key = auth.registry.create({"name": "ci", "models": ["gpt-x"]}, "test")
     assert auth.authenticate({"Authorization": f"Bearer {key}"}).id == client.id
