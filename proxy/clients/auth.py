@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from proxy import model_names
 from proxy.clients.model import Client, key_hash, looks_like_key
-from proxy.clients.registry import ClientRegistry
-from proxy.config import Config
+from proxy.clients.registry import ClientRegistry, from_config
+from proxy.config import ClientConfig, Config
 from proxy.errors import Forbidden, Unauthorized
 from proxy.providers.toolkit import HeaderLookup
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -45,6 +45,11 @@ def presented_key(headers: HeaderLookup) -> str | None:
     if scheme.lower() == "bearer" and value.strip():
         return value.strip()
     return (headers.get("x-api-key") or "").strip() or None
+
+
+def client_from_config(c: ClientConfig, now: float = 0.0) -> Client:
+    """A config client as the store keeps it (kept for callers of the first version of this module)."""
+    return from_config(c, now)
 
 
 def startup_notice(config: Config, store: KeyStore, now: float) -> str | None:
