@@ -111,6 +111,28 @@ def on_starting(server):
     server._keyrelay_prom_dir = prom_dir
     for notice in _config.notices:
         _log.info(notice, extra={"event": "config_notice"})
+    _auth_notice(_config)
+
+
+def _auth_notice(config) -> None:
+    """Says whether the data plane will answer 401 to everyone (no client, config or runtime) or is open."""
+    import time
+
+    from proxy.clients.auth import startup_notice
+    from proxy.store.sqlite import SQLiteStore
+
+    from proxy.store.base import StoreUnavailable
+
+    try:
+        store = SQLiteStore(config.server.database)
+        try:
+            notice = startup_notice(config, store, time.time())
+        finally:
+            store.close()
+    except StoreUnavailable as exc:  # the workers will say more; never stop the start for a notice
+        notice = f"could not tell whether any client key exists: {exc}"
+    if notice:
+        _log.warning(notice, extra={"event": "auth_notice"})
 
 
 def when_ready(server):

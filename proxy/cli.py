@@ -1,4 +1,4 @@
-"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, version.
+"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, version.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
 """
@@ -138,6 +138,110 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         admin.pool.close()
 
 
+def _print_client(view: dict) -> None:
+    for name, value in view.items():
+        if isinstance(value, list | dict):
+            value = json.dumps(value, sort_keys=True)
+        print(f"{name}: {'' if value is None else value}")
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    """Client keys over the configured database (like ``keyrelay snapshot``); a key is printed once."""
+    import time
+
+    from proxy.clients.registry import ClientRegistry, client_view
+    from proxy.errors import GatewayError
+    from proxy.store import db
+    from proxy.store.base import StoreUnavailable
+    from proxy.store.sqlite import SQLiteStore
+
+    try:
+        config = load_config(_config_path(args.config))
+        store = SQLiteStore(config.server.database)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    except (db.DatabaseError, StoreUnavailable) as exc:
+        return _fail(str(exc), 1)
+    try:
+        reg = ClientRegistry(store, time.time)
+        reg.sync_config(config.clients)
+        if args.action == "create":
+            body: dict = {"name": args.name}
+            for opt in ("team", "rpm", "tpm", "max_concurrent", "budget_usd", "budget_period",
+                        "token_quota", "quota_period"):
+                if getattr(args, opt) is not None:
+                    body[opt] = getattr(args, opt)
+            if args.models:
+                body["models"] = [m for part in args.models for m in part.split(",") if m]
+            if args.expires:
+                body["expires_at"] = args.expires
+            client, key = reg.create(body, "cli")
+            print(key)
+            sys.stderr.write(f"keyrelay: client {client.name} created ({client.id}); the key above is shown "
+                             "only now: keep it\n")
+        elif args.action == "list":
+            for c in reg.list():
+                state = "revoked" if c.revoked_at else ("enabled" if c.enabled else "disabled")
+                models = ",".join(c.models) or "*"
+                print(f"{c.id}\t{c.name}\t{c.source}\t{state}\t{c.key_hint or ''}\t{models}")
+        elif args.action == "show":
+            _print_client(client_view(reg.get(args.id)))
+        elif args.action == "revoke":
+            client = reg.revoke(args.id, "cli")
+            sys.stderr.write(f"keyrelay: client {client.name} ({client.id}) revoked\n")
+        elif args.action == "rotate":
+            client, key = reg.rotate(args.id, args.grace_s, "cli")
+            print(key)
+            sys.stderr.write(f"keyrelay: client {client.name} ({client.id}) rotated; the old key works "
+                             f"{args.grace_s:g} s more; the key above is shown only now\n")
+        return 0
+    except GatewayError as exc:
+        return _fail(exc.message, 2 if exc.status == 400 else 1)
+    except StoreUnavailable as exc:
+        return _fail(f"nothing changed: {exc}", 1)
+    finally:
+        store.close()
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _add_clients(sub: argparse._SubParsersAction) -> None:
+    from proxy.clients.model import PERIODS
+
+    clients = sub.add_parser("clients", help="create, list, show, revoke or rotate client keys")
+    csub = clients.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    create = csub.add_parser("create", help="create a client and print its key (once)")
+    create.add_argument("name")
+    create.add_argument("--models", nargs="+", help="model names or globs it may use (default: all)")
+    create.add_argument("--team")
+    create.add_argument("--rpm", type=_positive)
+    create.add_argument("--tpm", type=_positive)
+    create.add_argument("--max-concurrent", dest="max_concurrent", type=_positive)
+    create.add_argument("--budget-usd", dest="budget_usd", type=float)
+    create.add_argument("--budget-period", dest="budget_period", choices=PERIODS)
+    create.add_argument("--token-quota", dest="token_quota", type=_positive)
+    create.add_argument("--quota-period", dest="quota_period", choices=PERIODS)
+    create.add_argument("--expires", help="ISO-8601 date or date-time (UTC unless it says otherwise)")
+    csub.add_parser("list", help="one line per client: id, name, source, state, key hint, models")
+    for action, text in (("show", "a client's fields"), ("revoke", "revoke a client's keys for good")):
+        one = csub.add_parser(action, help=text)
+        one.add_argument("id")
+    rotate = csub.add_parser("rotate", help="a new key (printed once); the old one works --grace-s more")
+    rotate.add_argument("id")
+    rotate.add_argument("--grace-s", dest="grace_s", type=float, default=0.0)
+    for p in csub.choices.values():
+        p.add_argument("--config")
+    clients.set_defaults(func=cmd_clients)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="keyrelay", description="Self-hosted OpenAI-compatible LLM gateway.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -157,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("file", nargs="?")
     snap.add_argument("--config")
     snap.set_defaults(func=cmd_snapshot)
+    _add_clients(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"keyrelay {__version__}") or 0)
     return parser

@@ -649,15 +649,11 @@ def _safe_url(url: str) -> str:
 def _auth_notices(auth: AuthConfig, clients: tuple[ClientConfig, ...],
                   providers: list[ProviderConfig]) -> list[str]:
     """What the startup log says about who may call."""
-    if auth.mode == "open":
-        return ["auth.mode is open: the data plane needs no client key; anyone who reaches the port "
-                "spends the upstream keys (keep it behind an authenticating proxy)"]
+    if auth.mode == "open":  # proxy.clients.auth.startup_notice warns about it (gunicorn on_starting)
+        return []
     if auth.mode is None and all(p.type == "mock" for p in providers):
         return ["only the built-in mock serves: no client key is needed until a real upstream is configured"]
-    if not clients:
-        return ["no client key in the config: the data plane answers 401 to anyone without one; create one "
-                "with `keyrelay clients create NAME` (or set auth.mode: open behind an authenticating proxy)"]
-    return []
+    return []  # keys: whether any client exists (config or runtime) is said at start-up from the database
 
 
 def _auth(o: _Obj) -> AuthConfig:

@@ -43,7 +43,9 @@ class Gate:
         self.usage.record(done, cost)
 
     def start(self) -> None:
+        self.auth.start()
         self.usage.start()
 
     def close(self) -> None:
         self.usage.close()
+        self.auth.close()

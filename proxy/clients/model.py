@@ -72,6 +72,7 @@ class Client:
     created_at: float = 0.0
     updated_at: float = 0.0
     last_used_at: float | None = None
+    revoked_at: float | None = None  # set by revoke: the client's keys answer 401 "revoked"
 
 
 @dataclass(frozen=True)

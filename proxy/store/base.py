@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from proxy.keys.state import KeyState
 
+from proxy.store.clients import ClientTx
+
 MAX_COOLDOWNS_PER_KEY = 1024  # per-model cooldown rows kept per key (client input must not grow state)
 
 
@@ -23,8 +25,11 @@ class StoreUnavailable(Exception):
     """The database is locked past the call's deadline, or unusable; nothing was changed."""
 
 
-class KeyTx(Protocol):
-    """Row operations inside one transaction. Conditional transitions return True when they applied."""
+class KeyTx(ClientTx, Protocol):
+    """Row operations inside one transaction. Conditional transitions return True when they applied.
+
+    Client keys (``clients``, ``client``, ``insert_client``, ``update_client``, ``client_keys``, ...) are
+    ``proxy.store.clients.ClientTx``; ``SqlTx`` implements both."""
 
     # keys
     def keys(self) -> list[KeyState]: ...

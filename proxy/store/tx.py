@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import SqlAudit
+from .clients import SqlClients
 from .keys import SqlKeys
 
 
-class SqlTx(SqlKeys, SqlAudit):
+class SqlTx(SqlKeys, SqlAudit, SqlClients):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
