@@ -180,7 +180,7 @@ class ClientAuth:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._loop, name="client-touch", daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="keyrelay-client-touch", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:

@@ -28,7 +28,7 @@ def test_start_background_starts_the_flusher_and_revalidation_once(make_app):
     gateway.start_background()
     gateway.start_background()
     started = sorted(t.name for t in threading.enumerate() if t.name not in before)
-    assert started == ["keyrelay-key-flush", "keyrelay-revalidate"]
+    assert started == ["keyrelay-client-touch", "keyrelay-key-flush", "keyrelay-revalidate"]
 
 
 def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request(tmp_path):
@@ -49,7 +49,8 @@ def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == ["JsonFormatter []", "['keyrelay-key-flush', 'keyrelay-revalidate']"]
+    background = "['keyrelay-client-touch', 'keyrelay-key-flush', 'keyrelay-revalidate']"
+    assert proc.stdout.splitlines() == ["JsonFormatter []", background]
 
 
 def test_healthz_is_503_once_the_worker_is_shutting_down(app_client):
