@@ -7,6 +7,11 @@ CREATE TABLE IF NOT EXISTS limit_hits (
     at    REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS limit_hits_scope_at ON limit_hits(scope, at);
+-- how many limit_hits rows a scope has (kept with them, so an admission never counts rows: O(log n))
+CREATE TABLE IF NOT EXISTS limit_windows (
+    scope TEXT PRIMARY KEY,
+    n     INTEGER NOT NULL
+);
 
 -- tpm: a token bucket per scope (capacity tpm, refilled at tpm/60 a second); reservations are taken
 -- at admission and settled to the real usage afterwards. level may go below 0 (debt of a request

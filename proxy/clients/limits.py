@@ -354,7 +354,7 @@ class Limiter:
         others = [r[0] for r in refusals if r[0] != name]
         text = f"{message}; retry in {int(retry)}s" + (f" (also over: {', '.join(others)})" if others else "")
         CLIENT_LIMITED.labels(client.id, name).inc()
-        return RateLimited(text[0].upper() + text[1:], limit=name, retry_after=retry, code=code,
+        return RateLimited(text, limit=name, retry_after=retry, code=code,
                            headers=headers)
 
     # -- settlement --------------------------------------------------------------------------------

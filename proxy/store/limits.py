@@ -30,13 +30,19 @@ class SqlLimits:
 
     # rpm: sliding-window log -------------------------------------------------------------------
     def window(self, scope: str, since: float) -> tuple[int, float | None]:
-        """Forget the hits at or before ``since``; (hits left, the oldest one's time)."""
-        self._run("DELETE FROM limit_hits WHERE scope=? AND at<=?", (scope, since))
-        n, oldest = self._run("SELECT COUNT(*), MIN(at) FROM limit_hits WHERE scope=?", (scope,)).fetchone()
-        return int(n), oldest
+        """Forget the hits at or before ``since``; (hits left, the oldest one's time). Index seeks
+        only (the count is kept in ``limit_windows``), so the cost does not grow with rpm."""
+        deleted = self._run("DELETE FROM limit_hits WHERE scope=? AND at<=?", (scope, since)).rowcount
+        if deleted and deleted > 0:
+            self._run("UPDATE limit_windows SET n=n-? WHERE scope=?", (deleted, scope))
+        n, oldest = self._run("SELECT (SELECT n FROM limit_windows WHERE scope=?),"
+                              " (SELECT MIN(at) FROM limit_hits WHERE scope=?)", (scope, scope)).fetchone()
+        return int(n or 0), oldest
 
     def add_hit(self, scope: str, at: float) -> None:
         self._run("INSERT INTO limit_hits(scope, at) VALUES (?,?)", (scope, at))
+        self._run("INSERT INTO limit_windows(scope, n) VALUES (?, 1)"
+                  " ON CONFLICT(scope) DO UPDATE SET n=limit_windows.n+1", (scope,))
 
     # tpm: token buckets ------------------------------------------------------------------------
     def bucket(self, scope: str) -> tuple[float, float, int, int] | None:
