@@ -2,8 +2,8 @@
 
     PYTHONPATH=$PWD /work/main/.venv/bin/python -m tests.unit.bench_limits [N]
 
-The client has rpm + tpm + max_concurrent + a budget + one matching model limit: two rpm scopes, two
-tpm scopes, a lease and the spend rows, i.e. every statement an admission can run."""
+"every limit": rpm + tpm + max_concurrent + a budget + one matching model limit (two rpm scopes, two
+tpm scopes, a lease and the spend rows: every statement an admission can run); "rpm only": one scope."""
 from __future__ import annotations
 
 import sys
@@ -21,10 +21,11 @@ def main(n: int = 2000) -> None:
     with tempfile.TemporaryDirectory(dir=str(Path.cwd())) as d:
         store = SQLiteStore(Path(d) / "bench.db")
         lim = Limiter(config(), store, time.time)
-        c = Client(id="c_bench", name="bench", rpm=10**9, tpm=10**12, max_concurrent=10**6, budget_usd=1e9,
-                   model_limits=(ModelLimit("m*", rpm=10**9, tpm=10**12),))
+        full = Client(id="c_bench", name="bench", rpm=10**9, tpm=10**12, max_concurrent=10**6, budget_usd=1e9,
+                      model_limits=(ModelLimit("m*", rpm=10**9, tpm=10**12),))
+        rpm_only = Client(id="c_rpm", name="rpm", rpm=10**9)
         body = {"model": "m", "messages": [{"role": "user", "content": "hello " * 20}], "max_tokens": 50}
-        for label in ("warm-up", "run"):
+        for label, c in (("warm-up", full), ("every limit", full), ("rpm only", rpm_only)):
             t_admit = t_settle = 0.0
             for _ in range(n):  # settle each one before the next: in-flight leases stay few, as in life
                 t0 = time.perf_counter()
@@ -38,9 +39,9 @@ def main(n: int = 2000) -> None:
                 t2 = time.perf_counter()
                 t_admit += t1 - t0
                 t_settle += t2 - t1
-            if label == "run":  # the rpm windows now hold 2n rows per scope
-                print(f"admit  {t_admit / n * 1e6:7.1f} µs per call (n={n})")
-                print(f"settle {t_settle / n * 1e6:7.1f} µs per call (n={n})")
+            if label != "warm-up":  # the rpm windows hold n or 2n rows per scope
+                print(f"{label:12} admit {t_admit / n * 1e6:7.1f} µs, settle {t_settle / n * 1e6:7.1f} µs"
+                      f" per call (n={n})")
         store.close()
 
 
