@@ -8,16 +8,18 @@ import sqlite3
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anthropic
 import openai
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.clients.model import config_client_id, new_key
 from tests.harness import Server
-from tests.mock_upstream import delay
+from tests.mock_upstream import delay, pace
 
 UPSTREAM_KEY = "sk-limits-upstream-1"
-KEYS = {name: new_key() for name in ("rpm30", "conc2", "tpm", "budget")}
+KEYS = {name: new_key() for name in ("rpm30", "conc2", "tpm", "budget", "anth", "cut")}
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
 PRICE = 1000.0  # USD per 1M tokens: $0.001 a token, so a short request costs cents
@@ -41,13 +43,16 @@ def gw(tmp_path_factory, mock):
         "providers": [{"name": "up", "type": "openai", "base_url": mock.url + "/v1", "keys": [UPSTREAM_KEY],
                        "timeouts": {"connect": 2, "first_byte": 10, "idle": 10}}],
         "models": [{"name": "chat", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]},
-                   {"name": "slow", "targets": [{"provider": "up", "model": "gpt-slow"}]}],
+                   {"name": "slow", "targets": [{"provider": "up", "model": "gpt-slow"}]},
+                   {"name": "paced", "targets": [{"provider": "up", "model": "gpt-paced"}]}],
         "retry": {"attempts": 1},
         "prices": {name: {"input": PRICE, "output": PRICE} for name in ("chat", "gpt-4o-mini")},
         "clients": [
             {"name": "rpm30", "key": KEYS["rpm30"], "rpm": 30, "tpm": 10_000_000},
             {"name": "conc2", "key": KEYS["conc2"], "max_concurrent": 2},
             {"name": "tpm", "key": KEYS["tpm"], "tpm": 1_000_000},
+            {"name": "anth", "key": KEYS["anth"], "rpm": 2, "model_limits": {"cha*": {"tpm": 50_000}}},
+            {"name": "cut", "key": KEYS["cut"], "tpm": 1_000_000},
             # the first request stays under the line, the second crosses it, the third is refused
             {"name": "budget", "key": KEYS["budget"], "budget_usd": round(one * 1.5, 9),
              "budget_period": "day"},
@@ -93,6 +98,7 @@ def test_rpm_is_exact_across_two_workers(gw):
     pids = {json.loads(line).get("pid") for line in gw.logs().splitlines()
             if line.startswith("{") and '"client_id"' in line and config_client_id("rpm30") in line}
     assert len(pids) == 2, pids
+    assert limited_total(gw, config_client_id("rpm30"), "rpm") == 30  # summed over both workers
     # after the window: the slots come back when Retry-After said
     wait = max(int(r.headers["Retry-After"]) for r in limited)  # counted from the refusals
     assert wait <= 60
@@ -180,3 +186,64 @@ def test_budget_crossing_request_completes_then_budget_exceeded(gw):
     now = time.time()
     midnight = (int(now) // 86400 + 1) * 86400
     assert abs(int(third.headers["Retry-After"]) - (midnight - now)) <= 2
+
+
+def limited_total(gw: Server, client: str, limit: str) -> float:
+    text = requests.get(gw.url + "/metrics", timeout=10).text
+    want = {"client": client, "limit": limit}
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "keyrelay_client_limited_total" and s.labels == want)
+
+
+def test_anthropic_dialect_headers_and_refusal(gw):
+    """The Anthropic SDK: x-ratelimit-* on answers (the model limit's tpm scope), 429 rate_limit_error
+    naming the limit, Retry-After; the refusal is counted in keyrelay_client_limited_total."""
+    sdk = anthropic.Anthropic(api_key=KEYS["anth"], base_url=gw.url, max_retries=0)
+    for remaining in ("1", "0"):
+        raw = sdk.messages.with_raw_response.create(model="chat", max_tokens=64,
+                                                    messages=[{"role": "user", "content": "hi there"}])
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == remaining
+        assert raw.headers["x-ratelimit-limit-tokens"] == "50000"
+        assert int(raw.headers["x-ratelimit-remaining-tokens"]) <= 50_000 - 64
+        assert raw.parse().content[0].text
+    with pytest.raises(anthropic.RateLimitError) as e:
+        sdk.messages.create(model="chat", max_tokens=64, messages=[{"role": "user", "content": "again"}])
+    body = e.value.body
+    assert body["error"]["type"] == "rate_limit_error" and "rpm limit of 2" in body["error"]["message"]
+    assert 1 <= int(e.value.response.headers["Retry-After"]) <= 60
+    assert e.value.response.headers["x-ratelimit-remaining-requests"] == "0"
+    assert limited_total(gw, config_client_id("anth"), "rpm") == 1
+
+
+def test_a_stream_cut_short_settles_to_what_was_used(gw, mock):
+    """The client leaves a paced stream after two chunks: the reservation (prompt estimate + 4000) is
+    settled to the prompt estimate + the relayed text / 4 (no usage report came), nothing stays
+    reserved, and the stream's response carried the x-ratelimit-* headers."""
+    mock.script(model="gpt-paced", behaviour=pace(chunks=40, delay=0.1))
+    body = {"model": "paced", "stream": True, "max_tokens": 4000,
+            "messages": [{"role": "user", "content": "tell me a long story " * 10}]}
+    with requests.post(gw.url + "/v1/chat/completions", json=body, stream=True, timeout=30,
+                       headers={"Authorization": f"Bearer {KEYS['cut']}"}) as r:
+        assert r.status_code == 200
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) <= 1_000_000 - 4000
+        lines = r.iter_lines()
+        seen = 0
+        for line in lines:
+            if line.startswith(b"data: {"):
+                seen += 1
+                if seen == 2:
+                    break
+    scope = config_client_id("cut")
+    deadline = time.monotonic() + 10
+    while True:
+        with db(gw) as conn:
+            charged, reserved = conn.execute("SELECT charged, reserved FROM limit_buckets WHERE scope=?",
+                                             (scope,)).fetchone()
+        if reserved == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    mock.clear()
+    prompt_estimate = 4 + len("tell me a long story " * 10) // 4 + 1
+    assert reserved == 0
+    assert prompt_estimate < charged < prompt_estimate + 4000
