@@ -379,7 +379,9 @@ class Limiter:
             if booking is not None:
                 for s in booking.token_scopes:
                     level, charged, reserved = self._refill(tx, s, now)
-                    tx.put_bucket(s.key, level + booking.reserved - used, now, charged + used,
+                    assert s.tpm  # a refund never fills the bucket past its capacity
+                    tx.put_bucket(s.key, min(float(s.tpm), level + booking.reserved - used), now,
+                                  charged + used,
                                   max(0, reserved - booking.reserved))
             if admission.lease is not None:
                 tx.drop_lease(admission.lease)

@@ -19,7 +19,6 @@ class LimitTx(Protocol):
     def spend(self, client_id: str, period: str, start: float) -> dict: ...
     def add_spend(self, client_id: str, period: str, start: float, end: float, requests: int,
                   tokens: int, cost_usd: float, unpriced: int) -> None: ...
-    def purge_spend(self, before: float) -> None: ...
 
 
 class SqlLimits:
@@ -87,7 +86,3 @@ class SqlLimits:
                   " cost_usd=client_spend.cost_usd+excluded.cost_usd,"
                   " unpriced=client_spend.unpriced+excluded.unpriced",
                   (client_id, period, start, end, requests, tokens, cost_usd, unpriced))
-
-    def purge_spend(self, before: float) -> None:
-        """Forget the periods that ended before ``before``."""
-        self._run("DELETE FROM client_spend WHERE period_end<?", (before,))

@@ -164,6 +164,14 @@ def test_tpm_reservation_and_settlement(limiter, clock, store):
     assert adm.headers["x-ratelimit-reset-tokens"] == go_duration((600 - 456) / 10)
 
 
+def test_a_refund_never_overfills_the_bucket(limiter, clock, store):
+    c = client(tpm=600)
+    adm = limiter.admit(c, "m", body(max_tokens=100))
+    clock.t += 30  # refilled to the top meanwhile
+    limiter.settle(adm, finished(adm, usage=Usage(1, 1)), None)
+    assert bucket(store, c.id)[0] == 600
+
+
 def test_tpm_refuses_until_refilled_and_debt_counts(limiter, clock, store):
     c = client(tpm=60)  # 1 token a second
     adm = limiter.admit(c, "m", body("", max_tokens=50))  # reserves 54
