@@ -68,6 +68,12 @@ FAILOVERS = Counter(
     ["provider", "model"],
 )
 TOKENS = Counter("keyrelay_tokens_total", "Tokens reported by upstreams", ["provider", "model", "direction"])
+CLIENT_LIMITED = Counter(
+    "keyrelay_client_limited_total",
+    "Client requests refused by a limit (client: id; limit: rpm|tpm|concurrency|budget|quota, or"
+    " rpm:<glob> / tpm:<glob> for a client's per-model limit)",
+    ["client", "limit"],
+)
 
 
 def token_counts(usage: dict) -> tuple[int, int]:

@@ -6,9 +6,10 @@ from typing import Any
 from .audit import SqlAudit
 from .clients import SqlClients
 from .keys import SqlKeys
+from .limits import SqlLimits
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
