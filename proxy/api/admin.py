@@ -269,3 +269,6 @@ def reload() -> Response:
     return jsonify({"reloaded": True, "config": new.source, "master_pid": master,
                     "providers": [p.name for p in new.providers], "models": [m.name for m in new.models],
                     "notices": [redact(n, new) for n in new.notices]})
+
+
+from proxy.api import admin_usage  # noqa: E402,F401  (its routes join the api blueprint)

@@ -5,9 +5,10 @@ from typing import Any
 
 from .audit import SqlAudit
 from .keys import SqlKeys
+from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit):
+class SqlTx(SqlKeys, SqlAudit, SqlUsage):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
