@@ -162,22 +162,30 @@ class UsageLog:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write what is queued (batches of ``MAX_BATCH``, each with its rollups, in one transaction).
-        On a locked database the unwritten rows go back in front of the queue. True when all was written."""
-        with self._flush_lock:
-            while True:
+        On a locked database the unwritten rows go back in front of the queue. True when all was written.
+        With a ``timeout``, waiting for another flush of this worker counts against it too."""
+        if not self._flush_lock.acquire(timeout=-1 if timeout is None else timeout):
+            return False
+        try:
+            return self._flush(timeout)
+        finally:
+            self._flush_lock.release()
+
+    def _flush(self, timeout: float | None) -> bool:
+        while True:
+            with self._lock:
+                batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            if not batch:
+                return True
+            try:
+                with self.store.transaction(timeout) as tx:
+                    cast(UsageTx, tx).add_usage(batch, rollups(batch))
+            except StoreUnavailable as exc:
                 with self._lock:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                if not batch:
-                    return True
-                try:
-                    with self.store.transaction(timeout) as tx:
-                        cast(UsageTx, tx).add_usage(batch, rollups(batch))
-                except StoreUnavailable as exc:
-                    with self._lock:
-                        self._queue[:0] = batch  # may exceed max_queue by one batch; record() then drops
-                    log.warning("usage flush deferred: %s", exc, extra={"event": "usage_flush_deferred",
-                                                                          "pending": len(self._queue)})
-                    return False
+                    self._queue[:0] = batch  # may exceed max_queue by one batch; record() then drops
+                log.warning("usage flush deferred: %s", exc, extra={"event": "usage_flush_deferred",
+                                                                      "pending": len(self._queue)})
+                return False
 
     def purge(self, now: float | None = None) -> int:
         """Delete raw rows past retention, in small transactions; how many were deleted."""
@@ -231,7 +239,8 @@ class UsageLog:
         return period_bounds("day", now - self.retention_s, self.tz)[1]
 
     def report(self, start: float, end: float, groups: Sequence[str] = ("day",), client: str | None = None,
-               model: str | None = None, now: float | None = None) -> list[dict]:
+               model: str | None = None, now: float | None = None, *,
+               client_id: str | None = None) -> list[dict]:
         """Rows of ``{<group fields>, requests, errors, prompt_tokens, completion_tokens, cached_tokens,
         reasoning_tokens, cost_usd, unpriced_requests}`` for requests that started in [start, end).
         ``cost_usd`` is None when every request of the group is unpriced; when only some are, it is the
@@ -253,9 +262,9 @@ class UsageLog:
                 first = self.day_of(start)
                 last = self.day_of(min(end, boundary) - 1e-6)
                 if first <= last:
-                    parts.append(tx.usage_rollup(first, last, groups, client, model))
+                    parts.append(tx.usage_rollup(first, last, groups, client, model, client_id))
             if end > boundary or start >= boundary:
-                parts.append(tx.usage_raw(max(start, boundary), end, groups, client, model))
+                parts.append(tx.usage_raw(max(start, boundary), end, groups, client, model, client_id))
         return finish_rows(merge_rows(parts, groups))
 
     def summary(self, client: Client, now: float | None = None) -> dict:
@@ -268,7 +277,7 @@ class UsageLog:
         else:
             kind = "month"
         start, end = period_bounds(kind, now, self.tz)
-        rows = self.report(start, end, (), client.id, now=now)
+        rows = self.report(start, end, (), now=now, client_id=client.id)
         tot = rows[0] if rows else {f: 0 for f in SUM_FIELDS}
         tokens = int(tot["prompt_tokens"]) + int(tot["completion_tokens"])
         cost = tot["cost_usd"] if rows else 0.0

@@ -58,9 +58,9 @@ class UsageTx(Protocol):
     def add_usage(self, records: Sequence[Sequence[Any]], rollups: Sequence[Sequence[Any]]) -> None: ...
     def purge_usage(self, before: float, limit: int) -> int: ...
     def usage_raw(self, start: float, end: float, groups: Sequence[str], client: str | None,
-                  model: str | None) -> list[dict]: ...
+                  model: str | None, client_id: str | None = None) -> list[dict]: ...
     def usage_rollup(self, first_day: str, last_day: str, groups: Sequence[str], client: str | None,
-                     model: str | None) -> list[dict]: ...
+                     model: str | None, client_id: str | None = None) -> list[dict]: ...
     def usage_count(self) -> int: ...
 
 
@@ -88,28 +88,32 @@ class SqlUsage:
         return int(self._run("SELECT COUNT(*) FROM usage_records").fetchone()[0])
 
     def usage_raw(self, start: float, end: float, groups: Sequence[str], client: str | None,
-                  model: str | None) -> list[dict]:
-        """Sums over raw rows with ``start <= at < end``, grouped by ``groups`` (names of ``GROUPS``)."""
+                  model: str | None, client_id: str | None = None) -> list[dict]:
+        """Sums over raw rows with ``start <= at < end``, grouped by ``groups`` (names of ``GROUPS``);
+        ``client`` matches an id or a name, ``client_id`` only an id (and uses the (client_id, at) index)."""
         where, params = ["at >= ?", "at < ?"], [start, end]
-        return self._report("usage_records", _RAW_SUMS, where, params, groups, client, model)
+        return self._report("usage_records", _RAW_SUMS, where, params, groups, client, model, client_id)
 
     def usage_rollup(self, first_day: str, last_day: str, groups: Sequence[str], client: str | None,
-                     model: str | None) -> list[dict]:
+                     model: str | None, client_id: str | None = None) -> list[dict]:
         """Sums over rollups of the local days ``first_day`` .. ``last_day`` (inclusive, YYYY-MM-DD)."""
         bad = [g for g in groups if g not in ROLLUP_GROUPS]
         if bad:
             raise ValueError(f"rollups have no {bad[0]!r} grouping")
         where, params = ["day >= ?", "day <= ?"], [first_day, last_day]
-        return self._report("usage_daily", _ROLLUP_SUMS, where, params, groups, client, model)
+        return self._report("usage_daily", _ROLLUP_SUMS, where, params, groups, client, model, client_id)
 
     def _report(self, table: str, sums: str, where: list[str], params: list, groups: Sequence[str],
-                client: str | None, model: str | None) -> list[dict]:
+                client: str | None, model: str | None, client_id: str | None) -> list[dict]:
         cols: list[str] = []
         for g in groups:
             cols += [c for c in GROUPS[g] if c not in cols]  # names from a fixed table: no injection
         if client is not None:
             where.append("(client_id = ? OR client_name = ?)")
             params += [client, client]
+        if client_id is not None:
+            where.append("client_id = ?")
+            params.append(client_id)
         if model is not None:
             where.append("model = ?")
             params.append(model)
