@@ -16,9 +16,11 @@
   records. ``close()`` (gunicorn's ``worker_exit``) flushes.
 * **Retention**: raw rows older than ``accounting.retention_days`` are deleted every ``PURGE_INTERVAL_S``
   in small transactions (``PURGE_BATCH`` rows each); rollups are kept.
-* **Reports** (``report``): days that may have lost raw rows to retention (the local days before the
-  first whole day inside the retention window) come from rollups — day granularity, no route/key
-  grouping —; later ones from raw rows, exact to the second.
+* **Reports** (``report``): grouped by day / client / model, every whole local day of the range comes
+  from the rollups (fast: one row per day, client and model) and the partial days at its edges from raw
+  rows, exact to the second. Raw rows before ``raw_since()`` (the first local midnight from which none
+  was purged) may be gone: a range starting earlier is widened to whole days there. Grouped by route or
+  key (raw rows only) the range must start after ``raw_since()`` (else ValueError → 400).
 """
 from __future__ import annotations
 
@@ -251,21 +253,35 @@ class UsageLog:
         self.flush(timeout=READ_FLUSH_WAIT_S)
         boundary = self.raw_since(now)
         parts: list[list[dict]] = []
+        by_day = all(g in ROLLUP_GROUPS for g in groups)
+        if start < boundary and not by_day:
+            bad = next(g for g in groups if g not in ROLLUP_GROUPS)
+            raise ValueError(f"group_by={bad} needs 'from' within the raw retention (since "
+                             f"{self.iso(boundary)}); earlier days are kept as daily rollups per client "
+                             "and model")
         with self.store.snapshot() as snap:
             tx = cast(UsageTx, snap)
-            if start < boundary:
-                bad = [g for g in groups if g not in ROLLUP_GROUPS]
-                if bad:
-                    raise ValueError(f"group_by={bad[0]} needs 'from' within the raw retention (since "
-                                     f"{datetime.fromtimestamp(boundary, self._zone).isoformat()}); "
-                                     "earlier days are kept as daily rollups per client and model")
-                first = self.day_of(start)
-                last = self.day_of(min(end, boundary) - 1e-6)
-                if first <= last:
-                    parts.append(tx.usage_rollup(first, last, groups, client, model, client_id))
-            if end > boundary or start >= boundary:
-                parts.append(tx.usage_raw(max(start, boundary), end, groups, client, model, client_id))
+            # whole local days from rollups (a partial day before ``boundary`` widens to the whole day,
+            # its raw rows may be gone); the partial days at the edges from raw rows
+            lo = self._floor_day(start) if start < boundary else self._ceil_day(start)
+            hi = self._floor_day(end) if end > boundary else self._ceil_day(end)
+            if by_day and lo < hi:
+                parts.append(tx.usage_rollup(self.day_of(lo), self.day_of(hi - 1), groups, client, model,
+                                             client_id))
+                if start < lo:
+                    parts.append(tx.usage_raw(start, lo, groups, client, model, client_id))
+                if hi < end:
+                    parts.append(tx.usage_raw(hi, end, groups, client, model, client_id))
+            else:
+                parts.append(tx.usage_raw(start, end, groups, client, model, client_id))
         return finish_rows(merge_rows(parts, groups))
+
+    def _floor_day(self, at: float) -> float:
+        return period_bounds("day", at, self.tz)[0]
+
+    def _ceil_day(self, at: float) -> float:
+        start, end = period_bounds("day", at, self.tz)
+        return at if at == start else end
 
     def summary(self, client: Client, now: float | None = None) -> dict:
         """``GET /v1/key``: the client's current period (its budget's, else its quota's, else the month)."""

@@ -252,3 +252,20 @@ def test_admin_usage_report_json_csv_and_bad_parameters(make_app):
     assert r.json["name"] == "ci" and r.json["usage"]["requests"] == 3
     assert r.json["usage"]["cost_usd"] == pytest.approx(row["cost_usd"])
     assert app.get("/v1/key").status_code == 401
+
+
+def test_report_mixes_rollup_days_and_raw_edges_exactly(log):
+    import random
+    rnd = random.Random(7)
+    ats = [T0 - 2.5 * DAY + rnd.random() * 2.4 * DAY for _ in range(300)]  # within the 3-day retention
+    for i, at in enumerate(ats):
+        add(log, done(at=at, usage=Usage(i % 7 + 1, i % 3), client=(A, B)[i % 2]))
+    for start, end in ((T0 - 2.3 * DAY, T0 - 0.2 * DAY), (T0 - 2 * DAY - 1, T0 - DAY + 1),
+                       (T0 - 0.4 * DAY, T0 - 0.1 * DAY), (T0 - 3 * DAY, T0 + DAY)):
+        want = [i for i, at in enumerate(ats) if start <= at < end]
+        got = log.report(start, end, ())
+        assert (got[0]["requests"] if got else 0) == len(want)
+        assert (got[0]["prompt_tokens"] if got else 0) == sum(i % 7 + 1 for i in want)
+        per_day = log.report(start, end, ("day", "client"))
+        assert sum(r["requests"] for r in per_day) == len(want)
+        assert sum(r["completion_tokens"] for r in per_day) == sum(i % 3 for i in want)
