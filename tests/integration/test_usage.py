@@ -205,6 +205,10 @@ def test_mixed_requests_totals_equal_the_mocks_counts_also_after_a_restart(gw, m
                             headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
     assert csv_text.headers["Content-Type"].startswith("text/csv")
     assert csv_text.text.splitlines()[0].startswith("model,requests,errors,prompt_tokens")
+    # the database (and its WAL) never holds a client secret
+    for path in gw.dir.glob("keyrelay.db*"):
+        data = path.read_bytes()
+        assert not any(key.encode() in data for key in KEYS.values()), path
 
 
 def test_stream_tokens_equal_what_the_mock_reported(gw, mock):
@@ -258,5 +262,7 @@ def test_kill_9_of_a_worker_under_load_loses_at_most_one_flush_interval(gw, mock
     # the victim served about half of them; it flushes every 0.5 s: its last interval is ~rate/4
     print(f"\nkill -9: {answered} answered, {recorded} recorded, {lost} lost "
           f"(answer rate before the kill {rate}/s over both workers; flush interval 0.5 s)")
-    assert 0 <= lost <= max(rate // 2, 1)
+    # a non-stream record is queued just before its answer is written: a worker killed in between has
+    # recorded a request nobody received (at most one per load thread)
+    assert -len(threads) <= lost <= max(rate // 2, 1)
     assert sum(1 for _, status in done if status == 200) == answered
