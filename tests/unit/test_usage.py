@@ -269,3 +269,34 @@ def test_report_mixes_rollup_days_and_raw_edges_exactly(log):
         per_day = log.report(start, end, ("day", "client"))
         assert sum(r["requests"] for r in per_day) == len(want)
         assert sum(r["completion_tokens"] for r in per_day) == sum(i % 3 for i in want)
+
+
+def test_flusher_writes_within_its_interval_and_close_flushes(tmp_path):
+    import time as _time
+    store = SQLiteStore(tmp_path / "f.db")
+    ul = UsageLog(config(), store, flush_interval_s=0.05)
+    ul.start()
+    add(ul, done(at=_time.time()))  # (a June record would be purged at once: past the 90-day retention)
+    deadline = _time.monotonic() + 2
+    while rows(tmp_path / "f.db", "SELECT COUNT(*) FROM usage_records") != [(1,)]:
+        assert _time.monotonic() < deadline, "the flusher did not write"
+        _time.sleep(0.02)
+    ul.flush_interval_s = 60.0  # the next round is far away: only close() can write this one
+    _time.sleep(0.1)
+    add(ul, done(at=_time.time()))
+    ul.close()
+    assert rows(tmp_path / "f.db", "SELECT COUNT(*) FROM usage_records") == [(2,)]
+    store.close()
+
+
+def test_parse_time_dates_are_local_days(tmp_path):
+    store = SQLiteStore(tmp_path / "p.db")
+    ul = UsageLog(config(accounting={"timezone": "Europe/Berlin"}), store, Clock(T0))
+    assert ul.iso(ul.parse_time("2026-06-10")) == "2026-06-10T00:00:00+02:00"
+    assert ul.iso(ul.parse_time("2026-06-10", end=True)) == "2026-06-11T00:00:00+02:00"  # 'to' inclusive
+    assert ul.parse_time("2026-06-10T12:00:00Z") == T0
+    assert ul.iso(ul.parse_time("2026-06-10T12:00:00")) == "2026-06-10T12:00:00+02:00"
+    for bad in ("yesterday", "2026-13-01", "12:00"):
+        with pytest.raises(ValueError):
+            ul.parse_time(bad)
+    store.close()
