@@ -135,10 +135,11 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, anthropic, envelopes, guard, openai, probes
+    from proxy.api import admin, anthropic, client_key, envelopes, guard, openai, probes
 
     envelopes.install(app)
     app.register_blueprint(openai.bp)
+    app.register_blueprint(client_key.bp)
     app.register_blueprint(anthropic.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(probes.bp)

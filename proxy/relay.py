@@ -346,7 +346,15 @@ def _find_usage(item: Any) -> dict | None:
     """Token usage in a response, a chunk, or a tagged/evented stream item (the last element of a tuple)."""
     while isinstance(item, tuple) and item:
         item = item[-1]
-    return item.get("usage") if isinstance(item, dict) else None
+    if not isinstance(item, dict):
+        return None
+    message = item.get("message")
+    if "usage" not in item and isinstance(message, dict) and item.get("type") == "message_start":
+        # Anthropic's message_start carries the input tokens in message.usage (its output_tokens is a
+        # placeholder; message_delta reports the output): without it a native stream counted no input
+        usage = message.get("usage")
+        return {k: v for k, v in usage.items() if k != "output_tokens"} if isinstance(usage, dict) else None
+    return item.get("usage")
 
 
 def _close(items: Iterator[Any]) -> None:

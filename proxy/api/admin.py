@@ -271,4 +271,4 @@ def reload() -> Response:
                     "notices": [redact(n, new) for n in new.notices]})
 
 
-from proxy.api import admin_clients  # noqa: E402,F401 - registers /admin/api/clients on ``api``
+from proxy.api import admin_clients, admin_usage  # noqa: E402,F401 - their routes join ``api``

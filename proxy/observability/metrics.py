@@ -75,6 +75,19 @@ CLIENT_LIMITED = Counter(
     ["client", "limit"],
 )
 
+# per client (label: the client id, "anonymous" on an open gateway; never a secret), recorded by UsageLog
+CLIENT_REQUESTS = Counter("keyrelay_client_requests_total", "Data-plane requests by client, model and status",
+                          ["client", "model", "status"])
+CLIENT_TOKENS = Counter("keyrelay_client_tokens_total",
+                        "Tokens by client and model (kind: prompt|completion|cached|reasoning)",
+                        ["client", "model", "kind"])
+CLIENT_COST = Counter("keyrelay_client_cost_usd_total", "Cost in USD from the configured prices",
+                      ["client", "model"])
+USAGE_UNPRICED = Counter("keyrelay_usage_unpriced_total",
+                         "Requests that used tokens of a model with no price (cost_usd null)", ["model"])
+USAGE_DROPPED = Counter("keyrelay_usage_dropped_total",
+                        "Usage records dropped because the unflushed queue was full (database locked)")
+
 
 def token_counts(usage: dict) -> tuple[int, int]:
     """(input, output) tokens from an OpenAI (prompt/completion) or Anthropic (input/output) usage dict."""

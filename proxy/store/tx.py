@@ -7,9 +7,10 @@ from .audit import SqlAudit
 from .clients import SqlClients
 from .keys import SqlKeys
 from .limits import SqlLimits
+from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
