@@ -152,7 +152,8 @@ SCRIPT = r"""
 const STORE = "keyrelay-admin-token";
 const CFG = document.body.dataset;
 const POLL_MS = Number(CFG.pollMs), USAGE_POLL_MS = Number(CFG.usagePollMs), DAYS = Number(CFG.usageDays);
-const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2"];
+const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
+                "#bcbd22", "#393b79", "#637939", "#7f7f7f"];
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
 const say = (sel, text, cls) => { const s = $(sel); s.textContent = text; s.className = cls || ""; };
@@ -460,7 +461,7 @@ async function refreshUsage() {
   try {
     const month = await api("GET", "/usage?group_by=client&from=" + monthStart());
     spend = {};
-    for (const row of month.rows) spend[row.client] = row;
+    for (const row of month.rows) spend[row.client_id || row.client] = row;  // client_id: docs/usage.md
     renderClients();
     const shown = clients.slice();
     const answers = await Promise.all(shown.map((c) => api("GET", "/usage?group_by=day&client="

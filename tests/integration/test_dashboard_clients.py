@@ -173,6 +173,15 @@ def dismiss(dash: Dashboard, key: str) -> None:
     assert key not in stored
 
 
+def wait_for_series(page, n: int, timeout: float = 5) -> None:
+    """Until the chart has n series (polled from Python: page.wait_for_function evaluates a string, which
+    the page's CSP refuses)."""
+    deadline = time.monotonic() + timeout
+    while page.locator("#chart g.series").count() != n:
+        assert time.monotonic() < deadline, f"the chart has {page.locator('#chart g.series').count()} series"
+        time.sleep(0.1)
+
+
 def last_days() -> list[str]:
     today = datetime.now(UTC).date()
     return [(today - timedelta(days=DAYS - 1 - i)).isoformat() for i in range(DAYS)]
@@ -326,10 +335,10 @@ def test_usage_chart_draws_the_report(dash, gw):
         beta["id"]: [{**row, "day": days[0], "requests": 4, "prompt_tokens": 40, "completion_tokens": 40,
                       "cost_usd": None, "unpriced_requests": 4}],
     }
-    monthly = [{**row, "client": alpha["id"], "requests": 9, "prompt_tokens": 80, "completion_tokens": 35,
-                "cost_usd": 0.75, "unpriced_requests": 1},
-               {**row, "client": beta["id"], "requests": 4, "prompt_tokens": 40, "completion_tokens": 40,
-                "cost_usd": None, "unpriced_requests": 4}]
+    monthly = [{**row, "client_id": alpha["id"], "client_name": "chart-alpha", "requests": 9,
+                "prompt_tokens": 80, "completion_tokens": 35, "cost_usd": 0.75, "unpriced_requests": 1},
+               {**row, "client_id": beta["id"], "client_name": "chart-beta", "requests": 4,
+                "prompt_tokens": 40, "completion_tokens": 40, "cost_usd": None, "unpriced_requests": 4}]
     asked: list[dict] = []
 
     def rows_for(q: dict) -> list[dict]:
@@ -342,8 +351,7 @@ def test_usage_chart_draws_the_report(dash, gw):
     dash.login()
     page = dash.page
     clients = api_clients(gw)
-    page.wait_for_function(f"document.querySelectorAll('#chart g.series').length === {len(clients)}",
-                           timeout=5000)
+    wait_for_series(page, len(clients))
     month_start = datetime.now(UTC).date().replace(day=1).isoformat()
     assert {"group_by": "client", "from": month_start} in asked
     assert {q["client"] for q in asked if q["group_by"] == "day"} == set(clients)
@@ -429,8 +437,7 @@ def test_usage_chart_from_the_gateway(dash, gw):
     dash.login()
     page = dash.page
     clients = api_clients(gw)
-    page.wait_for_function(f"document.querySelectorAll('#chart g.series').length === {len(clients)}",
-                           timeout=5000)
+    wait_for_series(page, len(clients))
     for cid in clients:
         assert page.locator(f"#chart g.series[data-client='{cid}'] circle").count() == DAYS
 
