@@ -398,24 +398,8 @@ def test_usage_chart_draws_the_report(dash, gw):
     dash.check_clean()
 
 
-def test_usage_not_available_is_quiet(dash, gw):
-    if usage_report(gw, group_by="client").status_code != 404:
-        pytest.skip("the usage report is merged: test_usage_chart_from_the_gateway covers it")
-    dash.login()
-    page = dash.page
-    page.wait_for_selector("#usage-status:has-text('usage not available')")
-    spend = page.locator("#clients td.spend").all_inner_texts()
-    assert spend and set(spend) == {"usage not available"}
-    assert page.locator("#chart svg").count() == 0
-    page.wait_for_timeout(2500)  # polling the clients goes on; the usage report is not asked again
-    assert len(dash.usage_calls) == 1 and len(dash.not_found) <= 1
-    dash.check_clean()
-
-
 def test_usage_chart_from_the_gateway(dash, gw):
     """The chart against keyrelay's own usage report after a few chat requests."""
-    if usage_report(gw, group_by="client").status_code == 404:
-        pytest.skip("usage report not merged")
     one, key_one = api_create(gw, name="usage-one")
     two, key_two = api_create(gw, name="usage-two")
     for key, n in ((key_one, 3), (key_two, 1)):
