@@ -1,27 +1,19 @@
 """Issue 5: the /admin dashboard in headless Chromium: enter the token, disable a key, the API agrees."""
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
+from tests.browser import MARKS, chromium
 from tests.harness import REPO, Server
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium is not installed"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = MARKS
 
 TOKEN = "browser-admin-token-5555"
 SECRETS = ("AIzaBROWSER-first-key-0001", "AIzaBROWSER-second-key-0002")
 ARTIFACTS = REPO / "tests" / "artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 @pytest.fixture(scope="module")
@@ -39,13 +31,8 @@ def gw(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page():
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            context = browser.new_context(viewport={"width": 1500, "height": 600})
-            yield context.new_page()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_context(viewport={"width": 1500, "height": 600}).new_page()
 
 
 def keys(gw: Server) -> dict[str, dict]:

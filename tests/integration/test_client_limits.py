@@ -19,6 +19,7 @@ from tests.harness import Server
 from tests.mock_upstream import delay, pace
 
 UPSTREAM_KEY = "sk-limits-upstream-1"
+ADMIN_TOKEN = "limits-admin-token-0123456789"
 KEYS = {name: new_key() for name in ("rpm30", "conc2", "tpm", "budget", "anth", "cut")}
 HEADERS = ("x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
            "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens")
@@ -40,6 +41,7 @@ def gw(tmp_path_factory, mock):
     one = (u["prompt_tokens"] + u["completion_tokens"]) * PRICE / 1e6
     mock.clear()
     config = {
+        "server": {"admin_token": ADMIN_TOKEN},
         "providers": [{"name": "up", "type": "openai", "base_url": mock.url + "/v1", "keys": [UPSTREAM_KEY],
                        "timeouts": {"connect": 2, "first_byte": 10, "idle": 10}}],
         "models": [{"name": "chat", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]},
@@ -161,6 +163,16 @@ def test_tpm_reservations_settle_to_the_real_usage_of_streams(gw):
             break
         time.sleep(0.05)
     assert (charged, reserved) == (reported, 0)
+    # ...and the usage report says the same: every token the upstream reported, none estimated
+    deadline = time.monotonic() + 5
+    while True:  # usage records are written in batches
+        rows = requests.get(gw.url + "/admin/api/usage", params={"group_by": "client", "client": scope},
+                            headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}, timeout=10).json()["rows"]
+        if (rows and rows[0]["requests"] == 8) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert rows[0]["requests"] == 8
+    assert rows[0]["prompt_tokens"] + rows[0]["completion_tokens"] == reported
 
 
 def test_budget_crossing_request_completes_then_budget_exceeded(gw):

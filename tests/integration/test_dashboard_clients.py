@@ -4,29 +4,23 @@ Create a client through the form (the key shown once, working, gone from the pag
 and rotate through the UI (the API and the data plane agree), a config client is read-only, a hostile
 team name renders as text; no console error and no CSP violation. The usage chart is checked twice: with
 the usage report answered by the test (``page.route``: the drawing, deterministic whatever is merged) and
-against the gateway's own ``/admin/api/usage`` (skipped while that endpoint answers 404).
+against the gateway's own ``/admin/api/usage``.
 """
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 import requests
 
+from tests.browser import MARKS, chromium
 from tests.harness import REPO, Server, mock_config
 
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(CHROMIUM is None, reason="Debian package chromium is not installed"),
-]
-playwright = pytest.importorskip("playwright.sync_api")
+pytestmark = MARKS
 
 TOKEN = "dashboard-clients-admin-token-13"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -35,8 +29,6 @@ KEY = re.compile(r"kr-[A-Za-z0-9_-]{43}")
 XSS = "<img src=x onerror=alert(1)>"
 DAYS = 14
 ARTIFACTS = REPO / "tests" / "artifacts"
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # records CSP violations and alert() calls before the page's own script runs
 WATCH = """window.__csp = []; window.__alerts = [];
 document.addEventListener("securitypolicyviolation", (e) => window.__csp.push(e.violatedDirective));
@@ -54,12 +46,8 @@ def gw(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
-        try:
-            yield b
-        finally:
-            b.close()
+    with chromium() as b:
+        yield b
 
 
 class Dashboard:
