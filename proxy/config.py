@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import yaml
 
 from proxy import model_names
-from proxy.clients.model import PERIODS, ModelLimit
+from proxy.clients.model import PERIODS, Client, ModelLimit, config_client_id, key_hint
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
@@ -145,23 +145,15 @@ class AccountingConfig:
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """A client from the config (GitOps); its key is hashed at load by the client store."""
+    """A client from the config (GitOps): the client as the store keeps it (``source: config``, an id
+    derived from its name) and its key, which the store only ever sees hashed."""
 
-    name: str
+    client: Client
     key: str = field(repr=False)
-    team: str | None = None
-    models: tuple[str, ...] = ()
-    rpm: int | None = None
-    tpm: int | None = None
-    max_concurrent: int | None = None
-    model_limits: tuple[ModelLimit, ...] = ()
-    budget_usd: float | None = None
-    budget_period: str = "month"
-    token_quota: int | None = None
-    quota_period: str = "month"
-    expires_at: float | None = None
-    enabled: bool = True
-    metadata: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        return self.client.name
 
 
 @dataclass(frozen=True)
@@ -721,8 +713,8 @@ def _client(o: _Obj) -> ClientConfig:
     if not isinstance(metadata, dict):
         raise ConfigError(f"{o.at('metadata')}: expected a mapping")
     budget = o.get("budget_usd")
-    cfg = ClientConfig(
-        name=name, key=key, team=o.str("team", None), models=tuple(models),
+    client = Client(
+        id=config_client_id(name), name=name, team=o.str("team", None), models=tuple(models),
         rpm=_optional_int(o, "rpm"), tpm=_optional_int(o, "tpm"),
         max_concurrent=_optional_int(o, "max_concurrent"),
         model_limits=_model_limits(o.sub("model_limits", {})),
@@ -731,9 +723,10 @@ def _client(o: _Obj) -> ClientConfig:
         token_quota=_optional_int(o, "token_quota"),
         quota_period=o.str("quota_period", "month", choices=PERIODS),
         expires_at=_expires(o), enabled=o.bool("enabled", True), metadata=dict(metadata),
+        source="config", key_hint=key_hint(key),
     )
     o.done()
-    return cfg
+    return ClientConfig(client, key)
 
 
 def _clients(items: list[tuple[Any, str]]) -> tuple[ClientConfig, ...]:

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from proxy import model_names
 from proxy.clients.model import Client, key_hash, looks_like_key
-from proxy.clients.registry import ClientRegistry, from_config
-from proxy.config import ClientConfig, Config
+from proxy.clients.registry import ClientRegistry
+from proxy.config import Config
 from proxy.errors import Forbidden, Unauthorized
 from proxy.providers.toolkit import HeaderLookup
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -47,11 +47,6 @@ def presented_key(headers: HeaderLookup) -> str | None:
     return (headers.get("x-api-key") or "").strip() or None
 
 
-def client_from_config(c: ClientConfig, now: float = 0.0) -> Client:
-    """A config client as the store keeps it (kept for callers of the first version of this module)."""
-    return from_config(c, now)
-
-
 def startup_notice(config: Config, store: KeyStore, now: float) -> str | None:
     """What the startup log says about who may call the data plane (config and runtime clients)."""
     if config.auth.mode == "open":
@@ -61,7 +56,7 @@ def startup_notice(config: Config, store: KeyStore, now: float) -> str | None:
         return None  # only the built-in mock serves: config.notices says so
     with store.snapshot() as tx:
         usable = tx.count_usable_clients(now)
-    if usable == 0 and not any(c.enabled and (c.expires_at is None or c.expires_at > now)
+    if usable == 0 and not any(c.client.enabled and (c.client.expires_at is None or c.client.expires_at > now)
                                for c in config.clients):
         return ("no client key exists (config or runtime): the data plane answers 401 to every request "
                 "until one is created with `keyrelay clients create NAME` (or auth.mode: open is set)")

@@ -24,7 +24,6 @@ from proxy.clients.model import (
     PERIODS,
     Client,
     ModelLimit,
-    config_client_id,
     key_hash,
     key_hint,
     new_client_id,
@@ -340,12 +339,7 @@ class ClientRegistry:
 
 
 def from_config(c: ClientConfig, now: float) -> Client:
-    return Client(
-        id=config_client_id(c.name), name=c.name, team=c.team, models=c.models, rpm=c.rpm, tpm=c.tpm,
-        max_concurrent=c.max_concurrent, model_limits=c.model_limits, budget_usd=c.budget_usd,
-        budget_period=c.budget_period, token_quota=c.token_quota, quota_period=c.quota_period,
-        expires_at=c.expires_at, enabled=c.enabled, metadata=c.metadata, source="config",
-        key_hint=key_hint(c.key), created_at=now, updated_at=now)
+    return replace(c.client, created_at=now, updated_at=now)
 
 
 def _config_fields(c: Client) -> tuple:
