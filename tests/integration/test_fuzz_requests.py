@@ -23,7 +23,7 @@ from tests.harness import open_by_default
 
 # CI: 1200 bodies per test, the same ones every run (about 35 s in all). To explore further by hand:
 # KEYRELAY_FUZZ_EXAMPLES=6000 KEYRELAY_FUZZ_SEED=7 pytest tests/integration/test_fuzz_requests.py
-EXAMPLES = int(os.environ.get("KEYRELAY_FUZZ_EXAMPLES", "1200"))
+EXAMPLES = int(os.environ.get("KEYRELAY_FUZZ_EXAMPLES", "2000"))
 SEED = os.environ.get("KEYRELAY_FUZZ_SEED")
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=SEED is None, database=None,
                 phases=[Phase.generate, Phase.shrink], suppress_health_check=list(HealthCheck))
