@@ -1,8 +1,11 @@
 """Per-client limits that hold across every worker: rpm, tpm, max_concurrent, budgets and token quotas.
 
 All state is in the store, never in a process, so every worker and every process sharing the database
-sees the same counts. Each admission is ONE short write transaction that checks every applicable limit
-and charges them only if all pass (a refused request charges nothing); each settlement is one more.
+sees the same counts. Each admission checks every applicable limit and charges them only if all pass (a
+refused request charges nothing), inside one write transaction; each settlement is one more. The
+transactions go through ``proxy.store.group.GroupCommit``: the admissions and settlements a worker
+reaches in the same turn of its event loop share one transaction, each seeing the ones before it, so
+counts stay exact while the cost of taking the lock and committing is paid once per batch.
 
 Scopes: the client (``c_…``) and, for every ``model_limits`` glob the requested (client-facing) model
 name matches, the pair (``c_…|<glob>``). ``rpm`` / ``tpm`` apply per scope, ``max_concurrent`` per
@@ -95,6 +98,7 @@ from proxy.config import Config
 from proxy.errors import GatewayError
 from proxy.observability.metrics import CLIENT_LIMITED
 from proxy.store.base import KeyStore, StoreUnavailable
+from proxy.store.group import GroupCommit
 from proxy.store.limits import LimitTx
 
 log = logging.getLogger("keyrelay.limits")
@@ -107,6 +111,9 @@ ADMIT_WAIT_S = 1.0  # longest wait for the store's write lock at admission (coop
 SETTLE_WAIT_S = 5.0
 LEASE_MARGIN_S = 120.0  # a lease lives the request deadline + this
 CONCURRENCY_RETRY_S = 1.0  # a slot's release time is unknown: suggest a second
+
+Refusal = tuple[str, str, float, str]  # (limit label, message, retry_after, code)
+View = tuple[int, int, float]  # (limit, remaining, reset) of the tightest scope
 
 
 class RateLimited(GatewayError):
@@ -231,6 +238,7 @@ class Limiter:
         self.config, self.store, self.clock = config, store, clock
         self.tz = config.accounting.timezone
         self.lease_ttl_s = config.retry.deadline_s + LEASE_MARGIN_S
+        self.group = GroupCommit(store)  # admissions and settlements arriving together share a transaction
         self._bounds: dict[str, tuple[float, float]] = {}  # period -> the current one's [start, end)
 
     def period(self, period: str, at: float) -> tuple[float, float]:
@@ -265,69 +273,14 @@ class Limiter:
         if all pass. RateLimited (429) otherwise, LimitsUnavailable (503) when the store is locked."""
         if not self.has_limits(client):
             return Admission(client, model)
-        now = self.clock()
         scopes = self.scopes(client, model)
         prompt = estimate_prompt(body)
         reserve = prompt + completion_reserve(body)
         token_scopes = tuple(s for s in scopes if s.tpm)
-        refusals: list[tuple[str, str, float, str]] = []  # (limit label, message, retry_after, code)
-        req_view: tuple[int, int, float] | None = None  # (limit, remaining, reset) of the tightest
-        tok_view: tuple[int, int, float] | None = None
-        lease = None
         try:
-            with self.store.transaction(timeout=ADMIT_WAIT_S) as raw:
-                tx = cast(LimitTx, raw)
-                refusals += self._check_spend(tx, client, now)
-                hits: list[Scope] = []
-                for s in scopes:
-                    if not s.rpm:
-                        continue
-                    n, oldest = tx.window(s.key, now - WINDOW_S)
-                    ok = n < s.rpm
-                    after = n + 1 if ok else n
-                    first = oldest if oldest is not None else now
-                    reset = max(0.0, first + WINDOW_S - now)
-                    if not ok:
-                        name = "rpm" + (f":{s.label}" if s.label else "")
-                        refusals.append((name, f"{name} limit of {s.rpm} requests per minute for this "
-                                         f"client key{_for(s)} reached", reset, "rate_limit_exceeded"))
-                    else:
-                        hits.append(s)
-                    view = (s.rpm, s.rpm - after, reset)
-                    if req_view is None or view[1] < req_view[1]:
-                        req_view = view
-                levels: list[tuple[Scope, float, int, int]] = []
-                for s in token_scopes:
-                    assert s.tpm
-                    level, charged, reserved = self._refill(tx, s, now)
-                    need = min(reserve, s.tpm)
-                    rate = s.tpm / WINDOW_S
-                    if level < need:
-                        name = "tpm" + (f":{s.label}" if s.label else "")
-                        refusals.append((name, f"{name} limit of {s.tpm} tokens per minute for this client "
-                                         f"key{_for(s)} reached (this request reserves {reserve})",
-                                         (need - level) / rate, "rate_limit_exceeded"))
-                        after_level = level
-                    else:
-                        after_level = level - reserve
-                    levels.append((s, after_level, charged, reserved))
-                    view = (s.tpm, max(0, math.floor(after_level)), (s.tpm - after_level) / rate)
-                    if tok_view is None or view[1] < tok_view[1]:
-                        tok_view = view
-                if client.max_concurrent:
-                    live = tx.leases(client.id, now)
-                    if live >= client.max_concurrent:
-                        refusals.append(("concurrency", f"max_concurrent limit of {client.max_concurrent} "
-                                         "requests in flight for this client key reached",
-                                         CONCURRENCY_RETRY_S, "rate_limit_exceeded"))
-                if not refusals:  # charge everything, in the same transaction
-                    for s in hits:
-                        tx.add_hit(s.key, now)
-                    for s, after_level, charged, reserved in levels:
-                        tx.put_bucket(s.key, after_level, now, charged, reserved + reserve)
-                    if client.max_concurrent:
-                        lease = "l_" + secrets.token_hex(8)
-                        tx.add_lease(lease, client.id, now + self.lease_ttl_s)
+            refusals, req_view, tok_view, lease = self.group.run(
+                lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, token_scopes, reserve),
+                ADMIT_WAIT_S)
         except StoreUnavailable as exc:
             log.warning("limits store unavailable", extra={"event": "limits_unavailable", "error": str(exc)})
             raise LimitsUnavailable("The gateway cannot check this client's limits right now; retry "
@@ -339,7 +292,68 @@ class Limiter:
                          scopes=(Booking(token_scopes, prompt, reserve),) if token_scopes else (),
                          headers=headers)
 
-    def _check_spend(self, tx: LimitTx, client: Client, now: float) -> list[tuple[str, str, float, str]]:
+    def _admit_in(self, tx: LimitTx, client: Client, scopes: list[Scope], token_scopes: tuple[Scope, ...],
+                  reserve: int) -> tuple[list[Refusal], View | None, View | None, str | None]:
+        """Inside the transaction: (refusals, the tightest request and token views, the lease); charges
+        every limit only when nothing refused."""
+        now = self.clock()
+        refusals = self._check_spend(tx, client, now)
+        req_view: View | None = None
+        tok_view: View | None = None
+        hits: list[Scope] = []
+        for s in scopes:
+            if not s.rpm:
+                continue
+            n, oldest = tx.window(s.key, now - WINDOW_S)
+            ok = n < s.rpm
+            after = n + 1 if ok else n
+            first = oldest if oldest is not None else now
+            reset = max(0.0, first + WINDOW_S - now)
+            if not ok:
+                name = "rpm" + (f":{s.label}" if s.label else "")
+                refusals.append((name, f"{name} limit of {s.rpm} requests per minute for this "
+                                 f"client key{_for(s)} reached", reset, "rate_limit_exceeded"))
+            else:
+                hits.append(s)
+            view = (s.rpm, s.rpm - after, reset)
+            if req_view is None or view[1] < req_view[1]:
+                req_view = view
+        levels: list[tuple[Scope, float, int, int]] = []
+        for s in token_scopes:
+            assert s.tpm
+            level, charged, reserved = self._refill(tx, s, now)
+            need = min(reserve, s.tpm)
+            rate = s.tpm / WINDOW_S
+            if level < need:
+                name = "tpm" + (f":{s.label}" if s.label else "")
+                refusals.append((name, f"{name} limit of {s.tpm} tokens per minute for this client "
+                                 f"key{_for(s)} reached (this request reserves {reserve})",
+                                 (need - level) / rate, "rate_limit_exceeded"))
+                after_level = level
+            else:
+                after_level = level - reserve
+            levels.append((s, after_level, charged, reserved))
+            view = (s.tpm, max(0, math.floor(after_level)), (s.tpm - after_level) / rate)
+            if tok_view is None or view[1] < tok_view[1]:
+                tok_view = view
+        if client.max_concurrent:
+            live = tx.leases(client.id, now)
+            if live >= client.max_concurrent:
+                refusals.append(("concurrency", f"max_concurrent limit of {client.max_concurrent} "
+                                 "requests in flight for this client key reached",
+                                 CONCURRENCY_RETRY_S, "rate_limit_exceeded"))
+        lease = None
+        if not refusals:  # charge everything, in the same transaction
+            for s in hits:
+                tx.add_hit(s.key, now)
+            for s, after_level, charged, reserved in levels:
+                tx.put_bucket(s.key, after_level, now, charged, reserved + reserve)
+            if client.max_concurrent:
+                lease = "l_" + secrets.token_hex(8)
+                tx.add_lease(lease, client.id, now + self.lease_ttl_s)
+        return refusals, req_view, tok_view, lease
+
+    def _check_spend(self, tx: LimitTx, client: Client, now: float) -> list[Refusal]:
         out = []
         if client.budget_usd is not None:
             start, end = self.period(client.budget_period, now)
@@ -364,7 +378,7 @@ class Limiter:
         level, at, charged, reserved = row
         return min(float(s.tpm), level + max(0.0, now - at) * s.tpm / WINDOW_S), charged, reserved
 
-    def _refusal(self, client: Client, refusals: list[tuple[str, str, float, str]],
+    def _refusal(self, client: Client, refusals: list[Refusal],
                  headers: dict[str, str]) -> RateLimited:
         # the limit that keeps the client out longest decides Retry-After and the code
         name, message, retry, code = max(refusals, key=lambda r: r[2])
@@ -388,24 +402,25 @@ class Limiter:
         spends = client.budget_usd is not None or client.token_quota is not None
         if booking is None and admission.lease is None and not spends:
             return  # rpm only: the admission charged everything there is (no transaction, ~40 µs saved)
+        at = done.at or self.clock()
+        self.group.run(lambda raw: self._settle_in(cast(LimitTx, raw), admission, booking, used, spends,
+                                                   cost_usd, at), SETTLE_WAIT_S)
+
+    def _settle_in(self, tx: LimitTx, admission: Admission, booking: Booking | None, used: int,
+                   spends: bool, cost_usd: float | None, at: float) -> None:
         now = self.clock()
-        at = done.at or now
-        with self.store.transaction(timeout=SETTLE_WAIT_S) as raw:
-            tx = cast(LimitTx, raw)
-            if booking is not None:
-                for s in booking.token_scopes:
-                    level, charged, reserved = self._refill(tx, s, now)
-                    assert s.tpm  # a refund never fills the bucket past its capacity
-                    tx.put_bucket(s.key, min(float(s.tpm), level + booking.reserved - used), now,
-                                  charged + used,
-                                  max(0, reserved - booking.reserved))
-            if admission.lease is not None:
-                tx.drop_lease(admission.lease)
-            if spends:
-                unpriced = 1 if cost_usd is None and used > 0 else 0
-                for period in PERIODS:
-                    start, end = self.period(period, at)
-                    tx.add_spend(client.id, period, start, end, 1, used, cost_usd or 0.0, unpriced)
+        if booking is not None:
+            for s in booking.token_scopes:
+                level, charged, reserved = self._refill(tx, s, now)
+                assert s.tpm  # a refund never fills the bucket past its capacity
+                tx.put_bucket(s.key, min(float(s.tpm), level + booking.reserved - used), now,
+                              charged + used, max(0, reserved - booking.reserved))
+        if admission.lease is not None:
+            tx.drop_lease(admission.lease, admission.client.id, now)
+        if spends:
+            unpriced = 1 if cost_usd is None and used > 0 else 0
+            periods = [(period, *self.period(period, at)) for period in PERIODS]
+            tx.add_spend(admission.client.id, periods, 1, used, cost_usd or 0.0, unpriced)
 
     # -- views -------------------------------------------------------------------------------------
     def spend(self, client: Client, period: str | None = None) -> dict:
@@ -429,7 +444,7 @@ def _for(s: Scope) -> str:
     return f" on models '{s.label}'" if s.label else ""
 
 
-def _headers(req: tuple[int, int, float] | None, tok: tuple[int, int, float] | None) -> dict[str, str]:
+def _headers(req: View | None, tok: View | None) -> dict[str, str]:
     h = {}
     if req is not None:
         h["x-ratelimit-limit-requests"] = str(req[0])

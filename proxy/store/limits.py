@@ -15,9 +15,9 @@ class LimitTx(Protocol):
     def put_bucket(self, scope: str, level: float, at: float, charged: int, reserved: int) -> None: ...
     def leases(self, scope: str, now: float) -> int: ...
     def add_lease(self, lid: str, scope: str, expires: float) -> None: ...
-    def drop_lease(self, lid: str) -> None: ...
+    def drop_lease(self, lid: str, scope: str, now: float) -> None: ...
     def spend(self, client_id: str, period: str, start: float) -> dict: ...
-    def add_spend(self, client_id: str, period: str, start: float, end: float, requests: int,
+    def add_spend(self, client_id: str, periods: list[tuple[str, float, float]], requests: int,
                   tokens: int, cost_usd: float, unpriced: int) -> None: ...
 
 
@@ -58,15 +58,16 @@ class SqlLimits:
 
     # max_concurrent: leases --------------------------------------------------------------------
     def leases(self, scope: str, now: float) -> int:
-        """Forget the expired leases of ``scope``; how many are left."""
-        self._run("DELETE FROM limit_leases WHERE scope=? AND expires<=?", (scope, now))
-        return int(self._run("SELECT COUNT(*) FROM limit_leases WHERE scope=?", (scope,)).fetchone()[0])
+        """The live leases of ``scope`` (expired ones do not count; ``drop_lease`` deletes them)."""
+        return int(self._run("SELECT COUNT(*) FROM limit_leases WHERE scope=? AND expires>?",
+                             (scope, now)).fetchone()[0])
 
     def add_lease(self, lid: str, scope: str, expires: float) -> None:
         self._run("INSERT INTO limit_leases(id, scope, expires) VALUES (?,?,?)", (lid, scope, expires))
 
-    def drop_lease(self, lid: str) -> None:
-        self._run("DELETE FROM limit_leases WHERE id=?", (lid,))
+    def drop_lease(self, lid: str, scope: str, now: float) -> None:
+        """Release ``lid``, and forget the leases of ``scope`` that expired (a killed worker's)."""
+        self._run("DELETE FROM limit_leases WHERE id=? OR (scope=? AND expires<=?)", (lid, scope, now))
 
     # budgets and quotas: spend per period -----------------------------------------------------
     def spend(self, client_id: str, period: str, start: float) -> dict:
@@ -76,13 +77,16 @@ class SqlLimits:
         r, t, c, u = tuple(row) if row is not None else (0, 0, 0.0, 0)
         return {"requests": int(r), "tokens": int(t), "cost_usd": float(c), "unpriced": int(u)}
 
-    def add_spend(self, client_id: str, period: str, start: float, end: float, requests: int,
+    def add_spend(self, client_id: str, periods: list[tuple[str, float, float]], requests: int,
                   tokens: int, cost_usd: float, unpriced: int) -> None:
+        """Add to the spend of every ``(period, start, end)`` in one statement."""
+        values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(periods))
+        params = [v for p, start, end in periods
+                  for v in (client_id, p, start, end, requests, tokens, cost_usd, unpriced)]
         self._run("INSERT INTO client_spend(client_id, period, period_start, period_end, requests, tokens,"
-                  " cost_usd, unpriced) VALUES (?,?,?,?,?,?,?,?)"
+                  f" cost_usd, unpriced) VALUES {values}"
                   " ON CONFLICT(client_id, period, period_start) DO UPDATE SET"
                   " requests=client_spend.requests+excluded.requests,"
                   " tokens=client_spend.tokens+excluded.tokens,"
                   " cost_usd=client_spend.cost_usd+excluded.cost_usd,"
-                  " unpriced=client_spend.unpriced+excluded.unpriced",
-                  (client_id, period, start, end, requests, tokens, cost_usd, unpriced))
+                  " unpriced=client_spend.unpriced+excluded.unpriced", params)

@@ -1,0 +1,118 @@
+"""Group commit: the write transactions of callers that arrive together become one.
+
+A limit admission or settlement is a few short statements; the transaction around them (taking the
+write lock, committing) costs as much again. Under load several requests of a worker reach admission
+in the same turn of the event loop, so the first caller (the leader) yields once (under gevent), takes
+every operation queued meanwhile and runs them, in arrival order, in ONE transaction. Each operation sees
+the effects of those before it, so limits stay exact; a refused admission is a return value, not an
+exception, and charges nothing.
+
+If an operation raises, the whole batch is rolled back and each operation is run again in a
+transaction of its own, so one failure is only its own caller's. A store failure (lock wait past the
+timeout) is every caller's of that batch. No SQL here: any ``KeyStore`` works.
+"""
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from .base import KeyStore, KeyTx, StoreUnavailable
+
+T = TypeVar("T")
+_UNSET: Any = object()
+
+
+class _Op(Generic[T]):
+    __slots__ = ("fn", "timeout", "done", "value", "error")
+
+    def __init__(self, fn: Callable[[KeyTx], T], timeout: float) -> None:
+        self.fn, self.timeout = fn, timeout
+        self.done = threading.Event()
+        self.value: Any = _UNSET
+        self.error: BaseException | None = None
+
+    def result(self) -> T:
+        if self.error is not None:
+            raise self.error
+        if self.value is _UNSET:  # the leader was interrupted before this ran
+            raise StoreUnavailable("the transaction was interrupted")
+        return self.value
+
+
+class GroupCommit:
+    def __init__(self, store: KeyStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._pending: list[_Op] = []
+        self._leading = False
+        self._yield = _cooperative_yield()
+        self.batches = 0  # transactions run, and operations in them (bench/RESULTS.md reports the ratio)
+        self.ops = 0
+
+    def run(self, fn: Callable[[KeyTx], T], timeout: float) -> T:
+        """``fn(tx)`` inside a write transaction shared with the callers queued at the same moment;
+        StoreUnavailable when the store's write lock cannot be had within ``timeout``."""
+        op = _Op(fn, timeout)
+        with self._lock:
+            self._pending.append(op)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            op.done.wait()
+            return op.result()
+        try:
+            if self._yield is not None:  # the requests ready to run now queue behind us
+                self._yield()
+            while True:
+                with self._lock:
+                    batch, self._pending = self._pending, []
+                    if not batch:
+                        self._leading = False
+                        break
+                self._commit(batch)
+        except BaseException:  # killed while leading: hand the queue back, never leave it stuck
+            with self._lock:
+                batch, self._pending, self._leading = self._pending, [], False
+            for o in batch:
+                o.done.set()
+            raise
+        return op.result()
+
+    def _commit(self, batch: list[_Op]) -> None:
+        self.batches += 1
+        self.ops += len(batch)
+        try:
+            try:
+                with self.store.transaction(timeout=min(op.timeout for op in batch)) as tx:
+                    values = [op.fn(tx) for op in batch]
+            except Exception as exc:
+                if len(batch) == 1:
+                    batch[0].error = exc
+                else:  # whoever failed, fail alone
+                    for op in batch:
+                        self._alone(op)
+                return
+            for op, value in zip(batch, values, strict=True):
+                op.value = value
+        finally:
+            for op in batch:
+                op.done.set()
+
+    def _alone(self, op: _Op) -> None:
+        try:
+            with self.store.transaction(timeout=op.timeout) as tx:
+                op.value = op.fn(tx)
+        except Exception as exc:
+            op.error = exc
+
+
+def _cooperative_yield() -> Callable[[], None] | None:
+    """Under gevent's monkey patching (a gunicorn gevent worker), a switch to the other ready greenlets;
+    else None: with OS threads the callers that arrive while a batch commits form the next one, and a
+    ``sleep(0)`` would only hand the CPU to another process."""
+    try:
+        from gevent import monkey, sleep
+    except ImportError:
+        return None
+    return (lambda: sleep(0)) if monkey.is_module_patched("time") else None
