@@ -1,7 +1,7 @@
 """A/B of whole builds in one run: an older checkout of keyrelay vs this one (open, and with a client key),
 one gevent worker each, the same bench mock, measured alternately so machine drift hits all alike.
 
-    .venv/bin/python -m bench.ab --baseline /path/to/old/checkout [--rounds 3] [-n 4000] [-c 16]
+    .venv/bin/python -m bench.ab [--baseline /path/to/old/checkout] [--rounds 3] [-n 4000] [-c 16]
 
 The baseline checkout runs from its own directory with this venv's Python (its `proxy` package is the
 one imported). Prints the median requests/s and worker CPU per request of each variant.
@@ -58,7 +58,7 @@ def serve(repo: Path, mock_url: str, extra: dict, tmp: Path) -> tuple[subprocess
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", type=Path, required=True, help="an older keyrelay checkout")
+    ap.add_argument("--baseline", type=Path, help="also an older keyrelay checkout (open, no client key)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=4000)
     ap.add_argument("-c", type=int, default=16)
@@ -69,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mock_url = mock.stdout.readline().rsplit("listening on ", 1)[1].strip()  # type: ignore[union-attr]
         runs: dict[str, tuple[str, bool]] = {}
-        p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
-        procs.append(p)
-        runs["baseline"] = (url, False)
+        if a.baseline:
+            p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
+            procs.append(p)
+            runs["baseline"] = (url, False)
         for name, (extra, keyed) in VARIANTS.items():
             p, url = serve(REPO, mock_url, extra, tmp)
             procs.append(p)
