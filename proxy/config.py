@@ -9,7 +9,7 @@ from __future__ import annotations
 import builtins
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -59,6 +59,7 @@ class ServerConfig:
     access_log: bool = False
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust (nginx in front: 1)
     allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides the bind address and loopback
+    pidfile: str | None = None  # the gunicorn master writes its pid here (resolved like ``database``)
 
 
 @dataclass(frozen=True)
@@ -244,7 +245,21 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(substitute(data, env), source=str(path))
+    config = parse_config(substitute(data, env), source=str(path))
+    return _resolve_paths(config, path.resolve().parent)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """A relative ``server.database`` or ``server.pidfile`` in a config file means relative to that file's
+    directory, wherever the command runs (from another directory it used to create a second, empty
+    database)."""
+    def resolve(value: str) -> str:
+        return value if Path(value).is_absolute() else str(base / value)
+
+    pidfile = config.server.pidfile
+    server = replace(config.server, database=resolve(config.server.database),
+                     pidfile=resolve(pidfile) if pidfile else None)
+    return replace(config, server=server)
 
 
 def parse_config(data: Any, source: str = "<memory>") -> Config:
@@ -386,6 +401,7 @@ def _server(o: _Obj) -> ServerConfig:
         access_log=o.bool("access_log", d.access_log),
         trusted_proxies=o.num("trusted_proxies", d.trusted_proxies, integer=True, maximum=10),
         allowed_hosts=_allowed_hosts(o),
+        pidfile=o.str("pidfile", None),
     )
     o.done()
     return cfg
