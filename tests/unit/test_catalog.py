@@ -304,7 +304,8 @@ def test_catalog_prices_cost_when_the_config_has_none_and_config_prices_win(stor
 def test_models_fields_as_openrouter_names_them(store):
     cat = loaded(store)
     fields = cat.model_fields("small")
-    assert fields == {"context_length": 16384, "pricing": {"prompt": "0.000000065", "completion": "0.00000014"},
+    assert fields == {"context_length": 16384,
+                      "pricing": {"prompt": "0.000000065", "completion": "0.00000014"},
                       "architecture": {"input_modalities": ["text"]}}
     assert cat.model_fields("free")["context_length"] == 1048576
     assert cat.model_fields("or/openai/gpt-5-mini")["pricing"] == {"prompt": "0.00000025",
