@@ -27,8 +27,13 @@ class Fetched:
 
 
 def safe_url(url: str) -> str:
-    u = urlsplit(url)
-    return f"{u.scheme}://{u.hostname or ''}{f':{u.port}' if u.port else ''}{u.path}"
+    """A URL fit for logs, errors and the store: scheme, host, port and path only."""
+    try:
+        u = urlsplit(url)
+        port = f":{u.port}" if u.port else ""
+    except ValueError:
+        return "<an unparsable URL>"
+    return f"{u.scheme}://{u.hostname or ''}{port}{u.path}"
 
 
 def fetch(url: str, etag: str | None = None, last_modified: str | None = None, *,

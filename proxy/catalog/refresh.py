@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -46,7 +45,8 @@ def refresh_source(store: KeyStore, source: str, url: str, clock: Callable[[], f
                    fetch: Callable[..., fetching.Fetched] = fetching.fetch) -> str:
     """Fetch one source and store what it said: ``ok``, ``not_modified`` or ``error`` (the rows stay)."""
     known = sources(store).get(source) or {}
-    same = known.get("url") == url and known.get("entries")  # validators of another URL do not apply
+    shown = fetching.safe_url(url)  # stored and shown: no credentials, no query
+    same = known.get("url") == shown and known.get("entries")  # validators of another URL do not apply
     try:
         got = fetch(url, known.get("etag") if same else None, known.get("last_modified") if same else None)
         if got.not_modified:
@@ -65,7 +65,7 @@ def refresh_source(store: KeyStore, source: str, url: str, clock: Callable[[], f
             pass
         return "error"
     with store.transaction(timeout=WRITE_TIMEOUT_S) as raw:
-        cast(CatalogTx, raw).replace_catalog(source, rows(entries), url=url, etag=got.etag,
+        cast(CatalogTx, raw).replace_catalog(source, rows(entries), url=shown, etag=got.etag,
                                              last_modified=got.last_modified, now=clock())
     log.info("catalog %s refreshed: %d entries", source, len(entries),
              extra={"event": "catalog_refreshed", "source": source, "entries": len(entries)})
@@ -110,6 +110,3 @@ def import_file_if_newer(store: KeyStore, path: str, now: float) -> tuple[str, i
         return None
     return import_document(store, doc, f"file:{path}", now)
 
-
-def monotonic_ms(started: float) -> float:
-    return round((time.monotonic() - started) * 1000, 1)

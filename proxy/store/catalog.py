@@ -2,7 +2,7 @@
 (ETag, Last-Modified, last error), and the one-row state (version, refresh claim, next due time).
 
 A source's rows are replaced only by a refresh that succeeded; a failure touches its state row only.
-Every change bumps ``catalog_state.version``, which workers poll to reload their merged view.
+Replacing a source's rows bumps ``catalog_state.version``, which workers poll to reload their merged view.
 """
 from __future__ import annotations
 
@@ -68,7 +68,6 @@ class SqlCatalog:
                   " ON CONFLICT(source) DO UPDATE SET fetched_at=excluded.fetched_at,"
                   " ok_at=COALESCE(excluded.ok_at, catalog_sources.ok_at), error=excluded.error",
                   (source, now, None if error else now, error))
-        self._run("UPDATE catalog_state SET version=version+1 WHERE id=1")
 
     def claim_catalog_refresh(self, owner: str, now: float, lease_s: float, force: bool) -> bool:
         """Become the one refresher until ``now + lease_s``: only when nobody holds a live claim and the

@@ -23,7 +23,8 @@ from tests.mock_upstream import error
 
 TOKEN = "catalog-admin-token"
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
-FREE = ["deepseek/deepseek-v4-flash:free", "openai/gpt-oss-20b:free", "meta-llama/llama-3.3-70b-instruct:free"]
+FREE = ["deepseek/deepseek-v4-flash:free", "openai/gpt-oss-20b:free",
+        "meta-llama/llama-3.3-70b-instruct:free"]
 PAID_TWINS = ["openai/gpt-oss-20b", "meta-llama/llama-3.3-70b-instruct"]
 DROPPED = {"google/gemma-4-31b-it:free", "liquid/lfm-2.5-1.2b-instruct:free", "openrouter/free"}
 
@@ -57,7 +58,7 @@ def gw(tmp_path_factory, mock, catalog):
     config = {
         "server": {"admin_token": TOKEN},
         "providers": [{"name": "openrouter", "type": "openai", "base_url": mock.url + "/v1",
-                       "keys": ["sk-or-catalog"], "catalog": "openrouter", "passthrough": "any"}],
+                       "keys": ["sk-or-catalog"], "catalog": "openrouter"}],
         "models": [
             {"name": "free", "free_pool": {"provider": "openrouter", "min_context": 32000, "input": ["text"],
                                            "max_models": 10}},

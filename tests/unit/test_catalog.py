@@ -132,7 +132,7 @@ def test_refresh_stores_both_sources_then_takes_the_etag_304_path(store, mock_ca
     assert cat.refresh() is None  # not due yet: nobody refreshes
     assert cat.refresh(force=True) == {"models.dev": "not_modified", "openrouter": "not_modified"}
     assert mock_catalog.not_modified == {"models.dev": 1, "openrouter": 1}
-    assert len(cat.reload().entries) == 24 and cat.view().version > version  # same rows, state touched
+    assert len(cat.reload().entries) == 24 and cat.view().version == version  # same rows: no reload
     status = cat.status()
     assert status["openrouter"]["entries"] == 18 and status["openrouter"]["error"] is None
     assert status["openrouter"]["etag"].startswith('"')
@@ -367,3 +367,11 @@ def test_cli_catalog_import_and_free(tmp_path, capsys):
     assert lines[0] == "provider\tmodel\tcontext\tmax_output\tinput\tsource" and len(lines) == 7
     assert lines[1].split("\t")[:3] == ["openrouter", "deepseek/deepseek-v4-flash:free", "1048576"]
     assert not any("gpt-oss-20b\t" in line for line in lines)  # the paid twin is not free
+
+
+def test_urls_are_stored_and_shown_without_credentials_or_query():
+    from proxy.catalog.fetch import safe_url
+
+    assert safe_url("https://user:secret@example.test:8443/api.json?key=s3cret") == \
+        "https://example.test:8443/api.json"
+    assert safe_url("http://[bad") == "<an unparsable URL>"
