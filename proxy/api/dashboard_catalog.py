@@ -36,7 +36,7 @@ SCRIPT = r"""
 
 const catalogProviders = new Set();
 const perMillion = (v) => v === null || v === undefined ? "unknown"
-  : "$" + Number(v).toFixed(v < 0.1 ? 4 : 2);
+  : v === 0 ? "$0" : "$" + Number(v).toFixed(v < 0.1 ? 4 : 2);
 
 function renderCatalog(data) {
   const tbody = $("#catalog tbody");

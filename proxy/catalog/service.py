@@ -20,7 +20,7 @@ from proxy.catalog import view as cview
 from proxy.catalog.parse import Entry
 from proxy.config import Config, FreePoolConfig, PriceConfig, TargetConfig
 from proxy.errors import BadRequest, GatewayError
-from proxy.store.base import KeyStore
+from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.catalog import CatalogTx
 
 if TYPE_CHECKING:
@@ -73,8 +73,10 @@ class Catalog:
                 self._checked = now
                 try:
                     self._reload()
-                except Exception:  # an unreadable catalog must never fail a request: keep the old view
-                    log.warning("catalog view not reloaded", exc_info=True, extra={"event": "catalog_error"})
+                except StoreUnavailable as exc:  # never fail a request for the catalog: keep the old view
+                    log.warning("catalog view not reloaded: %s", exc, extra={"event": "catalog_error"})
+                except Exception:
+                    log.exception("catalog view not reloaded", extra={"event": "catalog_error"})
         return self._view
 
     def reload(self) -> cview.View:
@@ -205,11 +207,15 @@ class Catalog:
         tick = max(0.5, min(30.0, self.config.catalog.refresh_s / 2))
         try:
             self.import_configured_file()
+        except StoreUnavailable as exc:
+            log.warning("catalog.file not imported: %s", exc, extra={"event": "catalog_error"})
         except Exception:
             log.exception("catalog.file import failed", extra={"event": "catalog_error"})
         while not self._stop.is_set():
             try:
                 self.refresh()
-            except Exception:  # a locked database, a bug: the next tick tries again; serving goes on
-                log.warning("catalog refresh failed", exc_info=True, extra={"event": "catalog_error"})
+            except StoreUnavailable as exc:  # the database is locked: the next tick tries again
+                log.warning("catalog refresh skipped: %s", exc, extra={"event": "catalog_error"})
+            except Exception:  # a bug: logged, and serving goes on
+                log.exception("catalog refresh failed", extra={"event": "catalog_error"})
             self._stop.wait(tick)
