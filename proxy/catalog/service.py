@@ -57,6 +57,7 @@ class Catalog:
         self.config, self.store, self.clock = config, store, clock
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._view = cview.View()
+        self._pools: dict[FreePoolConfig, list[TargetConfig]] = {}  # per view: free pool -> its targets
         self._checked = -math.inf
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -93,6 +94,7 @@ class Catalog:
                 return
             stored = tx.catalog_rows()
         self._view = cview.View.of((Entry.from_json(orjson.loads(data)) for _, data in stored), version)
+        self._pools = {}
 
     def entry(self, target: TargetConfig) -> Entry | None:
         return self.view().entry(self.config.provider(target.provider), target.model)
@@ -101,11 +103,18 @@ class Catalog:
 
     def free_targets(self, name: str, pool: FreePoolConfig) -> list[TargetConfig]:
         """The free pool's targets now (503 ``no_free_model`` when none is left)."""
-        targets = cview.free_models(self.view(), self.config.provider(pool.provider), pool)
+        targets = self._pool(pool)
         if not targets:
             raise NoFreeModel(f"The model '{name}' is a pool of free models and the catalog has no free "
                               f"model of provider '{pool.provider}' that fits it right now.")
         return targets
+
+    def _pool(self, pool: FreePoolConfig) -> list[TargetConfig]:
+        view = self.view()  # a reload empties the cache
+        targets = self._pools.get(pool)
+        if targets is None:
+            targets = self._pools[pool] = cview.free_models(view, self.config.provider(pool.provider), pool)
+        return list(targets)
 
     def precheck(self, req: dict, targets: list[TargetConfig], trace: Trace) -> list[TargetConfig]:
         """The targets whose catalog entry can take ``req``; the skipped ones go to the trace and the log.
@@ -147,8 +156,7 @@ class Catalog:
         its first free model), ``provider/model`` by itself."""
         model = self.config.model(model_id)
         if model and model.free_pool:
-            pool = cview.free_models(self.view(), self.config.provider(model.free_pool.provider),
-                                    model.free_pool)
+            pool = self._pool(model.free_pool)
             target = pool[0] if pool else None
         elif model:
             target = model.targets[0] if model.targets else None

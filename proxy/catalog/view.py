@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from proxy import model_names
 from proxy.catalog.parse import OPENROUTER, Entry, merge_all
 from proxy.config import FreePoolConfig, PriceConfig, ProviderConfig, TargetConfig
 
@@ -59,14 +60,15 @@ def catalog_provider(provider: ProviderConfig | None) -> str | None:
 def free_models(view: View, provider: ProviderConfig | None, pool: FreePoolConfig) -> list[TargetConfig]:
     """The pool's targets: free entries of the provider's catalog that take at least ``min_context``
     tokens and every modality in ``input``; widest context first, then newest; at most ``max_models``.
-    A non-zero (or unknown) price never qualifies."""
+    A non-zero (or unknown) price never qualifies, nor an id outside the model-name grammar."""
     ref = catalog_provider(provider)
     if ref is None or provider is None:
         return []
     wanted = set(pool.input)
     found = [e for (prov, _), e in view.entries.items()
              if prov == ref and is_free(e) and (e.context or 0) >= pool.min_context
-             and (not e.input_modalities or wanted <= set(e.input_modalities))]
+             and (not e.input_modalities or wanted <= set(e.input_modalities))
+             and model_names.problem(e.model) is None]
     found.sort(key=lambda e: (-(e.context or 0), -(e.created or 0), e.model))
     return [TargetConfig(provider.name, e.model) for e in found[: pool.max_models]]
 
