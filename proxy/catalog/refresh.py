@@ -64,8 +64,9 @@ def refresh_source(store: KeyStore, source: str, url: str, clock: Callable[[], f
         except Exception:
             pass
         return "error"
+    stored = rows(entries)  # serialized before the write lock is taken
     with store.transaction(timeout=WRITE_TIMEOUT_S) as raw:
-        cast(CatalogTx, raw).replace_catalog(source, rows(entries), url=shown, etag=got.etag,
+        cast(CatalogTx, raw).replace_catalog(source, stored, url=shown, etag=got.etag,
                                              last_modified=got.last_modified, now=clock())
     log.info("catalog %s refreshed: %d entries", source, len(entries),
              extra={"event": "catalog_refreshed", "source": source, "entries": len(entries)})
@@ -75,11 +76,11 @@ def refresh_source(store: KeyStore, source: str, url: str, clock: Callable[[], f
 def import_document(store: KeyStore, doc: Any, origin: str, now: float) -> tuple[str, int]:
     """Store a catalog document (either format) as its source's current copy: (source, entries)."""
     source = detect(doc)
-    entries = parse(doc, source, updated=now)
+    stored = rows(parse(doc, source, updated=now))
     with store.transaction(timeout=WRITE_TIMEOUT_S) as raw:
-        cast(CatalogTx, raw).replace_catalog(source, rows(entries), url=origin, etag=None,
+        cast(CatalogTx, raw).replace_catalog(source, stored, url=origin, etag=None,
                                              last_modified=None, now=now)
-    return source, len(entries)
+    return source, len(stored)
 
 
 def read_file(path: str) -> Any:

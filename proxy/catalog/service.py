@@ -66,18 +66,19 @@ class Catalog:
     # --- the view -------------------------------------------------------------------------------
 
     def view(self) -> cview.View:
-        now = time.monotonic()
-        if now - self._checked < RELOAD_CHECK_S:
+        """The current view; at most every RELOAD_CHECK_S one caller looks at the stored version (and
+        reloads when it moved) while the others go on with the view they have."""
+        if time.monotonic() - self._checked < RELOAD_CHECK_S or not self._lock.acquire(blocking=False):
             return self._view
-        with self._lock:
-            if now - self._checked >= RELOAD_CHECK_S:
-                self._checked = now
-                try:
-                    self._reload()
-                except StoreUnavailable as exc:  # never fail a request for the catalog: keep the old view
-                    log.warning("catalog view not reloaded: %s", exc, extra={"event": "catalog_error"})
-                except Exception:
-                    log.exception("catalog view not reloaded", extra={"event": "catalog_error"})
+        try:
+            self._checked = time.monotonic()
+            self._reload()
+        except StoreUnavailable as exc:  # never fail a request for the catalog: keep the old view
+            log.warning("catalog view not reloaded: %s", exc, extra={"event": "catalog_error"})
+        except Exception:
+            log.exception("catalog view not reloaded", extra={"event": "catalog_error"})
+        finally:
+            self._lock.release()
         return self._view
 
     def reload(self) -> cview.View:
