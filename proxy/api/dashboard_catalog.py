@@ -8,7 +8,7 @@ from __future__ import annotations
 STYLE = """
   .free { display: inline-block; padding: 0 .4rem; border-radius: 3px; background: #176c2e; color: #fff;
           font-size: 12px; }
-  #catalog-status, #catalog-sources { min-height: 1.2em; margin-bottom: .4rem; }
+  #catalog-status, #catalog-sources, #catalog-action { min-height: 1.2em; margin-bottom: .4rem; }
 """
 
 BODY = """
@@ -21,6 +21,7 @@ BODY = """
   <button id="cat-refresh" type="button">Refresh from sources</button>
 </form>
 <div id="catalog-sources" class="muted"></div>
+<div id="catalog-action" role="status"></div>
 <div id="catalog-status" role="status"></div>
 <table id="catalog">
   <thead><tr>
@@ -84,12 +85,13 @@ async function refreshCatalog() {
 }
 
 async function refreshSources() {
-  say("#catalog-status", "refreshing…", "muted");
+  say("#catalog-action", "refreshing…", "muted");
   try {
     const data = await api("POST", "/catalog/refresh");
-    say("#catalog-status", Object.entries(data.refreshed).map(([s, r]) => s + ": " + r).join(", "), "ok");
+    say("#catalog-action", "refreshed " + Object.entries(data.refreshed).map(([s, r]) => s + ": " + r)
+      .join(", "), Object.values(data.refreshed).includes("error") ? "bad" : "ok");
   } catch (e) {
-    say("#catalog-status", e.message, "bad");
+    say("#catalog-action", e.message, "bad");
     return;
   }
   refreshCatalog();

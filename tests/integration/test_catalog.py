@@ -185,25 +185,24 @@ def test_an_image_request_skips_a_text_only_target(gw, mock):
 # ----------------------------------------------------------------------------------------- usage
 
 
-def usage_by_model(gw: Server, n: int) -> dict[str, dict]:
+def usage_by_model(gw: Server, **wanted: int) -> dict[str, dict]:
+    """Usage rows per model, once each model in ``wanted`` has at least that many requests recorded."""
     deadline = time.monotonic() + 10
     while True:
         r = requests.get(gw.url + "/admin/api/usage", params={"group_by": "model"}, headers=ADMIN, timeout=5)
         rows = {row["model"]: row for row in r.json()["rows"]}
-        if sum(row["requests"] for row in rows.values()) >= n or time.monotonic() > deadline:
+        if all(rows.get(m, {}).get("requests", 0) >= n for m, n in wanted.items()):
             return rows
+        assert time.monotonic() < deadline, rows
         time.sleep(0.2)
 
 
 def test_usage_is_priced_from_the_catalog_and_an_unpriced_model_says_so(gw, mock):
-    before = usage_by_model(gw, 0)
-    answered = chat(gw, "gpt5").json()["usage"]
+    answered = chat(gw, "gpt5").json()["usage"]  # only this test asks for gpt5 and auto
     assert chat(gw, "auto").status_code == 200
-    total = sum(r["requests"] for r in before.values()) + 2
-    rows = usage_by_model(gw, total)
-    spent = rows["gpt5"]["cost_usd"] - (before.get("gpt5", {}).get("cost_usd") or 0)
+    rows = usage_by_model(gw, gpt5=1, auto=1)
     expected = (answered["prompt_tokens"] * 0.25 + answered["completion_tokens"] * 2.0) / 1e6
-    assert spent == pytest.approx(expected) and expected > 0
+    assert rows["gpt5"]["cost_usd"] == pytest.approx(expected) and expected > 0
     assert rows["auto"]["cost_usd"] is None and rows["auto"]["unpriced_requests"] == 1
 
 
@@ -220,7 +219,8 @@ def test_free_pool_fails_over_on_429_drops_a_model_that_became_paid_and_never_ca
     assert mock.count(model=FREE[0]) == 1 and mock.count(model=FREE[1]) == 1
     for _ in range(4):  # FREE[0] cools down for this key: the next free model serves, on either worker
         assert chat(gw, "free").headers["X-Keyrelay-Route"] == f"openrouter/{FREE[1]}"
-    assert usage_by_model(gw, 0)["free"]["cost_usd"] == 0  # free: priced at $0, not unpriced
+    free = usage_by_model(gw, free=5)["free"]
+    assert free["cost_usd"] == 0 and free["unpriced_requests"] == 0  # free: priced at $0, not unpriced
 
     catalog.openrouter_price(FREE[1], "0.0000001", "0.0000002")  # no longer free at the next refresh
     assert refresh(gw)["refreshed"]["openrouter"] == "ok"

@@ -58,7 +58,7 @@ def test_catalog_panel_searches_filters_and_refreshes(gw):
 
         before = catalog.requests["openrouter"]
         page.click("#cat-refresh")
-        page.wait_for_selector("#catalog-status:has-text('openrouter: not_modified')")
+        expect(page.locator("#catalog-action")).to_have_text("refreshed openrouter: not_modified")
         assert catalog.requests["openrouter"] == before + 1
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
