@@ -1,8 +1,9 @@
 """One catalog download with ``requests`` (not the hot path): conditional on the stored ``ETag`` /
-``Last-Modified``, bounded in time and size. A failure is a ``FetchError`` whose message is safe to
-store and show (no response body, no query string)."""
+``Last-Modified``, bounded in time (connect, each read, the whole download) and size. A failure is a
+``FetchError`` whose message is safe to store and show (no response body, no query string)."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -11,6 +12,7 @@ import requests
 
 CONNECT_S = 5.0
 READ_S = 30.0
+TOTAL_S = 120.0  # a trickling download is abandoned (the refresh claim's lease is 300 s)
 MAX_BYTES = 64 * 1024 * 1024  # models.dev's api.json is ~4.6 MB
 
 
@@ -52,10 +54,13 @@ def fetch(url: str, etag: str | None = None, last_modified: str | None = None, *
             if resp.status_code != 200:
                 raise FetchError(f"{safe_url(url)} answered HTTP {resp.status_code}")
             body = bytearray()
+            deadline = time.monotonic() + TOTAL_S
             for chunk in resp.iter_content(1 << 16):
                 body += chunk
                 if len(body) > MAX_BYTES:
                     raise FetchError(f"{safe_url(url)}: larger than {MAX_BYTES} bytes")
+                if time.monotonic() > deadline:
+                    raise FetchError(f"{safe_url(url)}: download took longer than {TOTAL_S:g} s")
             etag_out, modified_out = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
     except requests.RequestException as exc:
         raise FetchError(f"{safe_url(url)}: {type(exc).__name__}") from None

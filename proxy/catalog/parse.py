@@ -16,7 +16,6 @@ from typing import Any
 
 MODELS_DEV = "models.dev"
 OPENROUTER = "openrouter"
-SOURCES = (MODELS_DEV, OPENROUTER)
 
 
 class CatalogFormatError(ValueError):

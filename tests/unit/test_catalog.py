@@ -375,3 +375,18 @@ def test_urls_are_stored_and_shown_without_credentials_or_query():
     assert safe_url("https://user:secret@example.test:8443/api.json?key=s3cret") == \
         "https://example.test:8443/api.json"
     assert safe_url("http://[bad") == "<an unparsable URL>"
+
+
+def test_fetch_failures_name_the_url_without_its_query(mock_catalog):
+    from proxy.catalog.fetch import FetchError, fetch
+
+    base = mock_catalog.urls["openrouter"].rsplit("/api/", 1)[0]
+    with pytest.raises(FetchError, match=r"/nowhere answered HTTP 404$") as err:
+        fetch(base + "/nowhere?token=s3cret")
+    assert "s3cret" not in str(err.value)
+    with pytest.raises(FetchError, match="ConnectionError"):
+        fetch("http://127.0.0.1:9/api.json")
+    got = fetch(mock_catalog.urls["openrouter"])
+    assert not got.not_modified and got.etag and got.last_modified and len(got.doc["data"]) == 18
+    again = fetch(mock_catalog.urls["openrouter"], got.etag, got.last_modified)
+    assert again.not_modified and again.etag == got.etag
