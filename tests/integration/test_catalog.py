@@ -219,6 +219,7 @@ def test_free_pool_fails_over_on_429_drops_a_model_that_became_paid_and_never_ca
     assert mock.count(model=FREE[0]) == 1 and mock.count(model=FREE[1]) == 1
     for _ in range(4):  # FREE[0] cools down for this key: the next free model serves, on either worker
         assert chat(gw, "free").headers["X-Keyrelay-Route"] == f"openrouter/{FREE[1]}"
+    assert mock.count(model=FREE[0]) == 1  # not asked again while it cools down
     free = usage_by_model(gw, free=5)["free"]
     assert free["cost_usd"] == 0 and free["unpriced_requests"] == 0  # free: priced at $0, not unpriced
 
