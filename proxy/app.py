@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from proxy.catalog.service import Catalog
 from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
@@ -32,15 +33,20 @@ class Gateway:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
+    catalog: Catalog = field(init=False)  # model catalog: prices, context windows, free models
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
         self.clients = Gate(self.config, self.pool.store)
+        self.catalog = self.relay.catalog or Catalog(self.config, self.pool.store)
+        self.relay.catalog = self.catalog
+        self.clients.usage.fallback_price = self.catalog.price  # config prices still win
 
     def close(self) -> None:
         """Flush what is batched (usage records, key counters) and release the database."""
+        self.catalog.close()
         self.clients.close()
         self.pool.close()
 
@@ -78,6 +84,7 @@ class Gateway:
             )
             self.pool.start_flusher()
             self.clients.start()
+            self.catalog.start()  # background refresh; the gateway serves without it (no network)
             self._revalidator.start()
 
 

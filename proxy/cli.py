@@ -1,4 +1,4 @@
-"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, version.
+"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, catalog, version.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
 """
@@ -230,6 +230,66 @@ def cmd_clients(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """``catalog import FILE`` (either format, air-gapped installs) and ``catalog free [--provider]``."""
+    import time
+
+    from proxy.catalog import refresh, view
+    from proxy.catalog.parse import CatalogFormatError
+    from proxy.catalog.service import Catalog
+    from proxy.store import db
+    from proxy.store.base import StoreUnavailable
+    from proxy.store.sqlite import SQLiteStore
+
+    try:
+        config = load_config(_config_path(args.config))
+        store = SQLiteStore(config.server.database)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    except (db.DatabaseError, StoreUnavailable) as exc:
+        return _fail(str(exc), 1)
+    try:
+        if args.action == "import":
+            try:
+                source, n = refresh.import_document(store, refresh.read_file(args.file),
+                                                    f"file:{Path(args.file).resolve()}", time.time())
+            except (CatalogFormatError, ValueError) as exc:
+                return _fail(f"catalog import refused, nothing changed: {exc}")
+            print(f"catalog imported: {n} {source} entries from {args.file}")
+            return 0
+        catalog_provider = args.provider
+        configured = config.provider(args.provider) if args.provider else None
+        if configured is not None:  # a configured provider name: its catalog provider id
+            catalog_provider = view.catalog_provider(configured)
+        entries = Catalog(config, store).reload().search(catalog_provider, free=True, limit=100_000)
+        entries = [e for e in entries if view.is_free(e)]
+        if not entries:
+            sys.stderr.write("keyrelay: no free model in the catalog"
+                             f"{f' for {args.provider}' if args.provider else ''}\n")
+            return 0
+        print("provider\tmodel\tcontext\tmax_output\tinput\tsource")
+        for e in sorted(entries, key=lambda e: (e.provider, -(e.context or 0), e.model)):
+            print(f"{e.provider}\t{e.model}\t{e.context or '-'}\t{e.max_output or '-'}\t"
+                  f"{','.join(e.input_modalities) or '-'}\t{e.source}")
+        return 0
+    except StoreUnavailable as exc:
+        return _fail(f"nothing changed: {exc}", 1)
+    finally:
+        store.close()
+
+
+def _add_catalog(sub: argparse._SubParsersAction) -> None:
+    catalog = sub.add_parser("catalog", help="import a model catalog file, list free models")
+    csub = catalog.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    imp = csub.add_parser("import", help="store a models.dev api.json or OpenRouter model list (a file)")
+    imp.add_argument("file")
+    free = csub.add_parser("free", help="the free models the catalog knows (prices exactly 0)")
+    free.add_argument("--provider", help="a configured provider name or a catalog provider id")
+    for p in csub.choices.values():
+        p.add_argument("--config")
+    catalog.set_defaults(func=cmd_catalog)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -294,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default=argparse.SUPPRESS if p is not snap else None)
     snap.set_defaults(func=cmd_snapshot)
     _add_clients(sub)
+    _add_catalog(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"keyrelay {__version__}") or 0)
     return parser

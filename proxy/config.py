@@ -117,6 +117,7 @@ class ProviderConfig:
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
     proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
     tls: TlsConfig = field(default_factory=TlsConfig)
+    catalog: str | None = None  # openrouter | models.dev:<provider id>; None: matched by type and base_url
 
 
 @dataclass(frozen=True)
@@ -127,10 +128,34 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class FreePoolConfig:
+    """A model alias whose targets are the catalog's free models of one provider (proxy.catalog)."""
+
+    provider: str
+    min_context: int = 0
+    input: tuple[str, ...] = ("text",)
+    max_models: int = 10
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
+    free_pool: FreePoolConfig | None = None  # targets come from the catalog's free models
+
+
+CATALOG_SOURCES = ("models.dev", "openrouter")
+CATALOG_URLS = {"models.dev": "https://models.dev/api.json",
+                "openrouter": "https://openrouter.ai/api/v1/models"}
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    sources: tuple[str, ...] = CATALOG_SOURCES
+    refresh_s: float = 21600.0
+    file: str | None = None  # a catalog document (either format) imported at start (air-gapped installs)
+    urls: dict[str, str] = field(default_factory=lambda: dict(CATALOG_URLS), hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -179,6 +204,7 @@ class Config:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     clients: tuple[ClientConfig, ...] = ()
     prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
 
     @property
     def open_access(self) -> bool:
@@ -275,12 +301,13 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     accounting = _accounting(obj.sub("accounting", {}))
     clients = _clients(obj.list("clients", []))
     prices = _prices(obj.sub("prices", {}))
+    catalog = _catalog(obj.sub("catalog", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices)
+                  auth, accounting, clients, prices, catalog)
 
 
 class _Obj:
@@ -565,6 +592,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
             proxy=_proxy(o),
             tls=_tls(o.sub("tls", {})),
+            catalog=_catalog_ref(o),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
@@ -601,7 +629,15 @@ def _models(
         names.add(name)
         strategy = o.str("strategy", "fallback", choices=("fallback", "weighted"))
         targets = []
+        pool = None if o.get("free_pool") is None else _free_pool(o.sub("free_pool", {}), active, skipped)
         raw_targets = o.list("targets", [])
+        if o.get("free_pool") is not None:
+            if raw_targets:
+                raise ConfigError(f"{o.at('targets')}: a free_pool model takes its targets from the catalog")
+            o.done()
+            if pool is not None:
+                models.append(ModelConfig(name, (), strategy, pool))
+            continue
         if not raw_targets:
             raise ConfigError(f"{o.at('targets')}: at least one target is required")
         for traw, tpath in raw_targets:
@@ -618,6 +654,52 @@ def _models(
             models.append(ModelConfig(name, tuple(targets), strategy))
     return models
 
+
+
+def _free_pool(o: _Obj, active: set[str], skipped: set[str]) -> FreePoolConfig | None:
+    """``free_pool: {provider, min_context, input, max_models}``; None when its provider was skipped."""
+    provider = o.str("provider")
+    inputs = o.get("input", ["text"])
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        raise ConfigError(f"{o.at('input')}: expected a list of input modalities (text, image, audio, ...)")
+    pool = FreePoolConfig(provider, o.num("min_context", 0, integer=True),
+                          tuple(inputs), o.num("max_models", 10, minimum=1, maximum=100, integer=True))
+    o.done()
+    if provider in active:
+        return pool
+    if provider in skipped:
+        return None
+    raise ConfigError(f"{o.at('provider')}: unknown provider {_quote(provider)}")
+
+
+def _catalog_ref(o: _Obj) -> str | None:
+    """``providers[].catalog``: ``openrouter`` or ``models.dev:<provider id>``."""
+    value = o.str("catalog", None)
+    if value is None or value == "openrouter" or re.fullmatch(r"models\.dev:[\w.-]+", value):
+        return value
+    raise ConfigError(f"{o.at('catalog')}: expected openrouter or models.dev:<provider id>")
+
+
+def _catalog(o: _Obj) -> CatalogConfig:
+    d = CatalogConfig()
+    sources = o.get("sources", list(d.sources))
+    if not isinstance(sources, list) or any(s not in CATALOG_SOURCES for s in sources):
+        raise ConfigError(f"{o.at('sources')}: expected a list of {', '.join(CATALOG_SOURCES)}")
+    urls = dict(CATALOG_URLS)
+    u = o.sub("urls", {})
+    for source in list(u.data):
+        if source not in CATALOG_SOURCES:
+            raise ConfigError(f"{u.at(str(source))}: unknown catalog source "
+                              f"(use {', '.join(CATALOG_SOURCES)})")
+        url = u.str(source, None)
+        if not url or not re.match(r"^https?://", url):
+            raise ConfigError(f"{u.at(source)}: expected an http(s) URL")
+        urls[source] = url
+    u.done()
+    cfg = CatalogConfig(tuple(dict.fromkeys(sources)), o.num("refresh_s", d.refresh_s, minimum=1),
+                        o.str("file", None), urls)
+    o.done()
+    return cfg
 
 
 def _model_name(name: Any, path: str) -> str:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy import model_names
+from proxy.catalog.service import Catalog, free_pool_targets
 from proxy.clients.model import Usage, merge_usage
 from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
 from proxy.errors import (
@@ -63,6 +64,7 @@ class Trace:
     first_byte_ms: float | None = None
     usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
     streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
+    skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
 
     @property
     def route_name(self) -> str | None:
@@ -107,10 +109,12 @@ class DeadlineExceeded(GatewayError):
 
 
 class Relay:
-    def __init__(self, config: Config, pool: KeySource, observer: Observer | None = None) -> None:
+    def __init__(self, config: Config, pool: KeySource, observer: Observer | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.config = config
         self.pool = pool
         self.observer = observer or Observer()
+        self.catalog = catalog  # prices, context windows, modalities, free models (proxy.catalog)
         self.adapters: dict[str, tuple[ProviderConfig, Adapter]] = {
             p.name: (p, make_adapter(p)) for p in config.providers
         }
@@ -157,6 +161,8 @@ class Relay:
         """Targets for a client model name: a configured alias, or ``provider/model`` pass-through
         where that provider's ``passthrough`` allows the model. ``name`` passed ``check_model``."""
         model = self.config.model(name)
+        if model and model.free_pool:
+            return free_pool_targets(self.catalog, name, model.free_pool)
         if model:
             return self._order(model)
         provider, sep, upstream_model = name.partition("/")
@@ -196,6 +202,8 @@ class Relay:
         retry = self.config.retry
         deadline = time.monotonic() + retry.deadline_s
         targets = self.resolve(req["model"])
+        if self.catalog is not None:  # skip targets that cannot take the request (400 when none can)
+            targets = self.catalog.precheck(req, targets, trace)
         attempts = 0
         failed: tuple[TargetConfig, UpstreamError] | None = None  # the latest failed attempt
         no_key: list[NoKeyAvailable] = []  # targets with no usable key left in the latest round
