@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -186,6 +187,13 @@ def _finished(entry: dict, latency_ms: float, trace: Trace | None, state: dict) 
 
 
 def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
+    """The request's log line: INFO, WARNING for a 4xx (404s rate-limited), ERROR for a 5xx; a request
+    that failed over first logs each attempt. A stream logs ``ttfb_ms`` (until the upstream's first
+    chunk) and ``duration_ms`` (until its last byte)."""
+    status = entry["status"]
+    if status == 404 and not _not_found.allow(time.monotonic()):
+        return
+    stream = entry.get("_stream")
     entry = {k: v for k, v in entry.items() if not k.startswith("_")}
     entry["latency_ms"] = round(latency_ms, 2)
     if trace is not None:
@@ -195,9 +203,43 @@ def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
             attempts=len(trace.attempts),
             upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
         )
+        if stream:
+            entry.update(ttfb_ms=entry["upstream_latency_ms"], duration_ms=entry["latency_ms"])
         if trace.attempts and trace.attempts[-1].outcome not in ("ok", "client"):
             entry["upstream_error"] = trace.attempts[-1].error
-    log.info("request", extra=entry)
+        if len(trace.attempts) > 1:
+            for n, a in enumerate(trace.attempts, 1):
+                log.log(logging.INFO if a.outcome == "ok" else logging.WARNING,
+                        f"attempt {n}/{len(trace.attempts)}: {a.provider}/{a.model} with {a.key_id}: "
+                        f"{a.outcome}", extra={
+                            "event": "upstream_attempt", "request_id": entry["request_id"], "attempt": n,
+                            "key_id": a.key_id, "provider": a.provider, "model": a.model,
+                            "outcome": a.outcome, "status": a.status, "latency_ms": round(a.latency_ms, 2),
+                            "error": a.error})
+    if _not_found.suppressed and status == 404:
+        entry["suppressed_404s"], _not_found.suppressed = _not_found.suppressed, 0
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    log.log(level, "request", extra=entry)
+
+
+class _RateLimit:
+    """At most ``burst`` lines per ``per_s`` seconds; counts what it held back (said in the next line)."""
+
+    def __init__(self, burst: int, per_s: float) -> None:
+        self.burst, self.per_s = burst, per_s
+        self.window_start, self.used, self.suppressed = -math.inf, 0, 0
+
+    def allow(self, now: float) -> bool:
+        if now - self.window_start >= self.per_s:
+            self.window_start, self.used = now, 0
+        self.used += 1
+        if self.used > self.burst:
+            self.suppressed += 1
+            return False
+        return True
+
+
+_not_found = _RateLimit(burst=10, per_s=60.0)  # a scanner's 404s must not flood the log
 
 
 def _install_request_log(app: Flask) -> None:
@@ -224,6 +266,8 @@ def _install_request_log(app: Flask) -> None:
             "status": resp.status_code,
             "model": state.get("model"),
         }
+        if state.get("error_code"):
+            entry["error_code"] = state.get("error_code")
         client = state.get("client")
         if client is not None:
             entry["client_id"] = client.id

@@ -52,6 +52,7 @@ class Attempt:
     outcome: str
     latency_ms: float
     error: str | None = None
+    status: int | None = None  # the upstream's HTTP status, when it answered
 
 
 @dataclass
@@ -276,7 +277,8 @@ class Relay:
             error=exc.message if exc else None,
         )
         error = exc.message if exc else None
-        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error)
+        status = exc.upstream_status if exc else 200
+        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error, status)
         trace.attempts.append(attempt)
         self.observer.attempt(attempt)
 

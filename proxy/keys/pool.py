@@ -73,6 +73,16 @@ def check_weight(weight: Any) -> float:
     return float(weight)
 
 
+def log_key_state(key_id: str, label: str | None, provider: str, model: str | None, state: str,
+                  reason: str) -> None:
+    """One WARNING line per key state change an operator may act on (invalid, circuit, cooldown,
+    disabled, learned limit): the key's id and label, never its secret."""
+    log.warning(f"key {key_id}{f' ({label})' if label else ''} {state}"
+                f"{f' for {model}' if model else ''}: {reason}",
+                extra={"event": "key_state", "key_id": key_id, "label": label, "provider": provider,
+                       "model": model, "state": state, "reason": reason})
+
+
 class KeyPool:
     def __init__(self, store: KeyStore | str | Path, settings: KeySettings | None = None, *,
                  clock: Callable[[], float] = time.time, start_flusher: bool = True,
@@ -193,6 +203,7 @@ class KeyPool:
         s = self.settings
         now = self.clock()
         writes: list[Tx] = []
+        changes: list[tuple[str, str]] = []  # (new state, why) for the operator's log
         with self._lock:
             st = self._states.get(key_id)
             if st is None:
@@ -215,6 +226,8 @@ class KeyPool:
                                                          half_life=s.health_half_life_s, alpha=s.health_alpha)
             nb = self._next_breaker(st.breaker, outcome, now)
             if nb != st.breaker:
+                if nb.state != st.breaker.state:
+                    changes.append((f"circuit {nb.state}", f"after {outcome}" + (f": {err}" if err else "")))
                 st.breaker = nb
                 writes.append(self._tx_breaker(key_id, outcome, now))
             if outcome == errors.QUOTA:
@@ -223,12 +236,18 @@ class KeyPool:
                                                 tz=s.reset_tz(st.provider), max_s=s.max_cooldown_s)
                 cds = self._cooldowns.setdefault(key_id, {})
                 if until > cds.get(model, -math.inf):  # the store keeps the max anyway; skip useless writes
+                    why = "daily quota spent" if daily else "rate-limited"
+                    why += f": cooling {until - now:.0f}s" + (f" ({err})" if err else "")
+                    changes.append(("cooldown", why))
                     cds[model] = until
                     self._cooldowns[key_id] = bounded_cooldowns(cds, now)
                     writes.append(self._tx_cooldown(key_id, model, until, now))
             elif outcome == errors.AUTH and st.status != STATUS_INVALID:
                 st.status = STATUS_INVALID
+                changes.append(("invalid", err or "the upstream refused the key"))
                 writes.append(self._tx_invalid(key_id, err, now))
+        for state, reason in changes:
+            log_key_state(st.id, st.label, st.provider, model, state, reason)
         for fn in writes:  # outside the pool lock: a locked database delays this caller only
             self.write(fn, key_id)
 
