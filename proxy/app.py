@@ -18,6 +18,8 @@ from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
+from proxy.observability.metrics import endpoint as url_rule
+from proxy.observability.tracing import Tracing
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
@@ -35,6 +37,7 @@ class Gateway:
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
     catalog: Catalog = field(init=False)  # model catalog: prices, context windows, free models
+    tracing: Tracing | None = None  # OpenTelemetry, started with the background work when configured
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -46,7 +49,9 @@ class Gateway:
         self.clients.usage.fallback_price = self.catalog.price  # config prices still win
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters) and release the database."""
+        """Flush what is batched (usage records, key counters, spans) and release the database."""
+        if self.tracing is not None:
+            self.tracing.close()
         self.catalog.close()
         self.clients.close()
         self.pool.close()
@@ -86,6 +91,8 @@ class Gateway:
             self.pool.start_flusher()
             self.clients.start()
             self.catalog.start()  # background refresh; the gateway serves without it (no network)
+            if self.tracing is None:
+                self.tracing = Tracing.from_config(self.config.tracing)
             self._revalidator.start()
 
 
@@ -166,6 +173,8 @@ def _request_done(entry: dict, started: float, state: dict) -> None:
     latency_ms = (time.monotonic() - started) * 1000
     trace = state.get("trace")
     _log_request(entry, latency_ms, trace)
+    if state.get("spans") is not None:
+        state["spans"].end(entry["status"], entry.get("client_id"), state.get("model"))
     if entry.pop("_metered", False):
         try:
             state["gateway"].clients.finish(_finished(entry, latency_ms, trace, state))
@@ -250,6 +259,9 @@ def _install_request_log(app: Flask) -> None:
         # echoed in a response header: printable ASCII only, so it is safe there by construction
         g.request_id = rid if 0 < len(rid) <= 128 and rid.isascii() and rid.isprintable() \
             else os.urandom(16).hex()
+        tracing = app.extensions["keyrelay"].tracing
+        if tracing is not None and request.path not in ("/healthz", "/readyz", "/metrics"):
+            g.spans = tracing.start_request(request.method, url_rule(request), request.headers)
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -277,6 +289,7 @@ def _install_request_log(app: Flask) -> None:
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
         done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
+                "spans": state.get("spans"),
                 "admission": admission, "wall_started": state.get("wall_started"),
                 "gateway": app.extensions["keyrelay"]}
         started = state.get("started", time.monotonic())

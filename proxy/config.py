@@ -158,6 +158,19 @@ class CatalogConfig:
     urls: dict[str, str] = field(default_factory=lambda: dict(CATALOG_URLS), hash=False, compare=False)
 
 
+TRACING_EXPORTERS = ("otlp", "console")
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry tracing (the optional ``keyrelay[otel]`` packages): off by default."""
+
+    enabled: bool = False
+    exporter: str = "otlp"  # otlp: OTLP over HTTP/protobuf to ``endpoint``; console: spans on stdout
+    endpoint: str | None = None  # default: the exporter's (OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318)
+    sample: float = 1.0  # the share of new traces kept; a client's sampled traceparent is always followed
+
+
 @dataclass(frozen=True)
 class AuthConfig:
     mode: str | None = None  # keys | open; unset: keys, except while only the built-in mock serves
@@ -205,6 +218,7 @@ class Config:
     clients: tuple[ClientConfig, ...] = ()
     prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @property
     def open_access(self) -> bool:
@@ -302,12 +316,13 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     clients = _clients(obj.list("clients", []))
     prices = _prices(obj.sub("prices", {}))
     catalog = _catalog(obj.sub("catalog", {}))
+    tracing = _tracing(obj.sub("tracing", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices, catalog)
+                  auth, accounting, clients, prices, catalog, tracing)
 
 
 class _Obj:
@@ -698,6 +713,18 @@ def _catalog(o: _Obj) -> CatalogConfig:
     u.done()
     cfg = CatalogConfig(tuple(dict.fromkeys(sources)), o.num("refresh_s", d.refresh_s, minimum=1),
                         o.str("file", None), urls)
+    o.done()
+    return cfg
+
+
+def _tracing(o: _Obj) -> TracingConfig:
+    d = TracingConfig()
+    endpoint = o.str("endpoint", None)
+    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise ConfigError(f"{o.at('endpoint')}: expected an http(s) URL")
+    cfg = TracingConfig(o.bool("enabled", d.enabled),
+                        o.str("exporter", d.exporter, choices=TRACING_EXPORTERS), endpoint,
+                        o.num("sample", d.sample, maximum=1.0))
     o.done()
     return cfg
 

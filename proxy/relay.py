@@ -65,6 +65,8 @@ class Trace:
     first_byte_ms: float | None = None
     usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
     streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
+    spans: Any = None  # observability.tracing.RequestSpans when tracing is on
+    attempt_spans: Any = None  # the open attempt's AttemptSpans (ended by _record)
     skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
 
     @property
@@ -229,8 +231,10 @@ class Relay:
                         break
                     if failed:
                         self.observer.retry("key" if failed[0] == target else "target", target)
+                    if trace.spans is not None:
+                        trace.attempt_spans = trace.spans.attempt(target, key.id, attempts)
                     attempts += 1
-                    call = self._call(provider, target, key, deadline)
+                    call = self._call(provider, target, key, deadline, trace)
                     started = time.monotonic()
                     try:
                         result = op(adapter, call, {**req, "model": target.model})
@@ -252,14 +256,18 @@ class Relay:
             raise failed[1]
         raise _merge_no_key(no_key)
 
-    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float) -> Call:
+    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float,
+              trace: Trace) -> Call:
         t = provider.timeouts
+        headers = provider.headers
+        if trace.attempt_spans is not None:  # the trace continues upstream (traceparent)
+            headers = {**headers, **trace.attempt_spans.headers}
         return Call(
             base_url=provider.base_url,
             model=target.model,
             key=key.secret,
             timeouts=Timeouts(t.connect, t.first_byte, t.idle, deadline),  # the transport clips to deadline
-            headers=provider.headers,
+            headers=headers,
             transport=http.transport_for(provider),
         )
 
@@ -280,6 +288,9 @@ class Relay:
         status = exc.upstream_status if exc else 200
         attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error, status)
         trace.attempts.append(attempt)
+        if trace.attempt_spans is not None:
+            trace.attempt_spans.end(outcome, status)
+            trace.attempt_spans = None
         self.observer.attempt(attempt)
 
     # ------------------------------------------------------------------------------------ streaming
