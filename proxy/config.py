@@ -100,6 +100,7 @@ class KeyConfig:
     key: str | None
     weight: float = 1.0
     label: str | None = None
+    project: str | None = None  # keys of one project count and share quota limits together
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ class ProviderConfig:
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
     proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
     tls: TlsConfig = field(default_factory=TlsConfig)
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)  # model (glob, "*") → {rpm, tpm, ...}
 
 
 @dataclass(frozen=True)
@@ -478,6 +480,20 @@ def _proxy(o: _Obj) -> str | None:
     return value.strip()
 
 
+def _quota_limits(o: _Obj) -> dict[str, dict[str, int]]:
+    """``limits: {"<model or glob>": {rpm, tpm, rpd, tpd}}``: the upstream's quota per key (or project)."""
+    out = {}
+    for model in list(o.data):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{o.at(str(model))}: expected a model name, a glob or \"*\"")
+        w = o.sub(model, {})
+        out[model] = {kind: w.num(kind, 0, minimum=1, integer=True) for kind in ("rpm", "tpm", "rpd", "tpd")
+                      if w.get(kind) is not None}
+        w.done()
+    o.done()
+    return out
+
+
 def _keys(raw: Any, path: str) -> list[KeyConfig]:
     if raw is None or raw == "":
         return []
@@ -495,7 +511,8 @@ def _keys(raw: Any, path: str) -> list[KeyConfig]:
             continue
         o = _Obj(item, at)
         secret = o.str("key")
-        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None)))
+        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None),
+                              o.str("project", None)))
         o.done()
     return keys
 
@@ -549,6 +566,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
             proxy=_proxy(o),
             tls=_tls(o.sub("tls", {})),
+            limits=_quota_limits(o.sub("limits", {})),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
