@@ -100,6 +100,7 @@ def key_settings(config: Config) -> KeySettings:
         breaker_open_s=km.breaker_open_s,
         revalidate_interval_s=km.revalidate_interval_s,
         max_cooldown_s=km.max_cooldown_s,
+        pacing=km.pacing,
         quota_limits={p.name: p.limits for p in config.providers if p.limits},
         refresh_interval_s=0.0,  # look at PRAGMA data_version on every acquire (~4 us): other workers'
         # transitions are obeyed at once, not after a refresh interval

@@ -69,6 +69,7 @@ class KeyManagerConfig:
     breaker_open_s: float = 30.0
     revalidate_interval_s: float = 300.0
     max_cooldown_s: float = 172800.0  # no cooldown (upstream Retry-After, snapshot) lasts longer
+    pacing: bool = True  # keep each key under its known quota limits (docs/pacing.md)
 
 
 @dataclass(frozen=True)
@@ -404,6 +405,7 @@ def _key_manager(o: _Obj) -> KeyManagerConfig:
         breaker_open_s=o.num("breaker_open_s", d.breaker_open_s),
         revalidate_interval_s=o.num("revalidate_interval_s", d.revalidate_interval_s, minimum=1),
         max_cooldown_s=o.num("max_cooldown_s", d.max_cooldown_s, minimum=60, maximum=30 * 86400),
+        pacing=o.bool("pacing", d.pacing),
     )
     if cfg.default_cooldown_s > cfg.max_cooldown_s:
         raise ConfigError(f"{o.at('default_cooldown_s')}: must not exceed max_cooldown_s "

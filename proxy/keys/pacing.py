@@ -1,11 +1,12 @@
 """Quota-aware pacing: the limits each (scope, model) has — configured, or learned from the upstream's
 answers — and the admission that keeps the next request under them, exact across workers.
 
-The pool asks ``admit`` for the key it picked; a (scope, model) with no known limit costs nothing (no
-store call); otherwise one short transaction reads the sliding minute and the day counters and charges
-the request only if it fits. ``learn`` stores what a 429 or an answer's headers revealed (and, for a 429,
-that the window is spent right now, so the next minute is paced from the start). The arithmetic is in
-``quota``; the parsing in ``learn``; the SQL in ``proxy.store.quota``.
+The pool asks ``admit`` for the key it picked: one short transaction reads the sliding minute and the
+day counters of the key's scope and model and charges the request only if it fits under the known
+limits (with none known it is counted, so the first 429 finds the window as the upstream saw it).
+``learn`` stores what a 429 or an answer's headers revealed, and how much of each window the upstream
+said is spent. The arithmetic is in ``quota``, the parsing in ``learn``, the SQL in
+``proxy.store.quota``.
 """
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ DAYS_KEPT = 3  # day counters older than this many days are purged
 
 class Pacer:
     def __init__(self, store: KeyStore, clock: Callable[[], float], tz_of: Callable[[str], str],
-                 configured: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None) -> None:
+                 configured: Mapping[str, Mapping[str, Mapping[str, int]]] | None = None, *,
+                 enabled: bool = True) -> None:
         self.store = store
+        self.enabled = enabled  # off: no admission check, nothing counted or learned
         self.clock = clock
         self.tz_of = tz_of  # provider → daily reset time zone
         self._configured = {p: {m: dict(w) for m, w in lims.items()}
@@ -49,8 +52,12 @@ class Pacer:
                                                                                 r["learned_at"])
         self._learned = learned
 
+    def _where(self, kid: str) -> tuple[str, str]:
+        """(provider, scope) of a key; a key not in this worker's config is its own scope."""
+        return self._scopes.get(kid) or ("", quota.scope_of("", kid, None))
+
     def scope(self, kid: str) -> str:
-        return self._scopes.get(kid, ("", quota.scope_of("", kid, None)))[1]
+        return self._where(kid)[1]
 
     def members(self, kid: str) -> list[str]:
         """The keys that share ``kid``'s quota (itself included)."""
@@ -58,7 +65,7 @@ class Pacer:
         return [k for k, (_, sc) in self._scopes.items() if sc == s] or [kid]
 
     def limits(self, kid: str, model: str) -> dict[str, Limit]:
-        provider, scope = self._scopes.get(kid, ("", quota.scope_of("", kid, None)))
+        provider, scope = self._where(kid)
         cfg = self._cfg_cache.get((provider, model))
         if cfg is None:
             cfg = self._cfg_cache[(provider, model)] = quota.configured_for(
@@ -72,18 +79,19 @@ class Pacer:
 
     def admit(self, kid: str, model: str) -> list[Block]:
         """Charge one request to ``kid``'s scope for ``model`` if it fits under every known limit; the
-        windows that refuse it otherwise (empty: admitted). No known limit: admitted without a store call."""
-        lims = self.limits(kid, model)
-        if not lims:
+        windows that refuse it otherwise (empty: admitted). Requests are counted even before a limit is
+        known, so that the first 429 finds the window as the upstream saw it."""
+        if not self.enabled:
             return []
-        provider, scope = self._scopes.get(kid, ("", quota.scope_of("", kid, None)))
+        lims = self.limits(kid, model)
+        provider, scope = self._where(kid)
         tz = self.tz_of(provider)
         now = self.clock()
         day = quota.day_start(now, tz)
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
                 usage = Usage(*tx.quota_usage(scope, model, now - quota.MINUTE_S, day))
-                found = quota.blocks(lims, usage, now, tz)
+                found = quota.blocks(lims, usage, now, tz) if lims else []
                 if not found:
                     tx.add_quota_use(scope, model, now, day, 1, 0)
         except StoreUnavailable as exc:  # serving beats refusing: the upstream's own 429 still protects
@@ -93,9 +101,9 @@ class Pacer:
 
     def charge_tokens(self, kid: str, model: str, tokens: int) -> None:
         """Count an answer's tokens where a token window is known."""
-        if tokens <= 0 or not any(k in quota.TOKENS for k in self.limits(kid, model)):
+        if not self.enabled or tokens <= 0 or not any(k in quota.TOKENS for k in self.limits(kid, model)):
             return
-        provider, scope = self._scopes.get(kid, ("", quota.scope_of("", kid, None)))
+        provider, scope = self._where(kid)
         now = self.clock()
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
@@ -106,7 +114,9 @@ class Pacer:
     def learn(self, kid: str, model: str, found: Sequence[Learned]) -> None:
         """Store what an answer revealed (a different value replaces the old one) and how much of each
         window it said is spent."""
-        provider, scope = self._scopes.get(kid, ("", quota.scope_of("", kid, None)))
+        if not self.enabled:
+            return
+        provider, scope = self._where(kid)
         todo = []
         for item in found:
             for m in dict.fromkeys([item.model or model, model]):  # the model it names, and the request's

@@ -101,7 +101,8 @@ class KeyPool:
         self._data_version: int | None = None
         self._checked_at = -math.inf
         self._closed = False
-        self.pacer = Pacer(self.store, clock, self.settings.reset_tz, self.settings.quota_limits)
+        self.pacer = Pacer(self.store, clock, self.settings.reset_tz, self.settings.quota_limits,
+                           enabled=self.settings.pacing)
         with self._lock:
             self._reload()
         self._stop = threading.Event()
