@@ -3,7 +3,8 @@ answers — and the admission that keeps the next request under them, exact acro
 
 The pool asks ``admit`` for the key it picked: one short transaction reads the sliding minute and the
 day counters of the key's scope and model and charges the request only if it fits under the known
-limits (with none known it is counted, so the first 429 finds the window as the upstream saw it).
+limits. With no limit known nothing is decided, so the request is only counted, in memory, and written
+by the pool's batched flush (``flush``): the first 429 then finds the window as the upstream saw it.
 ``learn`` stores what a 429 or an answer's headers revealed, and how much of each window the upstream
 said is spent. The arithmetic is in ``quota``, the parsing in ``learn``, the SQL in
 ``proxy.store.quota``.
@@ -11,6 +12,8 @@ said is spent. The arithmetic is in ``quota``, the parsing in ``learn``, the SQL
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 from ..store.base import KeyStore, KeyTx, StoreUnavailable
@@ -20,7 +23,7 @@ from .quota import Block, Limit, Usage
 
 log = logging.getLogger("keyrelay.keys")
 
-ADMIT_WAIT_S = 1.0  # a locked database delays one admission at most this long, then lets it through
+ADMIT_WAIT_S = 0.25  # a locked database delays one admission at most this long, then lets it through
 DAYS_KEPT = 3  # day counters older than this many days are purged
 
 
@@ -37,6 +40,8 @@ class Pacer:
         self._cfg_cache: dict[tuple[str, str], dict[str, int]] = {}
         self._scopes: dict[str, tuple[str, str]] = {}  # key id → (provider, scope)
         self._learned: dict[tuple[str, str], dict[str, Limit]] = {}  # (scope, model) → kind → limit
+        self._lock = threading.Lock()
+        self._pending: dict[tuple[str, str, float, float], int] = {}  # (scope, model, day, second) → n
 
     # --- configuration and the view of the store ------------------------------------------------
 
@@ -79,8 +84,7 @@ class Pacer:
 
     def admit(self, kid: str, model: str) -> list[Block]:
         """Charge one request to ``kid``'s scope for ``model`` if it fits under every known limit; the
-        windows that refuse it otherwise (empty: admitted). Requests are counted even before a limit is
-        known, so that the first 429 finds the window as the upstream saw it."""
+        windows that refuse it otherwise (empty: admitted)."""
         if not self.enabled:
             return []
         lims = self.limits(kid, model)
@@ -88,16 +92,36 @@ class Pacer:
         tz = self.tz_of(provider)
         now = self.clock()
         day = quota.day_start(now, tz)
+        if not lims:  # nothing to decide: count it in the next batch (at the end of its second)
+            k = (scope, model, day, float(math.ceil(now)))
+            with self._lock:
+                self._pending[k] = self._pending.get(k, 0) + 1
+            return []
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
                 usage = Usage(*tx.quota_usage(scope, model, now - quota.MINUTE_S, day))
-                found = quota.blocks(lims, usage, now, tz) if lims else []
+                found = quota.blocks(lims, usage, now, tz)
                 if not found:
                     tx.add_quota_use(scope, model, now, day, 1, 0)
         except StoreUnavailable as exc:  # serving beats refusing: the upstream's own 429 still protects
             log.warning("quota admission for %s not counted: %s", kid, exc)
             return []
         return found
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Write the batched counts (requests of scopes with no known limit) and purge old days."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        try:
+            with self.store.transaction(timeout) as tx:
+                for (scope, model, day, at), n in pending.items():
+                    tx.add_quota_use(scope, model, at, day, n, 0)
+                tx.purge_quota(self.clock() - DAYS_KEPT * 86400)
+        except StoreUnavailable as exc:
+            log.warning("quota counts flush deferred: %s", exc)
+            with self._lock:
+                for k, n in pending.items():
+                    self._pending[k] = self._pending.get(k, 0) + n
 
     def charge_tokens(self, kid: str, model: str, tokens: int) -> None:
         """Count an answer's tokens where a token window is known."""
@@ -126,6 +150,7 @@ class Pacer:
                 todo.append((m, item))
         if not todo:
             return
+        self.flush()  # the batched counts first: the upstream's "used" is compared with ours
         now = self.clock()
         tz = self.tz_of(provider)
         try:
@@ -161,9 +186,6 @@ class Pacer:
                 usage = Usage(*tx.quota_usage(scope, m, now - quota.MINUTE_S, day, forget=False))
                 out[m] = quota.window_view(lims, usage, now, tz)
         return out
-
-    def purge(self, tx: KeyTx, now: float) -> None:
-        tx.purge_quota(now - DAYS_KEPT * 86400)
 
 
 def _seed(tx: KeyTx, scope: str, model: str, item: Learned, now: float, day: float) -> None:

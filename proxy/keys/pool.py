@@ -403,6 +403,7 @@ class KeyPool:
                     self._merge_back(pending)
                 return False
             self.reload_key(kid)
+        self.pacer.flush(timeout)
         if not pending:
             return True
         try:
@@ -436,7 +437,6 @@ class KeyPool:
             tx.add_counters(kid, p.requests, p.errors, p.latency_ms_total, p.latency_samples)
             tx.update(kid, **fields)
         tx.purge_cooldowns(self.clock() - 3600)
-        self.pacer.purge(tx, self.clock())
 
     def _merge_back(self, pending: dict[str, _Pending]) -> None:
         """Put an unflushed batch back in front of what was recorded meanwhile (pool lock held)."""
