@@ -3,8 +3,9 @@
 - A Gemini 429 carries ``QuotaFailure.violations[]``: ``quotaId`` names the window (``…PerMinute…`` /
   ``…PerDay…``) and the measure (``…InputTokens…`` / ``…Token…``: tokens, else requests),
   ``quotaValue`` (a string, sometimes absent: then the message's ``limit: N``) the number and
-  ``quotaDimensions.model`` the model. One 429 can carry several violations. A 429 also says the scope
-  is at that limit right now (``at_limit``).
+  ``quotaDimensions.model`` the model. One 429 can carry several violations. A PerDay 429 also says the
+  day is spent (``used``); a PerMinute one needs no such note: keyrelay counts its own requests in the
+  sliding minute, and the 429's cooldown (``retryDelay``) lasts until the upstream's first slot frees.
 - OpenAI-style answers carry ``x-ratelimit-limit-requests`` / ``-tokens`` (with ``-remaining-`` and
   ``-reset-``); OpenRouter ``X-RateLimit-Limit`` / ``-Remaining`` / ``-Reset`` (epoch ms). The window is
   the minute unless the reset is more than a minute away (then the day).
@@ -86,7 +87,8 @@ def from_gemini_error(err: Mapping[str, Any]) -> list[Learned]:
             value, msg_model = _from_message(message, metric, len(violations) == 1)
             model = model or msg_model
         if value is not None:
-            out.append(Learned(kind, value, GEMINI_429, _model(model), used=value))
+            spent = value if kind in ("rpd", "tpd") else None
+            out.append(Learned(kind, value, GEMINI_429, _model(model), used=spent))
     return out
 
 

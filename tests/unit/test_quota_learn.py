@@ -36,7 +36,7 @@ def test_the_recorded_429_names_a_per_minute_request_quota_without_a_number():
 
 def test_the_full_recorded_429_teaches_rpm_5_for_its_model():
     body = fixture("gemini-error-429-quota-value.json")
-    expected = [Learned("rpm", 5, GEMINI_429, "gemini-2.5-flash", used=5)]
+    expected = [Learned("rpm", 5, GEMINI_429, "gemini-2.5-flash")]
     assert from_gemini_error(body["error"]) == expected
     exc = gt.classify_error(429, json.dumps(body))
     assert exc.limits == expected and exc.retry_after == 20.0 and not exc.daily
@@ -46,7 +46,7 @@ def test_without_quota_value_the_message_says_the_limit():
     body = fixture("gemini-error-429-quota-value.json")
     v = body["error"]["details"][1]["violations"][0]
     del v["quotaValue"], v["quotaDimensions"]
-    assert from_gemini_error(body["error"]) == [Learned("rpm", 5, GEMINI_429, "gemini-2.5-flash", used=5)]
+    assert from_gemini_error(body["error"]) == [Learned("rpm", 5, GEMINI_429, "gemini-2.5-flash")]
 
 
 def test_several_violations_in_one_429():
@@ -61,8 +61,9 @@ def test_several_violations_in_one_429():
               "quotaValue": "250000"}
     qf["violations"] = [day, base, tokens, {"quotaId": "SomethingElse", "quotaValue": "3"}]
     got = from_gemini_error(body["error"])
-    assert [(x.kind, x.value, x.model) for x in got] == [
-        ("rpd", 250, "gemini-2.5-flash"), ("rpm", 5, "gemini-2.5-flash"), ("tpm", 250000, "gemini-2.5-flash")]
+    assert [(x.kind, x.value, x.model, x.used) for x in got] == [
+        ("rpd", 250, "gemini-2.5-flash", 250), ("rpm", 5, "gemini-2.5-flash", None),
+        ("tpm", 250000, "gemini-2.5-flash", None)]  # the day is spent; minutes are counted by keyrelay
     assert gt.classify_error(429, json.dumps(body)).daily  # a PerDay violation: parked until the reset
 
 
