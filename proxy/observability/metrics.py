@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy.config import TargetConfig
+from proxy.observability.quota import key_quota_metrics
 from proxy.relay import Attempt, Observer
 
 if TYPE_CHECKING:
@@ -201,7 +202,9 @@ class KeyStateCollector:
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        yield from key_state_metrics(self.pool.describe())
+        keys = self.pool.describe()
+        yield from key_state_metrics(keys)
+        yield from key_quota_metrics(keys)
 
 
 def endpoint(request: Request) -> str:
