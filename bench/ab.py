@@ -38,11 +38,12 @@ def worker_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(repo: Path, mock_url: str, extra: dict, tmp: Path) -> tuple[subprocess.Popen, str]:
+def serve(repo: Path, mock_url: str, extra: dict, tmp: Path,
+          provider: dict | None = None) -> tuple[subprocess.Popen, str]:
     d = Path(tempfile.mkdtemp(dir=tmp))
     config = {"server": {"database": str(d / "k.db"), "log_level": "warning"},
               "providers": [{"name": "gemini", "type": "gemini", "base_url": mock_url + "/v1beta",
-                             "keys": KEYS, "models": [MODEL]}],
+                             "keys": KEYS, "models": [MODEL], **(provider or {})}],
               "models": [{"name": "bench", "targets": [{"provider": "gemini", "model": MODEL}]}], **extra}
     (d / "k.yaml").write_text(json.dumps(config))
     port = free_port()

@@ -1,10 +1,17 @@
 """Quota-aware pacing: the limits each (scope, model) has — configured, or learned from the upstream's
 answers — and the admission that keeps the next request under them, exact across workers.
 
-The pool asks ``admit`` for the key it picked: one short transaction reads the sliding minute and the
-day counters of the key's scope and model and charges the request only if it fits under the known
-limits. With no limit known nothing is decided, so the request is only counted, in memory, and written
-by the pool's batched flush (``flush``): the first 429 then finds the window as the upstream saw it.
+The pool asks ``admit`` for the key it picked. With no limit known nothing is decided: the request is
+counted in memory and written by the pool's batched flush (``flush``), so the first 429 finds the window
+as the upstream saw it. With limits known, the worker *leases* a slice of the scope's capacity in one
+short transaction that reads the sliding minute and the day counters and reserves the slice only if it
+fits under every limit; requests are then admitted from the slice in memory. Every reservation is in the
+store, so all workers together never pass a limit. A slice is 1 while traffic is slow or capacity is
+short (exact, one transaction a request), doubles while it is used up within ``LEASE_S`` (at most
+``MAX_SLICE`` and a quarter of what is left), and lives ``LEASE_S``: the minute window (``MINUTE_S``,
+61 s) still covers a request admitted from it a second after it was reserved. What a slice did not use
+is given back to the day counter when the next one is taken; in the minute it expires by itself.
+Answers' tokens are counted in the same batch as the unlimited requests.
 ``learn`` stores what a 429 or an answer's headers revealed, and how much of each window the upstream
 said is spent. The arithmetic is in ``quota``, the parsing in ``learn``, the SQL in
 ``proxy.store.quota``.
@@ -15,6 +22,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from ..store.base import KeyStore, KeyTx, StoreUnavailable
 from . import quota
@@ -25,6 +33,19 @@ log = logging.getLogger("keyrelay.keys")
 
 ADMIT_WAIT_S = 0.25  # a locked database delays one admission at most this long, then lets it through
 DAYS_KEPT = 3  # day counters older than this many days are purged
+LEASE_S = 1.0  # a slice of capacity is used within this long of its reservation, or dropped
+MAX_SLICE = 256
+
+
+@dataclass
+class _Lease:
+    """A slice of one (scope, model)'s capacity reserved in the store by this worker."""
+
+    granted: int
+    used: int
+    at: float
+    day: float
+    size: int  # the slice size asked for (the next one doubles it when this one runs out in time)
 
 
 class Pacer:
@@ -40,8 +61,11 @@ class Pacer:
         self._cfg_cache: dict[tuple[str, str], dict[str, int]] = {}
         self._scopes: dict[str, tuple[str, str]] = {}  # key id → (provider, scope)
         self._learned: dict[tuple[str, str], dict[str, Limit]] = {}  # (scope, model) → kind → limit
+        self._merged: dict[tuple[str, str, str], dict[str, Limit]] = {}  # (provider, scope, model) → limits
         self._lock = threading.Lock()
-        self._pending: dict[tuple[str, str, float, float], int] = {}  # (scope, model, day, second) → n
+        self._leases: dict[tuple[str, str], _Lease] = {}  # (scope, model) → this worker's slice
+        # batched counts: (scope, model, day, second) → [requests, tokens]
+        self._pending: dict[tuple[str, str, float, float], list[int]] = {}
 
     # --- configuration and the view of the store ------------------------------------------------
 
@@ -55,7 +79,17 @@ class Pacer:
         for r in rows:
             learned.setdefault((r["scope"], r["model"]), {})[r["kind"]] = Limit(r["value"], r["source"],
                                                                                 r["learned_at"])
+        self._replace_learned(learned)
+
+    def _replace_learned(self, learned: dict[tuple[str, str], dict[str, Limit]]) -> None:
+        """New learned limits; slices leased under limits that changed are dropped."""
+        changed = {k for k in learned.keys() | self._learned.keys() if learned.get(k) != self._learned.get(k)}
         self._learned = learned
+        if changed:
+            self._merged = {}
+            with self._lock:
+                for k in changed:
+                    self._leases.pop(k, None)
 
     def _where(self, kid: str) -> tuple[str, str]:
         """(provider, scope) of a key; a key not in this worker's config is its own scope."""
@@ -70,70 +104,90 @@ class Pacer:
         return [k for k, (_, sc) in self._scopes.items() if sc == s] or [kid]
 
     def limits(self, kid: str, model: str) -> dict[str, Limit]:
+        """The limits of ``kid``'s scope for ``model``, per window the strongest source."""
         provider, scope = self._where(kid)
-        cfg = self._cfg_cache.get((provider, model))
-        if cfg is None:
-            cfg = self._cfg_cache[(provider, model)] = quota.configured_for(
-                self._configured.get(provider, {}), model)
-        learned = self._learned.get((scope, model))
-        if not cfg and not learned:
-            return {}
-        return quota.merge(cfg, learned or {})
+        found = self._merged.get((provider, scope, model))
+        if found is None:
+            cfg = quota.configured_for(self._configured.get(provider, {}), model)
+            found = quota.merge(cfg, self._learned.get((scope, model)) or {})
+            if len(self._merged) < 10_000:  # models come from config or the pass-through grammar
+                self._merged[(provider, scope, model)] = found
+        return found
 
     # --- the request path -----------------------------------------------------------------------
 
     def admit(self, kid: str, model: str) -> list[Block]:
-        """Charge one request to ``kid``'s scope for ``model`` if it fits under every known limit; the
+        """Admit one request for ``model`` on ``kid``'s scope if it fits under every known limit; the
         windows that refuse it otherwise (empty: admitted)."""
         if not self.enabled:
             return []
         lims = self.limits(kid, model)
         provider, scope = self._where(kid)
-        tz = self.tz_of(provider)
         now = self.clock()
-        day = quota.day_start(now, tz)
         if not lims:  # nothing to decide: count it in the next batch (at the end of its second)
-            k = (scope, model, day, float(math.ceil(now)))
-            with self._lock:
-                self._pending[k] = self._pending.get(k, 0) + 1
+            self._count(scope, model, quota.day_start(now, self.tz_of(provider)), now, 1, 0)
             return []
+        key = (scope, model)
+        with self._lock:
+            lease = self._leases.get(key)
+            fresh = lease is not None and lease.at <= now <= lease.at + LEASE_S
+            if lease is not None and fresh and lease.used < lease.granted:
+                lease.used += 1
+                return []
+            size = min(MAX_SLICE, lease.size * 2) if lease is not None and fresh else 1
+            if lease is not None:
+                del self._leases[key]
+        tz = self.tz_of(provider)
+        day = quota.day_start(now, tz)
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
+                if lease is not None and lease.granted > lease.used:  # give the day back what was not used
+                    tx.refund_quota_day(scope, model, lease.day, lease.granted - lease.used)
                 usage = Usage(*tx.quota_usage(scope, model, now - quota.MINUTE_S, day))
                 found = quota.blocks(lims, usage, now, tz)
-                if not found:
-                    tx.add_quota_use(scope, model, now, day, 1, 0)
+                if found:
+                    return found
+                room = min((lims[k].value - usage.used(k) for k in quota.REQUESTS if k in lims), default=size)
+                grant = max(1, min(size, room // 4))
+                tx.add_quota_use(scope, model, now, day, grant, 0)
         except StoreUnavailable as exc:  # serving beats refusing: the upstream's own 429 still protects
             log.warning("quota admission for %s not counted: %s", kid, exc)
             return []
-        return found
-
-    def flush(self, timeout: float | None = None) -> None:
-        """Write the batched counts (requests of scopes with no known limit) and purge old days."""
         with self._lock:
-            pending, self._pending = self._pending, {}
-        try:
-            with self.store.transaction(timeout) as tx:
-                for (scope, model, day, at), n in pending.items():
-                    tx.add_quota_use(scope, model, at, day, n, 0)
-                tx.purge_quota(self.clock() - DAYS_KEPT * 86400)
-        except StoreUnavailable as exc:
-            log.warning("quota counts flush deferred: %s", exc)
-            with self._lock:
-                for k, n in pending.items():
-                    self._pending[k] = self._pending.get(k, 0) + n
+            self._leases[key] = _Lease(grant, 1, now, day, size)
+        return []
 
     def charge_tokens(self, kid: str, model: str, tokens: int) -> None:
-        """Count an answer's tokens where a token window is known."""
+        """Count an answer's tokens (in the next batch) where a token window is known."""
         if not self.enabled or tokens <= 0 or not any(k in quota.TOKENS for k in self.limits(kid, model)):
             return
         provider, scope = self._where(kid)
         now = self.clock()
+        self._count(scope, model, quota.day_start(now, self.tz_of(provider)), now, 0, tokens)
+
+    def _count(self, scope: str, model: str, day: float, now: float, requests: int, tokens: int) -> None:
+        k = (scope, model, day, float(math.ceil(now)))
+        with self._lock:
+            entry = self._pending.setdefault(k, [0, 0])
+            entry[0] += requests
+            entry[1] += tokens
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Write the batched counts and purge old days."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
         try:
-            with self.store.transaction(ADMIT_WAIT_S) as tx:
-                tx.add_quota_use(scope, model, now, quota.day_start(now, self.tz_of(provider)), 0, tokens)
+            with self.store.transaction(timeout) as tx:
+                for (scope, model, day, at), (n, tokens) in pending.items():
+                    tx.add_quota_use(scope, model, at, day, n, tokens)
+                tx.purge_quota(self.clock() - DAYS_KEPT * 86400)
         except StoreUnavailable as exc:
-            log.warning("quota tokens for %s not counted: %s", kid, exc)
+            log.warning("quota counts flush deferred: %s", exc)
+            with self._lock:
+                for k, (n, tokens) in pending.items():
+                    entry = self._pending.setdefault(k, [0, 0])
+                    entry[0] += n
+                    entry[1] += tokens
 
     def learn(self, kid: str, model: str, found: Sequence[Learned]) -> None:
         """Store what an answer revealed (a different value replaces the old one) and how much of each
@@ -167,7 +221,7 @@ class Pacer:
         for r in rows:
             learned.setdefault((scope, r["model"]), {})[r["kind"]] = Limit(r["value"], r["source"],
                                                                            r["learned_at"])
-        self._learned = learned
+        self._replace_learned(learned)
 
     # --- views ----------------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ from .cooldown import next_daily_reset
 KINDS = ("rpm", "tpm", "rpd", "tpd")
 PER_MINUTE = ("rpm", "tpm")
 TOKENS = ("tpm", "tpd")
+REQUESTS = ("rpm", "rpd")
 MINUTE_S = 61.0
 CONFIGURED = "configured"  # the strongest source; learned ones: "gemini_429", "headers"
 

@@ -16,6 +16,7 @@ class QuotaTx(Protocol):
     def add_quota_use(self, scope: str, model: str, at: float, day: float | None, requests: int,
                       tokens: int) -> None: ...
     def raise_quota_day(self, scope: str, model: str, day: float, requests: int, tokens: int) -> None: ...
+    def refund_quota_day(self, scope: str, model: str, day: float, requests: int) -> None: ...
     def purge_quota(self, before_day: float) -> None: ...
 
 
@@ -99,6 +100,11 @@ class SqlQuota:
                   " ELSE quota_day.requests END,"
                   " tokens=CASE WHEN excluded.tokens > quota_day.tokens THEN excluded.tokens"
                   " ELSE quota_day.tokens END", (scope, model, day, requests, tokens))
+
+    def refund_quota_day(self, scope: str, model: str, day: float, requests: int) -> None:
+        """Give back requests reserved in the day window and never sent."""
+        self._run("UPDATE quota_day SET requests=CASE WHEN requests > ? THEN requests-? ELSE 0 END"
+                  " WHERE scope=? AND model=? AND day=?", (requests, requests, scope, model, day))
 
     def purge_quota(self, before_day: float) -> None:
         self._run("DELETE FROM quota_day WHERE day<?", (before_day,))

@@ -136,8 +136,9 @@ def test_configured_limits_hold_from_the_first_request_and_the_refusal_explains(
             "learned_at": None}
         assert abs(view["rpd"]["resets_at"] - next_daily_reset(time.time(), TZ)) < 1
         metrics = requests.get(gw.url + "/metrics", timeout=10).text
-        assert f'keyrelay_key_quota_limit{{key="{IDS[0]}",model="gemini-2.5-flash",window="rpm"}} 3.0' in metrics
-        assert f'keyrelay_key_quota_used{{key="{IDS[0]}",model="gemini-2.5-flash",window="rpd"}} 3.0' in metrics
+        labels = f'key="{IDS[0]}",model="gemini-2.5-flash"'
+        assert f'keyrelay_key_quota_limit{{{labels},window="rpm"}} 3.0' in metrics
+        assert f'keyrelay_key_quota_used{{{labels},window="rpd"}} 3.0' in metrics
 
 
 def test_openai_rate_limit_headers_are_learned(tmp_path, mock):

@@ -191,3 +191,46 @@ def test_without_pacing_the_same_load_keeps_hitting_the_limit(tmp_path, monkeypa
     refused, _, _ = run_load(tmp_path, monkeypatch, pacing=False)
     per_key = [sum(1 for r in refused if r["key"] == s) for s in SECRETS]
     assert max(per_key) > 1  # the control: what pacing prevents
+
+
+def test_two_workers_leasing_slices_never_pass_a_limit_together(tmp_path):
+    clock = Clock(NOON)
+    s = settings(quota_limits={"gemini": {MODEL: {"rpm": 50, "rpd": 1000}}})
+    db = tmp_path / "k.db"
+    with make_pool(db, clock, s, specs=GEMINI[:1], start_flusher=False) as a, \
+            make_pool(db, clock, s, specs=GEMINI[:1], start_flusher=False) as b:
+        admitted, refused = 0, set()
+        while len(refused) < 2:
+            for name, pool in (("a", a), ("b", b)):
+                if name in refused:
+                    continue
+                try:
+                    pool.acquire("gemini", MODEL)
+                    admitted += 1
+                except NoKeyAvailable:
+                    refused.add(name)
+        assert admitted == 50  # every reserved slice used, none passed the limit
+        assert a.describe()[0]["limits"][MODEL]["rpm"]["used"] == 50
+
+
+def test_slices_grow_under_load_and_what_they_did_not_use_goes_back_to_the_day(tmp_path, monkeypatch):
+    clock = Clock(NOON)
+    s = settings(quota_limits={"gemini": {MODEL: {"rpm": 10**6, "rpd": 10**6}}})
+    with make_pool(tmp_path / "k.db", clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
+        leases = []
+        real = pool.store.transaction
+
+        def counting(*args, **kw):
+            leases.append(1)
+            return real(*args, **kw)
+
+        monkeypatch.setattr(pool.store, "transaction", counting)
+        for _ in range(1000):
+            pool.acquire("gemini", MODEL)
+        assert len(leases) < 20  # 1, 2, 4, ... 256, 256, ...: a transaction per slice, not per request
+        monkeypatch.undo()
+        used = pool.describe()[0]["limits"][MODEL]["rpd"]["used"]
+        assert 1000 <= used < 1000 + 256
+        clock.t += 2  # the slice expired; the next lease gives the day back what it did not use
+        pool.acquire("gemini", MODEL)
+        assert pool.describe()[0]["limits"][MODEL]["rpd"]["used"] == 1001
