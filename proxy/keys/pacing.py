@@ -58,7 +58,6 @@ class Pacer:
         self.tz_of = tz_of  # provider → daily reset time zone
         self._configured = {p: {m: dict(w) for m, w in lims.items()}
                             for p, lims in (configured or {}).items()}
-        self._cfg_cache: dict[tuple[str, str], dict[str, int]] = {}
         self._scopes: dict[str, tuple[str, str]] = {}  # key id → (provider, scope)
         self._learned: dict[tuple[str, str], dict[str, Limit]] = {}  # (scope, model) → kind → limit
         self._merged: dict[tuple[str, str, str], dict[str, Limit]] = {}  # (provider, scope, model) → limits
