@@ -157,8 +157,8 @@ class Pacer:
         return []
 
     def charge_tokens(self, kid: str, model: str, tokens: int) -> None:
-        """Count an answer's tokens (in the next batch) where a token window is known."""
-        if not self.enabled or tokens <= 0 or not any(k in quota.TOKENS for k in self.limits(kid, model)):
+        """Count an answer's tokens (in the next batch; token windows are checked, never reserved)."""
+        if not self.enabled or tokens <= 0:
             return
         provider, scope = self._where(kid)
         now = self.clock()

@@ -233,7 +233,7 @@ class KeyPool:
                tokens: int = 0, limits: Sequence[Learned] = ()) -> None:
         """Account one upstream attempt made with ``key_id``; transitions are persisted at once.
 
-        ``tokens``: what an answer used (counted where a token limit is known); ``limits``: what the
+        ``tokens``: what an answer used (counted for the scope's token windows); ``limits``: what the
         answer revealed about the quota (learned for the key's scope). A quota failure cools down every
         key of the scope (a project's keys share its quota) for that model."""
         if outcome not in errors.OUTCOMES:

@@ -234,3 +234,19 @@ def test_slices_grow_under_load_and_what_they_did_not_use_goes_back_to_the_day(t
         clock.t += 2  # the slice expired; the next lease gives the day back what it did not use
         pool.acquire("gemini", MODEL)
         assert pool.describe()[0]["limits"][MODEL]["rpd"]["used"] == 1001
+
+
+def test_tokens_count_against_a_token_window(tmp_path):
+    clock = Clock(NOON)
+    s = settings(quota_limits={"gemini": {MODEL: {"tpm": 1000}}})
+    with make_pool(tmp_path / "k.db", clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
+        kid = pool.acquire("gemini", MODEL).id
+        pool.record(kid, MODEL, OK, tokens=600)
+        pool.flush()
+        kid = pool.acquire("gemini", MODEL).id
+        pool.record(kid, MODEL, OK, tokens=400)
+        pool.flush()
+        with pytest.raises(NoKeyAvailable) as e:
+            pool.acquire("gemini", MODEL)
+        assert e.value.details["keys"][0]["limits"]["tpm"] == {
+            "limit": 1000, "used": 1000, "resets_at": pytest.approx(math.ceil(NOON) + MINUTE_S)}

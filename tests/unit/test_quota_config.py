@@ -1,4 +1,4 @@
-"""Config for pacing (issue 15): providers[].limits, keys[].project, key_manager.pacing; errors name the path."""
+"""Pacing config (issue 15): providers[].limits, keys[].project, key_manager.pacing; errors name the path."""
 from __future__ import annotations
 
 import pytest
@@ -44,7 +44,7 @@ def test_bad_limits_name_the_field(limits, path):
 def test_bad_project_and_switch():
     bad = config({})
     bad["providers"][0]["keys"][0]["project"] = ""
-    with pytest.raises(ConfigError, match=r"^providers\[0\]\.keys\[0\]\.project: expected a non-empty string"):
+    with pytest.raises(ConfigError, match=r"^providers\[0\]\.keys\[0\]\.project: expected a non-empty"):
         parse_config(bad)
     with pytest.raises(ConfigError, match=r"^key_manager\.pacing: expected true or false"):
         parse_config(config({}, {"pacing": "sometimes"}))
