@@ -1,7 +1,7 @@
 """A/B of whole builds in one run: an older checkout of keyrelay vs this one (open, and with a client key),
 one gevent worker each, the same bench mock, measured alternately so machine drift hits all alike.
 
-    .venv/bin/python -m bench.ab --baseline /path/to/old/checkout [--rounds 3] [-n 4000] [-c 16]
+    .venv/bin/python -m bench.ab [--baseline /path/to/old/checkout] [--rounds 3] [-n 4000] [-c 16]
 
 The baseline checkout runs from its own directory with this venv's Python (its `proxy` package is the
 one imported). Prints the median requests/s and worker CPU per request of each variant.
@@ -26,6 +26,9 @@ VARIANTS = {  # name -> (extra config, sends the client key)
     "open": ({"auth": {"mode": "open"}}, False),
     "key+rpm": ({"auth": {"mode": "keys"}, "prices": PRICES,
                  "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000}]}, True),
+    "key+rpm+tpm": ({"auth": {"mode": "keys"}, "prices": PRICES,
+                     "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000,
+                                  "tpm": 10**12}]}, True),
     "key+all limits": ({"auth": {"mode": "keys"}, "prices": PRICES,
                         "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000, "tpm": 10**12,
                                      "max_concurrent": 10_000, "budget_usd": 1_000_000}]}, True),
@@ -38,12 +41,11 @@ def worker_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def serve(repo: Path, mock_url: str, extra: dict, tmp: Path,
-          provider: dict | None = None) -> tuple[subprocess.Popen, str]:
+def serve(repo: Path, mock_url: str, extra: dict, tmp: Path) -> tuple[subprocess.Popen, str]:
     d = Path(tempfile.mkdtemp(dir=tmp))
     config = {"server": {"database": str(d / "k.db"), "log_level": "warning"},
               "providers": [{"name": "gemini", "type": "gemini", "base_url": mock_url + "/v1beta",
-                             "keys": KEYS, "models": [MODEL], **(provider or {})}],
+                             "keys": KEYS, "models": [MODEL]}],
               "models": [{"name": "bench", "targets": [{"provider": "gemini", "model": MODEL}]}], **extra}
     (d / "k.yaml").write_text(json.dumps(config))
     port = free_port()
@@ -56,7 +58,7 @@ def serve(repo: Path, mock_url: str, extra: dict, tmp: Path,
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--baseline", type=Path, required=True, help="an older keyrelay checkout")
+    ap.add_argument("--baseline", type=Path, help="also an older keyrelay checkout (open, no client key)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=4000)
     ap.add_argument("-c", type=int, default=16)
@@ -67,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mock_url = mock.stdout.readline().rsplit("listening on ", 1)[1].strip()  # type: ignore[union-attr]
         runs: dict[str, tuple[str, bool]] = {}
-        p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
-        procs.append(p)
-        runs["baseline"] = (url, False)
+        if a.baseline:
+            p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
+            procs.append(p)
+            runs["baseline"] = (url, False)
         for name, (extra, keyed) in VARIANTS.items():
             p, url = serve(REPO, mock_url, extra, tmp)
             procs.append(p)
