@@ -7,8 +7,9 @@ as the upstream saw it. With limits known, the worker *leases* a slice of the sc
 short transaction that reads the sliding minute and the day counters and reserves the slice only if it
 fits under every limit; requests are then admitted from the slice in memory. Every reservation is in the
 store, so all workers together never pass a limit. A slice is 1 while traffic is slow or capacity is
-short (exact, one transaction a request), doubles while it is used up within ``LEASE_S`` (at most
-``MAX_SLICE`` and a quarter of what is left), and lives ``LEASE_S``: the minute window (``MINUTE_S``,
+short (exact, one transaction a request), doubles while it is used up within ``LEASE_S``, is what the
+last one served when that one expired in use (at most ``MAX_SLICE`` and a quarter of what is left),
+and lives ``LEASE_S``: the minute window (``MINUTE_S``,
 61 s) still covers a request admitted from it a second after it was reserved. What a slice did not use
 is given back to the day counter when the next one is taken; in the minute it expires by itself.
 Answers' tokens are counted in the same batch as the unlimited requests.
@@ -63,6 +64,7 @@ class Pacer:
         self._merged: dict[tuple[str, str, str], dict[str, Limit]] = {}  # (provider, scope, model) → limits
         self._lock = threading.Lock()
         self._leases: dict[tuple[str, str], _Lease] = {}  # (scope, model) → this worker's slice
+        self._days: dict[str, tuple[float, float]] = {}  # time zone → the current day window (start, end)
         # batched counts: (scope, model, day, second) → [requests, tokens]
         self._pending: dict[tuple[str, str, float, float], list[int]] = {}
 
@@ -113,6 +115,15 @@ class Pacer:
                 self._merged[(provider, scope, model)] = found
         return found
 
+    def _day(self, provider: str, now: float) -> tuple[str, float]:
+        """(time zone, start of the day window holding ``now``), computed once a day per zone."""
+        tz = self.tz_of(provider)
+        window = self._days.get(tz)
+        if window is None or not window[0] <= now < window[1]:
+            start = quota.day_start(now, tz)
+            window = self._days[tz] = (start, quota.resets_at("rpd", Usage(), now, tz))
+        return tz, window[0]
+
     # --- the request path -----------------------------------------------------------------------
 
     def admit(self, kid: str, model: str) -> list[Block]:
@@ -124,7 +135,7 @@ class Pacer:
         provider, scope = self._where(kid)
         now = self.clock()
         if not lims:  # nothing to decide: count it in the next batch (at the end of its second)
-            self._count(scope, model, quota.day_start(now, self.tz_of(provider)), now, 1, 0)
+            self._count(scope, model, self._day(provider, now)[1], now, 1, 0)
             return []
         key = (scope, model)
         with self._lock:
@@ -133,11 +144,14 @@ class Pacer:
             if lease is not None and fresh and lease.used < lease.granted:
                 lease.used += 1
                 return []
-            size = min(MAX_SLICE, lease.size * 2) if lease is not None and fresh else 1
+            size = 1
             if lease is not None:
                 del self._leases[key]
-        tz = self.tz_of(provider)
-        day = quota.day_start(now, tz)
+                if fresh:  # used up within its lifetime: twice as much next time
+                    size = min(MAX_SLICE, lease.size * 2)
+                elif lease.at <= now <= lease.at + 2 * LEASE_S:  # expired while in use: what it served
+                    size = max(1, lease.used)
+        tz, day = self._day(provider, now)
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
                 if lease is not None and lease.granted > lease.used:  # give the day back what was not used
@@ -162,7 +176,7 @@ class Pacer:
             return
         provider, scope = self._where(kid)
         now = self.clock()
-        self._count(scope, model, quota.day_start(now, self.tz_of(provider)), now, 0, tokens)
+        self._count(scope, model, self._day(provider, now)[1], now, 0, tokens)
 
     def _count(self, scope: str, model: str, day: float, now: float, requests: int, tokens: int) -> None:
         k = (scope, model, day, float(math.ceil(now)))

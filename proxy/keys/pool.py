@@ -21,7 +21,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,12 @@ class _Pending:
             newer.last_error if later_error else self.last_error,
             newer.last_error_at if later_error else self.last_error_at,
             self.obs + newer.obs)
+
+
+def _pick_first(pick: str, weighted: list[tuple[str, float]]) -> Iterator[str]:
+    """The weighted pick, then (only if asked for: the pick is at a quota limit) the others by weight."""
+    yield pick
+    yield from (kid for kid, _ in sorted(weighted, key=lambda kw: -kw[1]) if kid != pick)
 
 
 def check_weight(weight: Any) -> float:
@@ -184,9 +190,8 @@ class KeyPool:
                 s.health_floor)) for kid in candidates]
             pick = selection.smooth_wrr(selection.rotate(weighted, self._offset),
                                         self._wrr.setdefault(provider, {}))
-            order = [pick] + [kid for kid, _ in sorted(weighted, key=lambda kw: -kw[1]) if kid != pick]
         refused: dict[str, list[Block]] = {}
-        for kid in order:  # outside the pool lock: an admission may wait for the database
+        for kid in _pick_first(pick, weighted):  # outside the pool lock: an admission may wait for the store
             found = self.pacer.admit(kid, model)
             if not found:
                 with self._lock:
