@@ -9,9 +9,9 @@ fits under every limit; requests are then admitted from the slice in memory. Eve
 store, so all workers together never pass a limit. A slice is 1 while traffic is slow or capacity is
 short (exact, one transaction a request), doubles while it is used up within ``LEASE_S``, is what the
 last one served when that one expired in use (at most ``MAX_SLICE`` and a quarter of what is left),
-and lives ``LEASE_S``: the minute window (``MINUTE_S``,
-61 s) still covers a request admitted from it a second after it was reserved. What a slice did not use
-is given back to the day counter when the next one is taken; in the minute it expires by itself.
+and lives ``LEASE_S``: the minute window (``MINUTE_S``, 61 s) still covers a request admitted from it a
+second after it was reserved. What a slice did not use is given back to the day counter by the next
+flush (or the next slice); in the minute it expires by itself.
 Answers' tokens are counted in the same batch as the unlimited requests.
 ``learn`` stores what a 429 or an answer's headers revealed, and how much of each window the upstream
 said is spent. The arithmetic is in ``quota``, the parsing in ``learn``, the SQL in
@@ -186,14 +186,22 @@ class Pacer:
             entry[1] += tokens
 
     def flush(self, timeout: float | None = None) -> None:
-        """Write the batched counts and purge old days."""
+        """Write the batched counts, give the day back what expired slices did not use, purge old days."""
+        now = self.clock()
         with self._lock:
             pending, self._pending = self._pending, {}
+            unused = []
+            for (scope, model), lease in self._leases.items():
+                if now > lease.at + LEASE_S and lease.granted > lease.used:
+                    unused.append((scope, model, lease.day, lease.granted - lease.used))
+                    lease.granted = lease.used  # kept: its size still sizes the next slice
         try:
             with self.store.transaction(timeout) as tx:
                 for (scope, model, day, at), (n, tokens) in pending.items():
                     tx.add_quota_use(scope, model, at, day, n, tokens)
-                tx.purge_quota(self.clock() - DAYS_KEPT * 86400)
+                for scope, model, day, n in unused:
+                    tx.refund_quota_day(scope, model, day, n)
+                tx.purge_quota(now - DAYS_KEPT * 86400)
         except StoreUnavailable as exc:
             log.warning("quota counts flush deferred: %s", exc)
             with self._lock:
