@@ -251,3 +251,15 @@ def test_tokens_count_against_a_token_window(tmp_path):
             pool.acquire("gemini", MODEL)
         assert e.value.details["keys"][0]["limits"]["tpm"] == {
             "limit": 1000, "used": 1000, "resets_at": pytest.approx(math.ceil(NOON) + MINUTE_S)}
+
+
+def test_the_refusal_of_several_targets_lists_every_key():
+    a = NoKeyAvailable("a", retry_after=30)
+    a.details = {"keys": [{"provider": "p1", "key": 1, "resets_at": NOON + 30}]}
+    b = NoKeyAvailable("b", retry_after=10)
+    b.details = {"keys": [{"provider": "p2", "key": 1, "resets_at": NOON + 10}]}
+    merged = relay_module._merge_no_key([a, b, NoKeyAvailable("all invalid")])
+    assert merged.status == 429 and merged.retry_after == 10
+    assert [k["provider"] for k in merged.details["keys"]] == ["p1", "p2"]
+    assert merged.openai_body()["error"]["details"] == merged.details
+    assert merged.anthropic_body()["error"]["details"] == merged.details
