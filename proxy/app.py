@@ -100,7 +100,7 @@ def key_specs(config: Config) -> list[KeySpec]:
     specs = []
     for p in config.providers:
         if p.keys:
-            specs += [KeySpec(p.name, k.key, k.weight, k.label) for k in p.keys]
+            specs += [KeySpec(p.name, k.key, k.weight, k.label, k.project) for k in p.keys]
         else:
             specs.append(KeySpec(p.name, None))
     return specs
@@ -115,6 +115,8 @@ def key_settings(config: Config) -> KeySettings:
         breaker_open_s=km.breaker_open_s,
         revalidate_interval_s=km.revalidate_interval_s,
         max_cooldown_s=km.max_cooldown_s,
+        pacing=km.pacing,
+        quota_limits={p.name: p.limits for p in config.providers if p.limits},
         refresh_interval_s=0.0,  # look at PRAGMA data_version on every acquire (~4 us): other workers'
         # transitions are obeyed at once, not after a refresh interval
     )

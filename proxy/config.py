@@ -70,6 +70,7 @@ class KeyManagerConfig:
     breaker_open_s: float = 30.0
     revalidate_interval_s: float = 300.0
     max_cooldown_s: float = 172800.0  # no cooldown (upstream Retry-After, snapshot) lasts longer
+    pacing: bool = True  # keep each key under its known quota limits (docs/pacing.md)
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,7 @@ class KeyConfig:
     key: str | None
     weight: float = 1.0
     label: str | None = None
+    project: str | None = None  # keys of one project count and share quota limits together
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,7 @@ class ProviderConfig:
     proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
     tls: TlsConfig = field(default_factory=TlsConfig)
     catalog: str | None = None  # openrouter | models.dev:<provider id>; None: matched by type and base_url
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)  # model (glob, "*") → {rpm, tpm, ...}
 
 
 @dataclass(frozen=True)
@@ -460,6 +463,7 @@ def _key_manager(o: _Obj) -> KeyManagerConfig:
         breaker_open_s=o.num("breaker_open_s", d.breaker_open_s),
         revalidate_interval_s=o.num("revalidate_interval_s", d.revalidate_interval_s, minimum=1),
         max_cooldown_s=o.num("max_cooldown_s", d.max_cooldown_s, minimum=60, maximum=30 * 86400),
+        pacing=o.bool("pacing", d.pacing),
     )
     if cfg.default_cooldown_s > cfg.max_cooldown_s:
         raise ConfigError(f"{o.at('default_cooldown_s')}: must not exceed max_cooldown_s "
@@ -536,6 +540,20 @@ def _proxy(o: _Obj) -> str | None:
     return value.strip()
 
 
+def _quota_limits(o: _Obj) -> dict[str, dict[str, int]]:
+    """``limits: {"<model or glob>": {rpm, tpm, rpd, tpd}}``: the upstream's quota per key (or project)."""
+    out = {}
+    for model in list(o.data):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{o.at(str(model))}: expected a model name, a glob or \"*\"")
+        w = o.sub(model, {})
+        out[model] = {kind: w.num(kind, 0, minimum=1, integer=True) for kind in ("rpm", "tpm", "rpd", "tpd")
+                      if w.get(kind) is not None}
+        w.done()
+    o.done()
+    return out
+
+
 def _keys(raw: Any, path: str) -> list[KeyConfig]:
     if raw is None or raw == "":
         return []
@@ -553,7 +571,8 @@ def _keys(raw: Any, path: str) -> list[KeyConfig]:
             continue
         o = _Obj(item, at)
         secret = o.str("key")
-        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None)))
+        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None),
+                              o.str("project", None)))
         o.done()
     return keys
 
@@ -608,6 +627,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             proxy=_proxy(o),
             tls=_tls(o.sub("tls", {})),
             catalog=_catalog_ref(o),
+            limits=_quota_limits(o.sub("limits", {})),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:

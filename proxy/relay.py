@@ -19,7 +19,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,6 +68,7 @@ class Trace:
     spans: Any = None  # observability.tracing.RequestSpans when tracing is on
     attempt_spans: Any = None  # the open attempt's AttemptSpans (ended by _record)
     skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
+    limits: list = field(default_factory=list)  # quota limits the answering upstream revealed
 
     @property
     def route_name(self) -> str | None:
@@ -82,8 +83,10 @@ class KeySource(Protocol):
         ...
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
-               retry_after: float | None = None, daily: bool = False, error: str | None = None) -> None:
-        """Account one upstream attempt made with ``key_id``."""
+               retry_after: float | None = None, daily: bool = False, error: str | None = None,
+               tokens: int = 0, limits: Sequence[Any] = ()) -> None:
+        """Account one upstream attempt made with ``key_id`` (``tokens`` it used, quota ``limits`` the
+        answer revealed)."""
         ...
 
 
@@ -247,10 +250,11 @@ class Relay:
                         continue
                     latency = _ms_since(started)
                     trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
+                    trace.limits = call.learned
                     self.observer.first_byte(target, latency / 1000)
                     if record_ok:
-                        self._record(trace, target, key.id, OK, latency)
                         self._usage(trace, target, result)
+                        self._record(trace, target, key.id, OK, latency)
                     return result
         if failed and (attempts >= retry.attempts or not no_key):
             raise failed[1]
@@ -283,6 +287,8 @@ class Relay:
             key_id, target.model, outcome, latency_ms=latency_ms,
             retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
             error=exc.message if exc else None,
+            tokens=trace.usage.total if outcome == OK and trace.usage else 0,
+            limits=exc.limits if exc else trace.limits,
         )
         error = exc.message if exc else None
         status = exc.upstream_status if exc else 200
@@ -405,15 +411,19 @@ def _ms_since(started: float) -> float:
 
 def _merge_no_key(errors: list[NoKeyAvailable]) -> NoKeyAvailable:
     """One answer for 'no key for any target': cooling with the soonest return when some target's key
-    comes back by itself, else 503; the diagnosis covers every target."""
+    comes back by itself, else 503; the diagnosis (and the per-key capacity) covers every target."""
     if len(errors) == 1:
         return errors[0]
     diagnosis = [d for e in errors for d in e.diagnosis]
     waits = [e.retry_after for e in errors if e.retry_after is not None]
     if waits:
         soonest = min(waits)
-        return NoKeyAvailable("every upstream key for every target of this model is rate-limited or "
-                              f"recovering; retry in {max(1, math.ceil(soonest))}s",
-                              retry_after=soonest, diagnosis=diagnosis)
+        merged = NoKeyAvailable("every upstream key for every target of this model is rate-limited or "
+                                f"recovering; retry in {max(1, math.ceil(soonest))}s",
+                                retry_after=soonest, diagnosis=diagnosis)
+        keys = [k for e in errors if isinstance(e.details, dict) for k in e.details.get("keys", [])]
+        if keys:
+            merged.details = {"keys": keys}
+        return merged
     return NoKeyAvailable("no upstream key can serve any target of this model right now",
                           diagnosis=diagnosis)

@@ -85,7 +85,8 @@ BODY = """
 <table id="keys">
   <thead><tr>
     <th>Key</th><th>Provider</th><th>Label</th><th>Hint</th><th>Enabled</th><th>Status</th>
-    <th>Weight</th><th>Health</th><th>Circuit</th><th>Cooldowns</th><th>Requests</th><th>Errors</th>
+    <th>Weight</th><th>Health</th><th>Circuit</th><th>Cooldowns</th><th>Quota (used / limit)</th>
+    <th>Requests</th><th>Errors</th>
     <th>Last error</th><th>Actions</th>
   </tr></thead>
   <tbody></tbody>
@@ -206,6 +207,14 @@ function button(td, label, action, id) {
   td.appendChild(b);
 }
 
+const WINDOW_NAMES = {rpd: "requests today", tpd: "tokens today", rpm: "requests this minute",
+                      tpm: "tokens this minute"};
+function quotaText(limits) {  // "gemini-2.5-flash: 3 / 250 requests today, 1 / 10 requests this minute"
+  return Object.entries(limits || {}).map(([model, windows]) => model + ": " +
+    ["rpd", "tpd", "rpm", "tpm"].filter((w) => windows[w])
+      .map((w) => windows[w].used + " / " + windows[w].limit + " " + WINDOW_NAMES[w]).join(", ")).join("; ");
+}
+
 function render(keys) {
   const tbody = $("#keys tbody");
   tbody.replaceChildren();
@@ -224,6 +233,7 @@ function render(keys) {
     cell(tr, k.circuit + (k.circuit_seconds_left ? " (" + k.circuit_seconds_left + " s)" : ""),
          k.circuit === "closed" ? "ok" : "warn");
     cell(tr, Object.entries(k.cooldowns || {}).map(([m, s]) => m + ": " + s + " s").join(", "));
+    cell(tr, quotaText(k.limits), "quota");
     cell(tr, k.requests, "num");
     cell(tr, k.errors, "num");
     cell(tr, k.last_error, "err");

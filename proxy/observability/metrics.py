@@ -37,6 +37,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from proxy import __version__
 from proxy.config import TargetConfig
+from proxy.observability.quota import key_quota_metrics
 from proxy.relay import Attempt, Observer
 
 if TYPE_CHECKING:
@@ -233,7 +234,9 @@ class KeyStateCollector:
                                   labels=["version"])
         build.add_metric([__version__], 1.0)
         yield build
-        yield from key_state_metrics(self.pool.describe())
+        keys = self.pool.describe()
+        yield from key_state_metrics(keys)
+        yield from key_quota_metrics(keys)
 
 
 def endpoint(request: Request) -> str:

@@ -8,10 +8,11 @@ from .catalog import SqlCatalog
 from .clients import SqlClients
 from .keys import SqlKeys
 from .limits import SqlLimits
+from .quota import SqlQuota
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlCatalog):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
