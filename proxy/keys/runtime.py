@@ -185,7 +185,7 @@ class RuntimeKeys:
              clock: Callable[[], float] = time.monotonic) -> dict:
         """A live probe through the provider's adapter: ``{ok, outcome, latency_ms, error}`` (outcome one
         of ok / quota / auth / transient / client). Audited; the key's state is left as it is."""
-        if not self.pool.knows(kid):
+        if self.pool.get(kid) is None:  # get() looks at the store first: added through another worker
             raise KeyError(kid)
         key = self.pool.key(kid)
         if key is None:
