@@ -10,6 +10,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,11 @@ def request_lines(gw: Server, rids: set[str]) -> list[dict]:
             if e.get("event") == "request" and e.get("request_id") in rids]
 
 
+def wall(stamp: str) -> float:
+    """A log line's ``time`` (``2026-01-01T00:00:00.123Z``, UTC) as epoch seconds."""
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+
+
 def until_every_worker_answered(gw: Server, deadline_s: float) -> tuple[dict[str, int], list[dict]]:
     """Chat requests in batches of 4 (fresh connections) until both workers have answered one, for at
     most ``deadline_s``: {request id: status}, and their log lines."""
@@ -85,14 +91,15 @@ def until_every_worker_answered(gw: Server, deadline_s: float) -> tuple[dict[str
 def test_added_key_is_used_by_every_worker_within_1s_and_dropped_as_fast(gw, mock):
     secret = new_secret("spread")
     r = api(gw, "POST", "/keys", json={"provider": "gem", "key": secret, "label": "spread"})
-    added_at = time.monotonic()
+    added_at = time.time()
     assert r.status_code == 201, r.text
     kid, adder = r.json()["id"], int(r.headers["X-Keyrelay-Worker"])
     assert secret not in r.text
     statuses, lines = until_every_worker_answered(gw, 1.0)
-    first_other = min((e["time"] for e in lines if e["pid"] != adder), default=None)
-    assert time.monotonic() - added_at < 1.5  # the loop's deadline, plus the batch in flight
-    assert first_other is not None, f"the other worker answered no request within 1 s: {lines}"
+    others = [wall(e["time"]) for e in lines if e["pid"] != adder]
+    assert others, f"the other worker answered no request within 1 s: {lines}"
+    print(f"first answer of the other worker with the new key {min(others) - added_at:.3f} s after the add")
+    assert min(others) - added_at < 1.0
     assert set(statuses.values()) == {200}, statuses  # the only enabled key: every answer used it
     assert {e["key_id"] for e in lines} == {kid} and {e["pid"] for e in lines} == set(gw.worker_pids())
     assert mock.count(key=secret) >= len(statuses)
