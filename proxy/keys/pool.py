@@ -153,8 +153,7 @@ class KeyPool:
                                  {"retired": True, "weight_override": old.weight_override},
                                  {"retired": False, "weight_override": None, "weight": weight})
             for kid, st in known.items():
-                retired = st.retired
-                if kid not in secrets and kid not in runtime and not retired:
+                if kid not in secrets and kid not in runtime and not st.retired:
                     tx.update(kid, retired=True, retired_at=now)
                     tx.add_audit(now, "config", "retire", kid, {"retired": False}, {"retired": True})
         with self._lock:
