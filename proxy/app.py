@@ -18,6 +18,7 @@ from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
+from proxy.keys.runtime import RuntimeKeys, vault_for
 from proxy.observability.metrics import endpoint as url_rule
 from proxy.observability.tracing import Tracing
 from proxy.providers import http
@@ -38,6 +39,7 @@ class Gateway:
     clients: Gate = field(init=False)  # client keys, limits, usage
     catalog: Catalog = field(init=False)  # model catalog: prices, context windows, free models
     tracing: Tracing | None = None  # OpenTelemetry, started with the background work when configured
+    runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -47,6 +49,7 @@ class Gateway:
         self.catalog = self.relay.catalog or Catalog(self.config, self.pool.store)
         self.relay.catalog = self.catalog
         self.clients.usage.fallback_price = self.catalog.price  # config prices still win
+        self.runtime = RuntimeKeys.for_config(self.pool, self.config)
 
     def close(self) -> None:
         """Flush what is batched (usage records, key counters, spans) and release the database."""
@@ -133,7 +136,7 @@ def create_app(config: Config) -> Flask:
         db.migrate(conn)
     finally:
         conn.close()
-    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
+    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False, vault=vault_for(config))
     pool.sync(key_specs(config))
     for p in config.providers:  # each reads its proxy environment now, and warns of tls.verify: false
         http.transport_for(p)

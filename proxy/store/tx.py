@@ -9,10 +9,11 @@ from .clients import SqlClients
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
+from .runtime_keys import SqlRuntimeKeys
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
