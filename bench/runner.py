@@ -160,6 +160,7 @@ class Keyrelay:
                 {"name": "bench-openai", "targets": [{"provider": "oai", "model": "gpt-bench"}]},
             ],
             "auth": {"mode": "open"},  # the bench drives keyrelay without client keys
+            "catalog": {"sources": []},  # no internet: no background catalog fetches in a measurement
             **(extra or {}),
         }
         cfg = self.dir / "keyrelay.yaml"
