@@ -79,9 +79,10 @@ def migrate(conn: sqlite3.Connection, directory: Path = MIGRATIONS_DIR) -> list[
             f"database schema version {current} is newer than this keyrelay (knows up to {latest}); "
             "upgrade keyrelay or use another database file"
         )
+    applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     done = []
     for version, name, path in available_migrations(directory):
-        if version <= current:
+        if version in applied:  # by number, not "above the newest": a lower one merged later still runs
             continue
         sql = path.read_text()
         try:
@@ -122,11 +123,13 @@ def _statements(sql: str) -> list[str]:
 def check_ready(conn: sqlite3.Connection) -> str | None:
     """None when the database is usable and fully migrated, else the reason (reads only)."""
     try:
-        row = conn.execute("SELECT MAX(version) FROM schema_migrations").fetchone()
+        applied = {int(v) for (v,) in conn.execute("SELECT version FROM schema_migrations")}
     except sqlite3.DatabaseError as exc:
         return f"database unusable: {exc}"
-    current = int(row[0] or 0)
+    current = max(applied, default=0)
     latest = code_version()
-    if current != latest:
-        return f"database schema at version {current}, code expects {latest}"
+    missing = [v for v, _, _ in available_migrations() if v not in applied]
+    if current != latest or missing:
+        return f"database schema at version {current}, code expects {latest}" + (
+            f" (migrations {', '.join(map(str, missing))} not applied)" if missing else "")
     return None
