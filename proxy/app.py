@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from proxy.cache.service import ResponseCache
 from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
@@ -32,12 +33,14 @@ class Gateway:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
+    cache: ResponseCache = field(init=False)  # the response cache (entries in the store)
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
         self.clients = Gate(self.config, self.pool.store)
+        self.cache = ResponseCache(self.config, self.pool.store)
 
     def close(self) -> None:
         """Flush what is batched (usage records, key counters) and release the database."""
@@ -175,7 +178,8 @@ def _finished(entry: dict, latency_ms: float, trace: Trace | None, state: dict) 
         status=entry["status"], outcome=trace.attempts[-1].outcome if trace and trace.attempts else None,
         usage=trace.usage if trace else None, latency_ms=latency_ms,
         first_byte_ms=trace.first_byte_ms if trace else None, stream=entry["_stream"],
-        admission=state.get("admission"), streamed_chars=trace.streamed_chars if trace else 0)
+        admission=state.get("admission"), streamed_chars=trace.streamed_chars if trace else 0,
+        cached=bool(trace and trace.cached))
 
 
 def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:

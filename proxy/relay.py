@@ -63,6 +63,7 @@ class Trace:
     first_byte_ms: float | None = None
     usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
     streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
+    cached: bool = False  # answered from the response cache (proxy/cache): no upstream call, $0
 
     @property
     def route_name(self) -> str | None:

@@ -271,4 +271,4 @@ def reload() -> Response:
                     "notices": [redact(n, new) for n in new.notices]})
 
 
-from proxy.api import admin_clients, admin_usage  # noqa: E402,F401 - their routes join ``api``
+from proxy.api import admin_cache, admin_clients, admin_usage  # noqa: E402,F401 - their routes join ``api``

@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import SqlAudit
+from .cache import SqlCache
 from .clients import SqlClients
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlCache):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -1,0 +1,188 @@
+"""``ResponseCache``: one per worker (``Gateway.cache``); every entry lives in the shared store.
+
+A request's ``Lookup`` (``begin``): the plan (``policy``), the key (``key``), the stored answer on a
+HIT. After the relay answered, ``keep`` stores a complete answer; ``keep_chunks`` (OpenAI chunks) and
+``keep_frames`` (Anthropic SSE frames) pass a stream through and store it only when it ended complete
+(a stream that ended with an error, was cut short or left by its client is not stored). A store that
+cannot be reached within its short wait makes a MISS and skips the store: the cache never fails a
+request.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import orjson
+
+from proxy.cache import policy
+from proxy.cache.key import SHORT, cache_key
+from proxy.cache.policy import BYPASS, HIT, Plan
+from proxy.cache.replay import assemble_chunks, assemble_events
+from proxy.clients.model import Client
+from proxy.config import Config
+from proxy.store.base import KeyStore, StoreUnavailable
+from proxy.store.cache import CacheTx
+
+log = logging.getLogger("keyrelay")
+
+LOOKUP_WAIT_S = 0.25  # a locked store makes a MISS after this, never a failed request
+STORE_WAIT_S = 0.5
+ANONYMOUS = "anonymous"  # the scope of requests without a client (open gateway) under scope: client
+
+
+@dataclass
+class Lookup:
+    """What the cache did and does for one request; ``status`` None: no cache is configured."""
+
+    cache: ResponseCache | None = None
+    plan: Plan | None = None
+    endpoint: str = ""
+    model: str = ""
+    key: str | None = None
+    raw: bytes | None = None  # the stored answer (JSON) on a HIT
+    answer: dict | None = field(default=None, repr=False)
+
+    @property
+    def status(self) -> str | None:
+        if self.answer is not None:
+            return HIT
+        return self.plan.status if self.plan else None
+
+    def headers(self) -> dict[str, str]:
+        status = self.status
+        if status is None:
+            return {}
+        out = {"x-keyrelay-cache": status}
+        if self.key and status in (HIT, policy.MISS):
+            out["x-keyrelay-cache-key"] = self.key[:SHORT]
+        return out
+
+    @property
+    def storing(self) -> bool:
+        return self.cache is not None and self.plan is not None and self.plan.store and self.answer is None
+
+    def keep(self, answer: dict) -> dict:
+        """Store a complete answer (when this request stores); returns it unchanged."""
+        if self.storing:
+            assert self.cache is not None
+            self.cache.put(self, answer)
+        return answer
+
+    def keep_chunks(self, chunks: Iterator[dict]) -> Iterator[dict]:
+        """OpenAI chunks, passed through; the completion they make is stored once the stream ended
+        complete (every choice with a finish reason)."""
+        return self._tap(chunks, lambda seen: assemble_chunks(seen)) if self.storing else chunks
+
+    def keep_frames(self, frames: Iterator[bytes]) -> Iterator[bytes]:
+        """Anthropic SSE frames (one event each), passed through; the message they make is stored once
+        the stream ended with ``message_stop`` and no ``error`` event."""
+        return self._tap(frames, lambda seen: assemble_events(_frame(f) for f in seen)) if self.storing \
+            else frames
+
+    def _tap(self, items: Iterator[Any], assemble: Callable[[list], dict | None]) -> Iterator[Any]:
+        seen: list = []
+        try:
+            for item in items:
+                seen.append(item)
+                yield item
+        finally:
+            closer = getattr(items, "close", None)
+            if closer is not None:
+                closer()
+        # here only when the stream ended by itself: an error or a client gone raised past this point
+        answer = assemble(seen)
+        if answer is not None:
+            self.keep(answer)
+
+
+def _frame(frame: bytes) -> tuple[str, dict]:
+    event, data = "", {}
+    for line in frame.split(b"\n"):
+        if line.startswith(b"event: "):
+            event = line[7:].decode()
+        elif line.startswith(b"data: "):
+            data = orjson.loads(line[6:])
+    return event, data
+
+
+class ResponseCache:
+    def __init__(self, config: Config, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+        self.config, self.store, self.clock = config, store, clock
+        self.active = policy.any_cache(config)
+        from proxy.cache import metrics  # lazily: see proxy/cache/metrics.py
+        self.metrics = metrics
+
+    def begin(self, endpoint: str, body: dict, headers: Any, client: Client | None, model: str) -> Lookup:
+        """Plan one request and, unless it bypasses or refreshes, look its answer up."""
+        if not self.active:
+            return Lookup()
+        settings = policy.settings_for(self.config, model)
+        plan = policy.plan(settings, body, headers.get("Cache-Control"), headers.get(policy.TTL_HEADER))
+        look = Lookup(self, plan, endpoint, model)
+        if plan.status == BYPASS or settings is None:
+            self.metrics.REQUESTS.labels("bypass").inc()
+            return look
+        scope = (client.id if client else ANONYMOUS) if settings.scope == "client" else ""
+        try:
+            look.key = cache_key(endpoint, body, scope)
+        except (TypeError, orjson.JSONEncodeError):  # nothing orjson parsed can fail here; if it did: bypass
+            look.plan = Plan(BYPASS)
+            self.metrics.REQUESTS.labels("bypass").inc()
+            return look
+        if plan.lookup:
+            look.raw = self._get(look.key)
+            if look.raw is not None:
+                look.answer = orjson.loads(look.raw)
+        self.metrics.REQUESTS.labels(look.status.lower() if look.status else "bypass").inc()
+        return look
+
+    def _get(self, key: str) -> bytes | None:
+        try:
+            with self.store.transaction(timeout=LOOKUP_WAIT_S) as tx:
+                return cast(CacheTx, tx).cache_lookup(key, self.clock())
+        except StoreUnavailable as exc:
+            log.warning("cache lookup skipped: %s", exc, extra={"event": "cache_unavailable"})
+            return None
+
+    def put(self, look: Lookup, answer: dict) -> None:
+        assert look.key is not None and look.plan is not None
+        settings = self.config.cache
+        raw = orjson.dumps(answer)
+        if len(raw) > settings.max_bytes:
+            return  # larger than the whole cache: it would only evict everything else
+        now = self.clock()
+        try:
+            with self.store.transaction(timeout=STORE_WAIT_S) as tx:
+                evicted = cast(CacheTx, tx).cache_put(look.key, look.endpoint, look.model, raw, now,
+                                                      now + look.plan.ttl_s, settings.max_entries,
+                                                      settings.max_bytes)
+        except StoreUnavailable as exc:
+            log.warning("cache store skipped: %s", exc, extra={"event": "cache_unavailable"})
+            return
+        self.metrics.STORES.inc()
+        self.metrics.STORED_BYTES.inc(len(raw))
+        if evicted:
+            self.metrics.EVICTIONS.inc(evicted)
+
+    def stats(self) -> dict:
+        """``GET /admin/api/cache``: counts, size, bounds, hit ratio (over every worker, from the store)."""
+        with self.store.snapshot() as tx:
+            totals = cast(CacheTx, tx).cache_totals()
+        looked = totals.get("hits", 0) + totals.get("misses", 0)
+        return {"enabled": self.active, **totals, "max_entries": self.config.cache.max_entries,
+                "max_bytes": self.config.cache.max_bytes,
+                "hit_ratio": round(totals.get("hits", 0) / looked, 4) if looked else None}
+
+    def totals(self) -> dict[str, int]:
+        try:
+            with self.store.snapshot() as tx:
+                return cast(CacheTx, tx).cache_totals()
+        except StoreUnavailable:
+            return {}
+
+    def clear(self) -> int:
+        with self.store.transaction() as tx:
+            return cast(CacheTx, tx).cache_clear()
