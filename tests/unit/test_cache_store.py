@@ -1,0 +1,140 @@
+"""The cache's rows (proxy/store/cache.py) and ResponseCache over a real SQLite file, with an injected
+clock: TTL, least-recently-used eviction by entries and by bytes, totals, clear."""
+from __future__ import annotations
+
+from typing import cast
+
+import pytest
+
+from proxy.cache.service import ResponseCache
+from proxy.clients.model import Client
+from proxy.config import parse_config
+from proxy.store.cache import CacheTx
+from proxy.store.sqlite import SQLiteStore
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(tmp_path / "cache.db")
+    yield s
+    s.close()
+
+
+def put(store, key, size=10, now=0.0, ttl=100.0, max_entries=3, max_bytes=10**6):
+    with store.transaction() as tx:
+        return cast(CacheTx, tx).cache_put(key, "/e", "m", b"x" * size, now, now + ttl, max_entries, max_bytes)
+
+
+def get(store, key, now=0.0):
+    with store.transaction() as tx:
+        return cast(CacheTx, tx).cache_lookup(key, now)
+
+
+def totals(store):
+    with store.snapshot() as tx:
+        return cast(CacheTx, tx).cache_totals()
+
+
+def test_ttl(store):
+    put(store, "a", now=0, ttl=10)
+    assert get(store, "a", now=9.99) == b"x" * 10
+    assert get(store, "a", now=10) is None  # expired: deleted
+    t = totals(store)
+    assert (t["entries"], t["bytes"], t["hits"], t["misses"], t["expired"]) == (0, 0, 1, 1, 1)
+
+
+def test_lru_eviction_by_entries(store):
+    for i, k in enumerate("abc"):
+        put(store, k, now=i)
+    assert get(store, "a", now=3)  # a is now the most recently used; b the least
+    assert put(store, "d", now=4) == 1
+    assert get(store, "b", now=5) is None
+    assert all(get(store, k, now=6) for k in "acd")
+    t = totals(store)
+    assert (t["entries"], t["bytes"], t["evictions"]) == (3, 30, 1)
+
+
+def test_lru_eviction_by_bytes(store):
+    put(store, "a", size=40, now=0, max_bytes=100)
+    put(store, "b", size=40, now=1, max_bytes=100)
+    assert put(store, "c", size=50, now=2, max_bytes=100) == 1  # a goes: 40 + 50 <= 100
+    assert get(store, "a", now=3) is None and get(store, "b", now=3) and get(store, "c", now=3)
+    assert totals(store)["bytes"] == 90
+
+
+def test_replacing_an_entry_keeps_the_totals_exact(store):
+    put(store, "a", size=10)
+    put(store, "a", size=25, now=1)
+    t = totals(store)
+    assert (t["entries"], t["bytes"], t["stores"]) == (1, 25, 2)
+    with store.snapshot() as tx:
+        assert tx._run("SELECT COUNT(*), SUM(bytes) FROM cache_entries").fetchone()[:] == (1, 25)
+
+
+def test_expired_entries_are_purged_by_stores(store):
+    put(store, "old", now=0, ttl=1)
+    put(store, "new", now=5)
+    t = totals(store)
+    assert (t["entries"], t["expired"], t["evictions"]) == (1, 1, 0)
+
+
+def test_clear(store):
+    put(store, "a")
+    put(store, "b")
+    with store.transaction() as tx:
+        assert cast(CacheTx, tx).cache_clear() == 2
+    assert (totals(store)["entries"], totals(store)["bytes"]) == (0, 0)
+    assert get(store, "a") is None
+
+
+def cache_config(**cache):
+    return parse_config({"providers": [{"name": "mock", "type": "mock"}],
+                         "models": [{"name": "m", "targets": [{"provider": "mock", "model": "x"}]}],
+                         "cache": {"enabled": True, **cache}})
+
+
+BODY = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+ANSWER = {"id": "1", "choices": [{"index": 0, "finish_reason": "stop", "message": {"content": "yo"}}]}
+ALICE, BOB = Client("c_alice", "alice"), Client("c_bob", "bob")
+
+
+def test_service_ttl_header_and_injected_clock(store):
+    clock = Clock()
+    cache = ResponseCache(cache_config(ttl_s=60), store, clock)
+    miss = cache.begin("/v1/chat/completions", BODY, {"x-keyrelay-cache-ttl": "5"}, ALICE, "m")
+    assert miss.status == "MISS" and miss.keep(ANSWER) is ANSWER
+    clock.now += 4.9
+    hit = cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m")
+    assert hit.status == "HIT" and hit.answer == ANSWER and hit.headers()["x-keyrelay-cache-key"] == miss.key[:16]
+    clock.now += 0.2
+    assert cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").status == "MISS"
+
+
+def test_service_scopes(store):
+    for scope, bob_sees in (("client", False), ("shared", True)):
+        cache = ResponseCache(cache_config(scope=scope), store, Clock())
+        cache.clear()
+        cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").keep(ANSWER)
+        assert (cache.begin("/v1/chat/completions", BODY, {}, BOB, "m").status == "HIT") is bob_sees
+        assert cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").status == "HIT"
+
+
+def test_service_refresh_bypass_and_limits(store):
+    cache = ResponseCache(cache_config(max_bytes=100), store, Clock())
+    assert cache.begin("/v1/chat/completions", BODY, {"Cache-Control": "no-store"}, ALICE, "m").storing is False
+    refresh = cache.begin("/v1/chat/completions", BODY, {"Cache-Control": "no-cache"}, ALICE, "m")
+    assert refresh.status == "REFRESH" and refresh.headers() == {"x-keyrelay-cache": "REFRESH"}
+    refresh.keep({"big": "x" * 200})  # larger than the whole cache: not stored
+    assert cache.stats()["entries"] == 0
+    refresh.keep(ANSWER)
+    assert cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").answer == ANSWER
+    stats = cache.stats()
+    assert stats["hit_ratio"] == 1.0 and stats["entries"] == 1 and stats["max_bytes"] == 100
