@@ -30,7 +30,8 @@ def store(tmp_path):
 
 def put(store, key, size=10, now=0.0, ttl=100.0, max_entries=3, max_bytes=10**6):
     with store.transaction() as tx:
-        return cast(CacheTx, tx).cache_put(key, "/e", "m", b"x" * size, now, now + ttl, max_entries, max_bytes)
+        return cast(CacheTx, tx).cache_put(key, "/e", "m", b"x" * size, now, now + ttl, max_entries,
+                                           max_bytes)
 
 
 def get(store, key, now=0.0):
@@ -113,7 +114,8 @@ def test_service_ttl_header_and_injected_clock(store):
     assert miss.status == "MISS" and miss.keep(ANSWER) is ANSWER
     clock.now += 4.9
     hit = cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m")
-    assert hit.status == "HIT" and hit.answer == ANSWER and hit.headers()["x-keyrelay-cache-key"] == miss.key[:16]
+    assert hit.status == "HIT" and hit.answer == ANSWER
+    assert hit.headers()["x-keyrelay-cache-key"] == miss.key[:16]
     clock.now += 0.2
     assert cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").status == "MISS"
 
@@ -129,7 +131,8 @@ def test_service_scopes(store):
 
 def test_service_refresh_bypass_and_limits(store):
     cache = ResponseCache(cache_config(max_bytes=100), store, Clock())
-    assert cache.begin("/v1/chat/completions", BODY, {"Cache-Control": "no-store"}, ALICE, "m").storing is False
+    bypass = cache.begin("/v1/chat/completions", BODY, {"Cache-Control": "no-store"}, ALICE, "m")
+    assert bypass.status == "BYPASS" and not bypass.storing and bypass.key is None
     refresh = cache.begin("/v1/chat/completions", BODY, {"Cache-Control": "no-cache"}, ALICE, "m")
     assert refresh.status == "REFRESH" and refresh.headers() == {"x-keyrelay-cache": "REFRESH"}
     refresh.keep({"big": "x" * 200})  # larger than the whole cache: not stored
