@@ -333,6 +333,7 @@ class Target:
     body: str
     headers: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()  # processes whose CPU we account (keyrelay workers)
+    unique: str = ""  # a marker in the body made unique per request (bench.load --unique)
 
 
 def load(
@@ -367,6 +368,8 @@ def load(
     ]
     for h in t.headers:
         args += ["--header", h]
+    if t.unique:
+        args += ["--unique", t.unique]
     if stream:
         args += ["--stream", "--expect-chunks", str(chunks)]
     cpu0 = cpu_seconds(list(t.pids))
@@ -498,6 +501,7 @@ class Bench:
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
         self.client_keys(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
+        self.cache_hits(n=1000 if q else 5000, d=3 if q else 8, rounds=2 if q else 3)
         if self.a.litellm:
             self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
@@ -853,6 +857,62 @@ class Bench:
             kopen.close()
             kkeys.close()
 
+    def run_phase(self, phase: str) -> dict:
+        """``--phase``: one scenario alone (today: ``cache``)."""
+        self.mock = Mock(chunks=10, gap_ms=200)
+        MOCK_PIDS[:] = [self.mock.pid]
+        q = self.quick
+        if phase == "cache":
+            self.cache_hits(n=1000 if q else 5000, d=3 if q else 8, rounds=2 if q else 3)
+        self.results["load_after"] = os.getloadavg()
+        self.results["rows"] = self.rows
+        return self.results
+
+    def cache_hits(self, n: int, d: float, rounds: int) -> None:
+        """Issue 17: the response cache through the same gateway (1 worker): a HIT (the same request
+        again), a MISS (every request unique: lookup, upstream call, store) and no cache at all
+        (``Cache-Control: no-store``), measured in turn, at c=1 (latency) and c=16 (throughput). The
+        mock upstream answers at once: a real upstream's latency would only widen the gap."""
+        print("\n[7] response cache: HIT vs MISS vs no-store through one gateway, 1 worker", flush=True)
+        cached = {"cache": {"enabled": True, "max_entries": 1_000_000, "max_bytes": 2**31}}
+        kr = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "cache", cached)
+        marker = "U" * 16
+        unique_body = json.dumps({**json.loads(OPENAI_BODY),
+                                  "messages": [{"role": "user", "content": f"Say hello {marker}."}]})
+        try:
+            url, pids = kr.url + "/v1/chat/completions", tuple(kr.worker_pids())
+            targets = [Target("hit", url, OPENAI_BODY, (), pids),
+                       Target("miss", url, unique_body, (), pids, unique=marker),
+                       Target("no-store", url, OPENAI_BODY, ("Cache-Control: no-store",), pids)]
+            for t_ in targets:
+                warm = load(t_, c=8, n=500, d=5)
+                if warm["errors"]:
+                    raise RuntimeError(f"{t_.name}: {warm['errors']} errors while warming up")
+            out: dict = {}
+            for c, reqs in ((1, max(200, n // 4)), (16, n)):
+                runs: dict[str, list[dict]] = {t_.name: [] for t_ in targets}
+                for _ in range(rounds):
+                    for t_ in targets:
+                        runs[t_.name].append(load(t_, c=c, n=reqs, d=d))
+                o = {name: {"p50_ms": med(rs, "latency_ms", "p50"), "p99_ms": med(rs, "latency_ms", "p99"),
+                            "rps": med(rs, "rps"), "cpu_ms_per_req": med(rs, "cpu_ms_per_req"),
+                            "errors": total(rs, "errors")} for name, rs in runs.items()}
+                out[f"c{c}"] = o
+                print(f"  c={c}: " + "; ".join(
+                    f"{name} p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, {v['rps']} req/s, "
+                    f"{v['cpu_ms_per_req']} ms CPU/req, errors {v['errors']}" for name, v in o.items()),
+                    flush=True)
+            self.results["cache"] = out
+            c1, c16 = out["c1"], out["c16"]
+            hit_ms, miss_ms = c1["hit"]["p50_ms"], c1["miss"]["p50_ms"]
+            self.row("cache HIT vs MISS latency p50, c=1", f"{hit_ms} / {miss_ms} ms", "hit < miss",
+                     bool(hit_ms and miss_ms and hit_ms < miss_ms))
+            hit_rps, miss_rps = c16["hit"]["rps"], c16["miss"]["rps"]
+            self.row("cache HIT vs MISS throughput, c=16", f"{hit_rps} / {miss_rps} req/s", "hit > miss",
+                     bool(hit_rps and miss_rps and hit_rps > miss_rps))
+        finally:
+            kr.close()
+
     def litellm(self, venv: Path, rounds: int) -> None:
         """keyrelay vs LiteLLM, both one worker in front of the same mock's OpenAI dialect, measured in
         turn with direct-to-mock (direct, keyrelay, LiteLLM, direct, ...)."""
@@ -970,6 +1030,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--max-seconds", type=float, default=0, help="watchdog (default 900, quick 120; +240 with --litellm)"
     )
+    ap.add_argument("--phase", choices=("cache",), help="run only this scenario (with its own mock)")
     args = ap.parse_args(argv)
     limit = args.max_seconds or (120 if args.quick else 900) + (240 if args.litellm else 0)
 
@@ -985,7 +1046,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
     started = time.monotonic()
     try:
-        results = bench.run()
+        results = bench.run_phase(args.phase) if args.phase else bench.run()
     except KeyboardInterrupt:
         return 130
     finally:

@@ -314,6 +314,8 @@ def test_admin_view_clear_and_metrics(gw):
     req = body(unique("admin"))
     post(gw, req)
     assert post(gw, req).headers["x-keyrelay-cache"] == "HIT"
+    assert post(gw, req, **{"Cache-Control": "no-cache"}).headers["x-keyrelay-cache"] == "REFRESH"
+    assert post(gw, req, **{"Cache-Control": "no-store"}).headers["x-keyrelay-cache"] == "BYPASS"
     stats = requests.get(gw.url + "/admin/api/cache", headers=admin, timeout=10).json()
     assert stats["entries"] >= 1 and stats["bytes"] > 0 and stats["hits"] >= 1 and 0 < stats["hit_ratio"] < 1
     assert stats["max_entries"] == 10000
