@@ -192,6 +192,8 @@ def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
             attempts=len(trace.attempts),
             upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
         )
+        if trace.cached:
+            entry["cached"] = True  # answered from the response cache
         if trace.attempts and trace.attempts[-1].outcome not in ("ok", "client"):
             entry["upstream_error"] = trace.attempts[-1].error
     log.info("request", extra=entry)
