@@ -19,7 +19,7 @@ import orjson
 
 from proxy.cache import policy
 from proxy.cache.key import SHORT, cache_key
-from proxy.cache.policy import BYPASS, HIT, Plan
+from proxy.cache.policy import HIT, Plan
 from proxy.cache.replay import assemble_chunks, assemble_events
 from proxy.clients.model import Client
 from proxy.config import Config
@@ -122,16 +122,11 @@ class ResponseCache:
         settings = policy.settings_for(self.config, model)
         plan = policy.plan(settings, body, headers.get("Cache-Control"), headers.get(policy.TTL_HEADER))
         look = Lookup(self, plan, endpoint, model)
-        if plan.status == BYPASS or settings is None:
+        if plan.settings is None:  # BYPASS
             self.metrics.REQUESTS.labels("bypass").inc()
             return look
-        scope = (client.id if client else ANONYMOUS) if settings.scope == "client" else ""
-        try:
-            look.key = cache_key(endpoint, body, scope)
-        except (TypeError, orjson.JSONEncodeError):  # nothing orjson parsed can fail here; if it did: bypass
-            look.plan = Plan(BYPASS)
-            self.metrics.REQUESTS.labels("bypass").inc()
-            return look
+        scope = (client.id if client else ANONYMOUS) if plan.settings.scope == "client" else ""
+        look.key = cache_key(endpoint, body, scope)
         if plan.lookup:
             look.raw = self._get(look.key)
             if look.raw is not None:
