@@ -43,8 +43,9 @@ class Gateway:
         self.cache = ResponseCache(self.config, self.pool.store)
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters) and release the database."""
+        """Flush what is batched (usage records, key counters, cache uses) and release the database."""
         self.clients.close()
+        self.cache.close()
         self.pool.close()
 
     def probe(self, key: Key) -> dict:
@@ -81,6 +82,7 @@ class Gateway:
             )
             self.pool.start_flusher()
             self.clients.start()
+            self.cache.start()
             self._revalidator.start()
 
 

@@ -6,10 +6,16 @@ HIT. After the relay answered, ``keep`` stores a complete answer; ``keep_chunks`
 (a stream that ended with an error, was cut short or left by its client is not stored). A store that
 cannot be reached within its short wait makes a MISS and skips the store: the cache never fails a
 request.
+
+A lookup is a read without the write lock. What hits change (an entry's last use for the LRU order,
+the hit / miss counters, entries found expired) is batched per worker and written every
+``FLUSH_INTERVAL_S`` by a background flusher, and at once by this worker's next store (in the same
+transaction, before it evicts anything): the LRU order across workers lags by at most one interval.
 """
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,8 +34,10 @@ from proxy.store.cache import CacheTx
 
 log = logging.getLogger("keyrelay")
 
-LOOKUP_WAIT_S = 0.25  # a locked store makes a MISS after this, never a failed request
+LOOKUP_WAIT_S = 0.25  # the admin view's wait for this worker's flush
 STORE_WAIT_S = 0.5
+FLUSH_INTERVAL_S = 0.25
+MAX_PENDING = 10_000  # distinct entries whose use waits for the flush; past it, uses go unrecorded
 ANONYMOUS = "anonymous"  # the scope of requests without a client (open gateway) under scope: client
 
 
@@ -108,10 +116,19 @@ def _frame(frame: bytes) -> tuple[str, dict]:
     return event, data
 
 
+Batch = tuple[dict[str, tuple[float, int]], dict[str, int], set[str]]  # used, counts, expired
+
+
 class ResponseCache:
-    def __init__(self, config: Config, store: KeyStore, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, config: Config, store: KeyStore, clock: Callable[[], float] = time.time, *,
+                 flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.config, self.store, self.clock = config, store, clock
         self.active = policy.any_cache(config)
+        self.flush_interval_s = flush_interval_s
+        self._lock = threading.Lock()
+        self._pending: Batch = ({}, {}, set())
+        self._stop = threading.Event()
+        self._flusher: threading.Thread | None = None
         from proxy.cache import metrics  # lazily: see proxy/cache/metrics.py
         self.metrics = metrics
 
@@ -135,12 +152,77 @@ class ResponseCache:
         return look
 
     def _get(self, key: str) -> bytes | None:
+        """The live answer under ``key`` (its use batched for the flush), else None."""
+        now = self.clock()
         try:
-            with self.store.transaction(timeout=LOOKUP_WAIT_S) as tx:
-                return cast(CacheTx, tx).cache_lookup(key, self.clock())
+            with self.store.snapshot() as tx:
+                row = cast(CacheTx, tx).cache_get(key)
         except StoreUnavailable as exc:
             log.warning("cache lookup skipped: %s", exc, extra={"event": "cache_unavailable"})
-            return None
+            row = None
+        with self._lock:
+            used, counts, expired = self._pending
+            if row is not None and row[1] > now:
+                at, hits = used.get(key, (now, 0))
+                if hits or len(used) < MAX_PENDING:
+                    used[key] = (max(at, now), hits + 1)
+                counts["hits"] = counts.get("hits", 0) + 1
+                return row[0]
+            if row is not None and len(expired) < MAX_PENDING:
+                expired.add(key)
+            counts["misses"] = counts.get("misses", 0) + 1
+        return None
+
+    def _take(self) -> Batch:
+        with self._lock:
+            batch, self._pending = self._pending, ({}, {}, set())
+        return batch
+
+    def _give_back(self, batch: Batch) -> None:
+        """A batch that could not be written goes back in front of what came meanwhile."""
+        with self._lock:
+            used, counts, expired = self._pending
+            for key, (at, hits) in batch[0].items():
+                now_at, now_hits = used.get(key, (at, 0))
+                used[key] = (max(at, now_at), hits + now_hits)
+            for name, n in batch[1].items():
+                counts[name] = counts.get(name, 0) + n
+            expired |= batch[2]
+
+    def flush(self, timeout: float | None = STORE_WAIT_S) -> bool:
+        """Write this worker's batched uses and counters; False (kept for later) on a locked store."""
+        batch = self._take()
+        if not any(batch):
+            return True
+        try:
+            with self.store.transaction(timeout=timeout) as tx:
+                cast(CacheTx, tx).cache_touch(*batch, self.clock())
+        except StoreUnavailable:
+            self._give_back(batch)
+            return False
+        return True
+
+    def start(self) -> None:
+        """The background flusher (gunicorn's post_worker_init, via Gateway.start_background)."""
+        if self.active and self._flusher is None and not self._stop.is_set():
+            self._flusher = threading.Thread(target=self._loop, name="keyrelay-cache-flush", daemon=True)
+            self._flusher.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.flush_interval_s):
+            try:
+                self.flush()
+            except Exception:  # keep flushing; the next round retries
+                log.exception("cache flush failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout=5)
+        try:
+            self.flush()
+        except Exception:
+            log.exception("cache flush at close failed")
 
     def put(self, look: Lookup, answer: dict) -> None:
         assert look.key is not None and look.plan is not None
@@ -149,12 +231,15 @@ class ResponseCache:
         if len(raw) > settings.max_bytes:
             return  # larger than the whole cache: it would only evict everything else
         now = self.clock()
+        batch = self._take()  # this worker's uses first: the eviction below sees them
         try:
             with self.store.transaction(timeout=STORE_WAIT_S) as tx:
-                evicted = cast(CacheTx, tx).cache_put(look.key, look.endpoint, look.model, raw, now,
-                                                      now + look.plan.ttl_s, settings.max_entries,
-                                                      settings.max_bytes)
+                ctx = cast(CacheTx, tx)
+                ctx.cache_touch(*batch, now)
+                evicted = ctx.cache_put(look.key, look.endpoint, look.model, raw, now, now + look.plan.ttl_s,
+                                        settings.max_entries, settings.max_bytes)
         except StoreUnavailable as exc:
+            self._give_back(batch)
             log.warning("cache store skipped: %s", exc, extra={"event": "cache_unavailable"})
             return
         self.metrics.STORES.inc()
@@ -163,7 +248,9 @@ class ResponseCache:
             self.metrics.EVICTIONS.inc(evicted)
 
     def stats(self) -> dict:
-        """``GET /admin/api/cache``: counts, size, bounds, hit ratio (over every worker, from the store)."""
+        """``GET /admin/api/cache``: counts, size, bounds, hit ratio (over every worker, from the store;
+        this worker's batch is written first, the others' are at most one flush interval old)."""
+        self.flush(timeout=LOOKUP_WAIT_S)
         with self.store.snapshot() as tx:
             totals = cast(CacheTx, tx).cache_totals()
         looked = totals.get("hits", 0) + totals.get("misses", 0)

@@ -2,10 +2,12 @@
 
 ``cache_totals`` keeps ``entries`` and ``bytes`` in step with ``cache_entries`` in the same
 transactions, so a store checks its bounds without counting the table, plus the counters the admin
-view shows (hits, misses, stores, evictions, expired).
+view shows (hits, misses, stores, evictions, expired). A lookup is a plain read (``cache_get``); the
+workers batch what their hits changed (``used_at``, the counters) into ``cache_touch``.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 EVICT_BATCH = 64  # rows read per eviction round
@@ -15,7 +17,9 @@ PURGE_EXPIRED = 32  # expired rows removed by each store (the rest by later ones
 class CacheTx(Protocol):
     """The cache half of a transaction (``proxy.store.tx.SqlTx`` implements it)."""
 
-    def cache_lookup(self, key: str, now: float) -> bytes | None: ...
+    def cache_get(self, key: str) -> tuple[bytes, float] | None: ...
+    def cache_touch(self, used: Mapping[str, tuple[float, int]], counts: Mapping[str, int],
+                    expired: Iterable[str], now: float) -> None: ...
     def cache_put(self, key: str, endpoint: str, model: str, answer: bytes, now: float, expires_at: float,
                   max_entries: int, max_bytes: int) -> int: ...
     def cache_totals(self) -> dict[str, int]: ...
@@ -42,19 +46,25 @@ class SqlCache:
         self._bump(entries=-1, bytes=-int(row[0]))
         return int(row[0])
 
-    def cache_lookup(self, key: str, now: float) -> bytes | None:
-        """The live answer stored under ``key`` (marked used now, counted as a hit), else None (a miss;
-        an expired entry is deleted)."""
+    def cache_get(self, key: str) -> tuple[bytes, float] | None:
+        """The answer stored under ``key`` and when it expires (a read: no write lock needed)."""
         row = self._run("SELECT answer, expires_at FROM cache_entries WHERE key = ?", (key,)).fetchone()
-        if row is not None and row[1] > now:
-            self._run("UPDATE cache_entries SET used_at = ?, hits = hits + 1 WHERE key = ?", (now, key))
-            self._bump(hits=1)
-            return bytes(row[0])
-        if row is not None:
-            self._drop(key)
-            self._bump(expired=1)
-        self._bump(misses=1)
-        return None
+        return None if row is None else (bytes(row[0]), float(row[1]))
+
+    def cache_touch(self, used: Mapping[str, tuple[float, int]], counts: Mapping[str, int],
+                    expired: Iterable[str], now: float) -> None:
+        """Apply a worker's batch: entries used (key → (last use, hits)), counter deltas, and entries
+        found expired (deleted if they still are: a refresh may have replaced them)."""
+        for key, (at, hits) in used.items():
+            self._run("UPDATE cache_entries SET used_at = MAX(used_at, ?), hits = hits + ? WHERE key = ?",
+                      (at, int(hits), key))
+        gone = 0
+        for key in expired:
+            row = self._run("SELECT expires_at FROM cache_entries WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0] <= now:
+                self._drop(key)
+                gone += 1
+        self._bump(**counts, expired=gone)
 
     def cache_put(self, key: str, endpoint: str, model: str, answer: bytes, now: float, expires_at: float,
                   max_entries: int, max_bytes: int) -> int:

@@ -21,6 +21,7 @@ import openai
 import pytest
 import requests
 
+from proxy.cache.service import FLUSH_INTERVAL_S
 from proxy.clients.model import new_key
 from tests.harness import Server
 from tests.mock_upstream import error, reset_after
@@ -316,6 +317,7 @@ def test_admin_view_clear_and_metrics(gw):
     assert post(gw, req).headers["x-keyrelay-cache"] == "HIT"
     assert post(gw, req, **{"Cache-Control": "no-cache"}).headers["x-keyrelay-cache"] == "REFRESH"
     assert post(gw, req, **{"Cache-Control": "no-store"}).headers["x-keyrelay-cache"] == "BYPASS"
+    time.sleep(FLUSHED)  # the other worker's counters too
     stats = requests.get(gw.url + "/admin/api/cache", headers=admin, timeout=10).json()
     assert stats["entries"] >= 1 and stats["bytes"] > 0 and stats["hits"] >= 1 and 0 < stats["hit_ratio"] < 1
     assert stats["max_entries"] == 10000
@@ -346,6 +348,9 @@ def small(tmp_path_factory, mock):
     server = Server(tmp_path_factory.mktemp("cache-small"), config)
     with server:
         yield server
+
+
+FLUSHED = 2 * FLUSH_INTERVAL_S  # every worker has written the uses its hits batched
 
 
 def worker_of(gw: Server, request_id: str) -> int:
@@ -388,9 +393,12 @@ def test_lru_eviction_at_max_entries_across_workers_and_restart(small, mock):
         assert post(small, req, key="").headers["x-keyrelay-cache"] == "MISS"
     hits_on_both_workers(small, a)  # a is now more recently used than b and c
     hits_on_both_workers(small, c)  # and c than b: b is the least recently used
+    time.sleep(FLUSHED)
     assert post(small, d, key="").headers["x-keyrelay-cache"] == "MISS"  # the 4th entry evicts b
     for req in (a, c, d):
         assert post(small, req, key="").headers["x-keyrelay-cache"] == "HIT"
+        time.sleep(0.01)
+    time.sleep(FLUSHED)
     before = calls(mock)
     assert post(small, b, key="").headers["x-keyrelay-cache"] == "MISS" and calls(mock) == before + 1
     # b came back and evicted the least recently used of a, c, d: a (hit before c and d)

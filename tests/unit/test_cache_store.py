@@ -35,8 +35,14 @@ def put(store, key, size=10, now=0.0, ttl=100.0, max_entries=3, max_bytes=10**6)
 
 
 def get(store, key, now=0.0):
+    """A lookup as ResponseCache makes it: a read, then its use written (here at once)."""
+    with store.snapshot() as tx:
+        row = cast(CacheTx, tx).cache_get(key)
+    live = row is not None and row[1] > now
     with store.transaction() as tx:
-        return cast(CacheTx, tx).cache_lookup(key, now)
+        cast(CacheTx, tx).cache_touch({key: (now, 1)} if live else {}, {"hits" if live else "misses": 1},
+                                      [key] if row is not None and not live else [], now)
+    return row[0] if live else None
 
 
 def totals(store):
@@ -52,6 +58,14 @@ def test_ttl(store):
     assert (t["entries"], t["bytes"], t["hits"], t["misses"], t["expired"]) == (0, 0, 1, 1, 1)
 
 
+def test_an_expired_entry_replaced_meanwhile_is_kept(store):
+    put(store, "a", now=0, ttl=10)
+    put(store, "a", now=11, ttl=10)  # refreshed by another worker
+    with store.transaction() as tx:
+        cast(CacheTx, tx).cache_touch({}, {}, ["a"], now=12)
+    assert get(store, "a", now=12)
+
+
 def test_lru_eviction_by_entries(store):
     for i, k in enumerate("abc"):
         put(store, k, now=i)
@@ -61,6 +75,13 @@ def test_lru_eviction_by_entries(store):
     assert all(get(store, k, now=6) for k in "acd")
     t = totals(store)
     assert (t["entries"], t["bytes"], t["evictions"]) == (3, 30, 1)
+
+
+def test_an_older_use_never_moves_an_entry_back(store):
+    put(store, "a", now=5)
+    with store.transaction() as tx:
+        cast(CacheTx, tx).cache_touch({"a": (1.0, 1)}, {}, [], now=6)
+        assert tx._run("SELECT used_at, hits FROM cache_entries").fetchone()[:] == (5.0, 1)
 
 
 def test_lru_eviction_by_bytes(store):
@@ -141,3 +162,48 @@ def test_service_refresh_bypass_and_limits(store):
     assert cache.begin("/v1/chat/completions", BODY, {}, ALICE, "m").answer == ANSWER
     stats = cache.stats()
     assert stats["hit_ratio"] == 1.0 and stats["entries"] == 1 and stats["max_bytes"] == 100
+
+
+def test_service_batches_uses_and_a_store_applies_them_before_evicting(store):
+    clock = Clock()
+    cache = ResponseCache(cache_config(max_entries=2), store, clock)
+    other = ResponseCache(cache_config(max_entries=2), store, clock)  # a second worker
+    bodies = [{**BODY, "messages": [{"role": "user", "content": str(i)}]} for i in range(3)]
+
+    def look(c, i):
+        return c.begin("/v1/chat/completions", bodies[i], {}, None, "m")
+
+    look(cache, 0).keep(ANSWER)
+    clock.now += 1
+    look(cache, 1).keep(ANSWER)
+    clock.now += 1
+    assert look(other, 0).status == "HIT"  # 0 is now used more recently than 1, in other's batch
+    with store.snapshot() as tx:
+        assert cast(CacheTx, tx).cache_totals()["hits"] == 0  # not written yet
+    assert other.flush()
+    clock.now += 1
+    look(cache, 2).keep(ANSWER)  # evicts the least recently used: 1
+    assert [look(cache, i).status for i in (0, 2, 1)] == ["HIT", "HIT", "MISS"]  # cache's batch: unwritten
+    clock.now += 0.5
+    assert look(other, 0).status == "HIT"
+    clock.now += 1
+    look(other, 1).keep(ANSWER)  # other's own use of 0 goes in first: 2 is evicted, not 0
+    assert [look(other, i).status for i in (0, 1, 2)] == ["HIT", "HIT", "MISS"]
+    cache.close()
+    other.close()
+    t = cache.stats()
+    assert (t["hits"], t["misses"], t["evictions"]) == (6, 6, 2)
+
+
+def test_service_flush_keeps_the_batch_when_the_store_is_locked(store, tmp_path):
+    from proxy.store.sqlite import SQLiteStore as Other
+
+    cache = ResponseCache(cache_config(), store, Clock())
+    cache.begin("/v1/chat/completions", BODY, {}, None, "m").keep(ANSWER)
+    assert cache.begin("/v1/chat/completions", BODY, {}, None, "m").status == "HIT"
+    holder = Other(tmp_path / "cache.db")
+    with holder.transaction():
+        assert cache.flush(timeout=0.05) is False  # another connection holds the write lock
+    assert cache.flush() is True
+    assert cache.stats()["hits"] == 1
+    holder.close()
