@@ -44,7 +44,7 @@ def messages() -> Response:
     client_model = body["model"]
     trace = start_trace(client_model, req)
     cached = response_cache.begin(body)
-    if cached.answer is not None:
+    if cached.hit:
         if body.get("stream"):
             return stream_response(iter([encode_event(*e) for e in replay_events(cached.answer)]), trace)
         return response_cache.hit(cached)

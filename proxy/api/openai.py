@@ -44,11 +44,11 @@ def chat_completions() -> Response:
     if body.get("stream"):
         options: dict = body.get("stream_options") or {}  # validated: an object or absent
         wanted = bool(options.get("include_usage"))
-        if cached.answer is not None:
+        if cached.hit:
             return stream_response(sse(iter(replay_chunks(cached.answer)), wanted), trace)
         body["stream_options"] = {**options, "include_usage": True}  # usage feeds the token metrics
         return stream_response(sse(cached.keep_chunks(relay.chat_stream(body, trace)), wanted), trace)
-    if cached.answer is not None:
+    if cached.hit:
         return response_cache.hit(cached)
     return routed(cached.keep(relay.chat(body, trace)), trace)
 

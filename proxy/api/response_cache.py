@@ -13,7 +13,7 @@ def begin(body: dict) -> Lookup:
     the cache's plan and, on a HIT, the stored answer (the trace is marked ``cached``)."""
     look = gateway().cache.begin(request.path, body, request.headers, g.get("client"), g.model)
     g.cache_lookup = look
-    if look.answer is not None:
+    if look.hit:
         g.trace.cached = True
     return look
 

@@ -50,12 +50,25 @@ class Lookup:
     endpoint: str = ""
     model: str = ""
     key: str | None = None
-    raw: bytes | None = None  # the stored answer (JSON) on a HIT
-    answer: dict | None = field(default=None, repr=False)
+    raw: bytes | None = field(default=None, repr=False)  # the stored answer (JSON) on a HIT
+    _answer: dict | None = field(default=None, repr=False)
+
+    @property
+    def hit(self) -> bool:
+        return self.raw is not None
+
+    @property
+    def answer(self) -> dict:
+        """A HIT's stored answer, parsed (a stream replay needs it; a JSON answer is ``raw`` as it is)."""
+        if self.raw is None:
+            raise LookupError("not a cache hit")
+        if self._answer is None:
+            self._answer = orjson.loads(self.raw)
+        return self._answer
 
     @property
     def status(self) -> str | None:
-        if self.answer is not None:
+        if self.hit:
             return HIT
         return self.plan.status if self.plan else None
 
@@ -70,7 +83,7 @@ class Lookup:
 
     @property
     def storing(self) -> bool:
-        return self.cache is not None and self.plan is not None and self.plan.store and self.answer is None
+        return self.cache is not None and self.plan is not None and self.plan.store and not self.hit
 
     def keep(self, answer: dict) -> dict:
         """Store a complete answer (when this request stores); returns it unchanged."""
@@ -146,8 +159,6 @@ class ResponseCache:
         look.key = cache_key(endpoint, body, scope)
         if plan.lookup:
             look.raw = self._get(look.key)
-            if look.raw is not None:
-                look.answer = orjson.loads(look.raw)
         self.metrics.REQUESTS.labels(look.status.lower() if look.status else "bypass").inc()
         return look
 
