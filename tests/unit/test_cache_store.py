@@ -2,6 +2,7 @@
 clock: TTL, least-recently-used eviction by entries and by bytes, totals, clear."""
 from __future__ import annotations
 
+import json
 from typing import cast
 
 import pytest
@@ -207,3 +208,43 @@ def test_service_flush_keeps_the_batch_when_the_store_is_locked(store, tmp_path)
     assert cache.flush() is True
     assert cache.stats()["hits"] == 1
     holder.close()
+
+
+def test_a_stream_is_stored_only_when_it_ended_complete(store):
+    from proxy.cache.replay import replay_chunks, replay_events
+    from proxy.errors import UpstreamError
+
+    completion = {"id": "c", "object": "chat.completion", "created": 1, "model": "m",
+                  "choices": [{"index": 0, "logprobs": None, "finish_reason": "stop",
+                               "message": {"role": "assistant", "content": "hello", "refusal": None}}]}
+    cache = ResponseCache(cache_config(), store, Clock())
+
+    def begin(i: int):
+        return cache.begin("/v1/chat/completions", {**BODY, "n": i}, {}, None, "m")
+
+    def failing():
+        yield from replay_chunks(completion)[:1]
+        raise UpstreamError("upstream went away", outcome="transient")
+
+    gone = begin(1).keep_chunks(iter(replay_chunks(completion)))
+    next(gone)
+    gone.close()  # the client went away
+    broken = begin(2).keep_chunks(failing())
+    with pytest.raises(UpstreamError):
+        list(broken)
+    cut = begin(3).keep_chunks(iter(replay_chunks(completion)[:1]))  # ended without a finish reason
+    assert len(list(cut)) == 1
+    whole = begin(4).keep_chunks(iter(replay_chunks(completion)))
+    assert list(whole) == replay_chunks(completion)
+    assert [begin(i).status for i in (1, 2, 3, 4)] == ["MISS", "MISS", "MISS", "HIT"]
+    assert begin(4).answer == completion
+
+    message = {"id": "msg", "type": "message", "role": "assistant", "model": "m", "stop_reason": "end_turn",
+               "stop_sequence": None, "content": [{"type": "text", "text": "hi"}],
+               "usage": {"input_tokens": 1, "output_tokens": 1}}
+    frames = [f"event: {e}\ndata: {json.dumps(d)}\n\n".encode() for e, d in replay_events(message)]
+    error = b'event: error\ndata: {"type":"error","error":{"type":"api_error","message":"x"}}\n\n'
+    list(begin(5).keep_frames(iter([*frames[:3], error])))
+    list(begin(6).keep_frames(iter(frames)))
+    assert [begin(i).status for i in (5, 6)] == ["MISS", "HIT"]
+    assert begin(6).answer == message
