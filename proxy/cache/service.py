@@ -89,13 +89,16 @@ class Lookup:
         """Store a complete answer (when this request stores); returns it unchanged."""
         if self.storing:
             assert self.cache is not None
-            self.cache.put(self, answer)
+            try:
+                self.cache.put(self, answer)
+            except Exception:  # the answer is given whatever happens to its copy
+                log.exception("cache store failed", extra={"event": "cache_error"})
         return answer
 
     def keep_chunks(self, chunks: Iterator[dict]) -> Iterator[dict]:
         """OpenAI chunks, passed through; the completion they make is stored once the stream ended
         complete (every choice with a finish reason)."""
-        return self._tap(chunks, lambda seen: assemble_chunks(seen)) if self.storing else chunks
+        return self._tap(chunks, assemble_chunks) if self.storing else chunks
 
     def keep_frames(self, frames: Iterator[bytes]) -> Iterator[bytes]:
         """Anthropic SSE frames (one event each), passed through; the message they make is stored once
