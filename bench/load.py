@@ -22,6 +22,7 @@ monkey.patch_all()
 import argparse
 import json
 import os
+import random
 import re
 import socket
 import sys
@@ -153,10 +154,14 @@ def run(
     expect_chunks: int = 0,
     timeout: float = 30.0,
     ramp: float = 0.0,
+    unique: bytes = b"",
 ) -> dict:
     """``ramp``: greenlet i starts its first request i/concurrency * ramp seconds after the start (a
-    steady arrival of new streams instead of all at the same instant)."""
+    steady arrival of new streams instead of all at the same instant). ``unique``: a marker in the body
+    replaced in every request by a number of the same width, unique to this run (every request differs,
+    e.g. a response cache's misses)."""
     host, port, raw = build_request(url, body, headers or {})
+    nonce = random.randrange(10**6)
     st = Stats()
     start = Event()
     conns = [Conn(host, port, timeout) for _ in range(concurrency)]
@@ -179,11 +184,12 @@ def run(
             marks: list[float] | None = [] if stream else None
             st.inflight += 1
             st.max_inflight = max(st.max_inflight, st.inflight)
+            req = raw.replace(unique, b"%06d%0*d" % (nonce, len(unique) - 6, st.sent)) if unique else raw
             t0 = time.perf_counter()
             try:
                 if c.sock is None:
                     c.connect()
-                status, ttfb, keep = c.exchange(raw, t0, marks)
+                status, ttfb, keep = c.exchange(req, t0, marks)
             except (OSError, _Broken, ValueError) as exc:
                 st.error(type(exc).__name__ if not isinstance(exc, _Broken) else f"broken:{exc}")
                 c.close()
@@ -277,6 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--ramp", type=float, default=0.0, help="spread the first requests over this many seconds"
     )
+    ap.add_argument("--unique", default="", help="a marker (>= 12 characters) in the body made unique per "
+                    "request")
     args = ap.parse_args(argv)
     headers = dict(h.split(":", 1) for h in args.header)
     headers = {k.strip(): v.strip() for k, v in headers.items()}
@@ -291,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
         expect_chunks=args.expect_chunks,
         timeout=args.timeout,
         ramp=args.ramp,
+        unique=args.unique.encode(),
     )
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

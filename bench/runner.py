@@ -335,6 +335,7 @@ class Target:
     body: str
     headers: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()  # processes whose CPU we account (keyrelay workers)
+    unique: str = ""  # a marker in the body made unique per request (bench.load --unique)
 
 
 def load(
@@ -369,6 +370,8 @@ def load(
     ]
     for h in t.headers:
         args += ["--header", h]
+    if t.unique:
+        args += ["--unique", t.unique]
     if stream:
         args += ["--stream", "--expect-chunks", str(chunks)]
     cpu0 = cpu_seconds(list(t.pids))
@@ -472,8 +475,8 @@ class Bench:
         q = self.quick
         self.mock = Mock(chunks=10, gap_ms=200)
         MOCK_PIDS[:] = [self.mock.pid]
-        if self.a.only == "pacing":
-            self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
+        if self.a.only:  # one phase alone, with its own gateways
+            self.phases()[self.a.only]()
             self.results["load_after"] = os.getloadavg()
             self.results["rows"] = self.rows
             return self.results
@@ -504,13 +507,23 @@ class Bench:
         self.memory(relay, kr, n=self.a.requests or (10_000 if q else 100_000), d=60 if q else 300)
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
-        self.client_keys(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
-        self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
+        for phase in self.phases().values():
+            phase()
         if self.a.litellm:
             self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
         self.results["rows"] = self.rows
         return self.results
+
+    def phases(self) -> dict[str, Callable[[], None]]:
+        """The phases that start their own gateways, in order (``--only NAME`` runs one alone)."""
+        q = self.quick
+        return {
+            "client_keys": lambda: self.client_keys(n=2000 if q else 15000, d=3 if q else 8,
+                                                    rounds=2 if q else 3),
+            "pacing": lambda: self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3),
+            "cache": lambda: self.cache_hits(n=1000 if q else 5000, d=3 if q else 8, rounds=2 if q else 3),
+        }
 
     def latency_c1(self, direct: Target, relay: Target, rounds: int, n: int) -> None:
         print(
@@ -891,6 +904,50 @@ class Bench:
         finally:
             koff.close()
             kon.close()
+    def cache_hits(self, n: int, d: float, rounds: int) -> None:
+        """Issue 17: the response cache through the same gateway (1 worker): a HIT (the same request
+        again), a MISS (every request unique: lookup, upstream call, store) and no cache at all
+        (``Cache-Control: no-store``), measured in turn, at c=1 (latency) and c=16 (throughput). The
+        mock upstream answers at once: a real upstream's latency would only widen the gap."""
+        print("\n[8] response cache: HIT vs MISS vs no-store through one gateway, 1 worker", flush=True)
+        cached = {"cache": {"enabled": True, "max_entries": 1_000_000, "max_bytes": 2**31}}
+        kr = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "cache", cached)
+        marker = "U" * 16
+        unique_body = json.dumps({**json.loads(OPENAI_BODY),
+                                  "messages": [{"role": "user", "content": f"Say hello {marker}."}]})
+        try:
+            url, pids = kr.url + "/v1/chat/completions", tuple(kr.worker_pids())
+            targets = [Target("hit", url, OPENAI_BODY, (), pids),
+                       Target("miss", url, unique_body, (), pids, unique=marker),
+                       Target("no-store", url, OPENAI_BODY, ("Cache-Control: no-store",), pids)]
+            for t_ in targets:
+                warm = load(t_, c=8, n=500, d=5)
+                if warm["errors"]:
+                    raise RuntimeError(f"{t_.name}: {warm['errors']} errors while warming up")
+            out: dict = {}
+            for c, reqs in ((1, max(200, n // 4)), (16, n)):
+                runs: dict[str, list[dict]] = {t_.name: [] for t_ in targets}
+                for _ in range(rounds):
+                    for t_ in targets:
+                        runs[t_.name].append(load(t_, c=c, n=reqs, d=d))
+                o = {name: {"p50_ms": med(rs, "latency_ms", "p50"), "p99_ms": med(rs, "latency_ms", "p99"),
+                            "rps": med(rs, "rps"), "cpu_ms_per_req": med(rs, "cpu_ms_per_req"),
+                            "errors": total(rs, "errors")} for name, rs in runs.items()}
+                out[f"c{c}"] = o
+                print(f"  c={c}: " + "; ".join(
+                    f"{name} p50 {v['p50_ms']} ms, p99 {v['p99_ms']} ms, {v['rps']} req/s, "
+                    f"{v['cpu_ms_per_req']} ms CPU/req, errors {v['errors']}" for name, v in o.items()),
+                    flush=True)
+            self.results["cache"] = out
+            c1, c16 = out["c1"], out["c16"]
+            hit_ms, miss_ms = c1["hit"]["p50_ms"], c1["miss"]["p50_ms"]
+            self.row("cache HIT vs MISS latency p50, c=1", f"{hit_ms} / {miss_ms} ms", "hit < miss",
+                     bool(hit_ms and miss_ms and hit_ms < miss_ms))
+            hit_rps, miss_rps = c16["hit"]["rps"], c16["miss"]["rps"]
+            self.row("cache HIT vs MISS throughput, c=16", f"{hit_rps} / {miss_rps} req/s", "hit > miss",
+                     bool(hit_rps and miss_rps and hit_rps > miss_rps))
+        finally:
+            kr.close()
 
     def litellm(self, venv: Path, rounds: int) -> None:
         """keyrelay vs LiteLLM, both one worker in front of the same mock's OpenAI dialect, measured in
@@ -1001,8 +1058,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000, quick 200)")
     ap.add_argument("--log-level", default="info", help="keyrelay log level (default info, as shipped)")
     ap.add_argument("--json", help="also write every raw result to this file")
-    ap.add_argument("--only", choices=("pacing",),
-                    help="run one phase alone (pacing: [7] quota pacing on / off)")
+    ap.add_argument("--only", choices=("client_keys", "pacing", "cache"),
+                    help="run one phase alone: client_keys [6] keyed vs open, pacing [7] quota pacing "
+                         "on / off, cache [8] HIT vs MISS")
     ap.add_argument(
         "--litellm",
         metavar="VENV",

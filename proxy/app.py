@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from proxy.cache.service import ResponseCache
 from proxy.catalog.service import Catalog
 from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
@@ -40,6 +41,7 @@ class Gateway:
     catalog: Catalog = field(init=False)  # model catalog: prices, context windows, free models
     tracing: Tracing | None = None  # OpenTelemetry, started with the background work when configured
     runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
+    cache: ResponseCache = field(init=False)  # the response cache (entries in the store)
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -50,13 +52,15 @@ class Gateway:
         self.relay.catalog = self.catalog
         self.clients.usage.fallback_price = self.catalog.price  # config prices still win
         self.runtime = RuntimeKeys.for_config(self.pool, self.config)
+        self.cache = ResponseCache(self.config, self.pool.store)
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters, spans) and release the database."""
+        """Flush what is batched (usage records, key counters, cache uses, spans); release the database."""
         if self.tracing is not None:
             self.tracing.close()
         self.catalog.close()
         self.clients.close()
+        self.cache.close()
         self.pool.close()
 
     def probe(self, key: Key) -> dict:
@@ -96,6 +100,7 @@ class Gateway:
             self.catalog.start()  # background refresh; the gateway serves without it (no network)
             if self.tracing is None:
                 self.tracing = Tracing.from_config(self.config.tracing)
+            self.cache.start()
             self._revalidator.start()
 
 
@@ -197,7 +202,8 @@ def _finished(entry: dict, latency_ms: float, trace: Trace | None, state: dict) 
         status=entry["status"], outcome=trace.attempts[-1].outcome if trace and trace.attempts else None,
         usage=trace.usage if trace else None, latency_ms=latency_ms,
         first_byte_ms=trace.first_byte_ms if trace else None, stream=entry["_stream"],
-        admission=state.get("admission"), streamed_chars=trace.streamed_chars if trace else 0)
+        admission=state.get("admission"), streamed_chars=trace.streamed_chars if trace else 0,
+        cached=bool(trace and trace.cached))
 
 
 def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
@@ -219,6 +225,8 @@ def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
         )
         if stream:
             entry.update(ttfb_ms=entry["upstream_latency_ms"], duration_ms=entry["latency_ms"])
+        if trace.cached:
+            entry["cached"] = True  # answered from the response cache
         if trace.attempts and trace.attempts[-1].outcome not in ("ok", "client"):
             entry["upstream_error"] = trace.attempts[-1].error
         if len(trace.attempts) > 1:

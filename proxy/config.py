@@ -145,11 +145,26 @@ class FreePoolConfig:
 
 
 @dataclass(frozen=True)
+class CacheConfig:
+    """The response cache (``proxy/cache``, docs/cache.md): global, and per model (``models[].cache``
+    overrides ``enabled``, ``ttl_s``, ``scope``, ``deterministic_only``)."""
+
+    enabled: bool = False
+    ttl_s: float = 3600.0
+    max_entries: int = 10000  # global only: the store-wide bounds of the least-recently-used eviction
+    max_bytes: int = 268435456
+    scope: str = "client"  # client: each client key's entries apart; shared: every client sees them
+    models: tuple[str, ...] = ()  # globs of client-facing model names cached when enabled; empty = all
+    deterministic_only: bool = False  # only requests with temperature 0 or a seed
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
     free_pool: FreePoolConfig | None = None  # targets come from the catalog's free models
+    cache: CacheConfig | None = None  # this model's own cache settings (merged over the global ones)
 
 
 CATALOG_SOURCES = ("models.dev", "openrouter")
@@ -226,6 +241,7 @@ class Config:
     prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
     @property
     def open_access(self) -> bool:
@@ -334,7 +350,8 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     key_manager = _key_manager(obj.sub("key_manager", {}))
     retry = _retry(obj.sub("retry", {}))
     providers, skipped, notices = _providers(obj.list("providers", []))
-    models = _models(obj.list("models", []), providers, skipped)
+    cache = _cache(obj.sub("cache", {}))
+    models = _models(obj.list("models", []), providers, skipped, cache)
     auth = _auth(obj.sub("auth", {}))
     accounting = _accounting(obj.sub("accounting", {}))
     clients = _clients(obj.list("clients", []))
@@ -346,7 +363,7 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices, catalog, tracing)
+                  auth, accounting, clients, prices, catalog, tracing, cache)
 
 
 class _Obj:
@@ -705,7 +722,8 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
 
 
 def _models(
-    items: list[tuple[Any, str]], providers: list[ProviderConfig], skipped: set[str]
+    items: list[tuple[Any, str]], providers: list[ProviderConfig], skipped: set[str],
+    cache: CacheConfig | None = None,
 ) -> list[ModelConfig]:
     """Models; targets naming a provider that was skipped (optional/standby) are dropped."""
     active = {p.name for p in providers}
@@ -738,11 +756,11 @@ def _models(
                 targets.append(target)
             elif target.provider not in skipped:
                 raise ConfigError(f"{t.at('provider')}: unknown provider {_quote(target.provider)}")
+        model_cache = None if o.get("cache") is None else _cache(o.sub("cache", {}), cache, name)
         o.done()
         if targets:
-            models.append(ModelConfig(name, tuple(targets), strategy))
+            models.append(ModelConfig(name, tuple(targets), strategy, cache=model_cache))
     return models
-
 
 
 def _free_pool(o: _Obj, active: set[str], skipped: set[str]) -> FreePoolConfig | None:
@@ -799,6 +817,32 @@ def _tracing(o: _Obj) -> TracingConfig:
     cfg = TracingConfig(o.bool("enabled", d.enabled),
                         o.str("exporter", d.exporter, choices=TRACING_EXPORTERS), endpoint,
                         o.num("sample", d.sample, maximum=1.0))
+    o.done()
+    return cfg
+
+
+def _cache(o: _Obj, base: CacheConfig | None = None, model: str | None = None) -> CacheConfig:
+    """The global ``cache`` (``base`` None), or a model's ``models[].cache`` merged over ``base``: a model
+    that does not set ``enabled`` is cached when the global cache is enabled and its globs match it."""
+    d = base or CacheConfig()
+    if base is not None:
+        for key in ("max_entries", "max_bytes", "models"):
+            if o.get(key) is not None:
+                raise ConfigError(f"{o.at(key)}: set in the global cache only")
+    models = o.get("models", list(d.models)) if base is None else []
+    if not isinstance(models, list) or not all(isinstance(m, str) and m.strip() for m in models):
+        raise ConfigError(f"{o.at('models')}: expected a list of model names or globs")
+    default_enabled = d.enabled if base is None else (
+        d.enabled and (not d.models or model_names.matches(model or "", d.models)))
+    cfg = CacheConfig(
+        enabled=o.bool("enabled", default_enabled),
+        ttl_s=o.num("ttl_s", d.ttl_s, minimum=0.001),
+        max_entries=o.num("max_entries", d.max_entries, minimum=1, integer=True),
+        max_bytes=o.num("max_bytes", d.max_bytes, minimum=1, integer=True),
+        scope=o.str("scope", d.scope, choices=("client", "shared")),
+        models=tuple(m.strip() for m in models),
+        deterministic_only=o.bool("deterministic_only", d.deterministic_only),
+    )
     o.done()
     return cfg
 

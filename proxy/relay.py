@@ -69,6 +69,7 @@ class Trace:
     attempt_spans: Any = None  # the open attempt's AttemptSpans (ended by _record)
     skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
     limits: list = field(default_factory=list)  # quota limits the answering upstream revealed
+    cached: bool = False  # answered from the response cache (proxy/cache): no upstream call, $0
 
     @property
     def route_name(self) -> str | None:

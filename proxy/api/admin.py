@@ -275,4 +275,4 @@ def reload() -> Response:
                     "notices": [redact(n, new) for n in new.notices]})
 
 
-from proxy.api import admin_catalog, admin_clients, admin_keys, admin_usage  # noqa: E402,F401 - their routes join ``api``
+from proxy.api import admin_cache, admin_catalog, admin_clients, admin_keys, admin_usage  # noqa: E402,F401 - their routes join ``api``

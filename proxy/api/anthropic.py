@@ -12,6 +12,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
+from proxy.api import response_cache
 from proxy.api.anthropic_shape import (
     AnthropicStreamEncoder,
     anthropic_to_openai_request,
@@ -19,12 +20,14 @@ from proxy.api.anthropic_shape import (
 )
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.shapes import validate_messages
+from proxy.cache.replay import replay_events
 from proxy.errors import CLIENT, GatewayError, UpstreamError
 from proxy.providers.anthropic import client_headers
 from proxy.providers.base import Adapter, Call, native_anthropic
 
 bp = Blueprint("anthropic", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
+bp.after_request(response_cache.add_headers)
 
 NATIVE = "anthropic"  # items tagged NATIVE are already in Anthropic's shape
 
@@ -40,6 +43,11 @@ def messages() -> Response:
     req = anthropic_to_openai_request(body)
     client_model = body["model"]
     trace = start_trace(client_model, req)
+    cached = response_cache.begin(body)
+    if cached.hit:
+        if body.get("stream"):
+            return stream_response(iter([encode_event(*e) for e in replay_events(cached.answer)]), trace)
+        return response_cache.hit(cached)
     relay = gateway().relay
     forward = client_headers(request.headers)
     if body.get("stream"):
@@ -48,14 +56,15 @@ def messages() -> Response:
                 return _tagged(NATIVE, native.messages_stream(call, body, forward))
             return _tagged(None, adapter.chat_stream(call, r))
 
-        return stream_response(anthropic_sse(relay.stream(req, trace, open_stream), client_model), trace)
+        frames = anthropic_sse(relay.stream(req, trace, open_stream), client_model)
+        return stream_response(cached.keep_frames(frames), trace)
 
     def complete(adapter: Adapter, call: Call, r: dict) -> dict:
         if (native := native_anthropic(adapter)) is not None:
             return native.messages(call, body, forward)
         return openai_to_anthropic_response(adapter.chat(call, r), client_model)
 
-    return routed(relay.complete(req, trace, complete), trace)
+    return routed(cached.keep(relay.complete(req, trace, complete)), trace)
 
 
 @bp.post("/messages/count_tokens")

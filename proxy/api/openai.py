@@ -7,13 +7,16 @@ from collections.abc import Iterator
 import orjson
 from flask import Blueprint, Response, g, jsonify
 
+from proxy.api import response_cache
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.shapes import validate_chat, validate_embeddings
+from proxy.cache.replay import replay_chunks
 from proxy.errors import GatewayError, ModelNotFound
 from proxy.providers.toolkit import encode_floats
 
 bp = Blueprint("proxy", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
+bp.after_request(response_cache.add_headers)
 
 
 def sse(chunks: Iterator[dict], include_usage: bool = True) -> Iterator[bytes]:
@@ -36,13 +39,18 @@ def chat_completions() -> Response:
     body = read_json()
     validate_chat(body)
     trace = start_trace(body["model"], body)
+    cached = response_cache.begin(body)
     relay = gateway().relay
     if body.get("stream"):
         options: dict = body.get("stream_options") or {}  # validated: an object or absent
         wanted = bool(options.get("include_usage"))
+        if cached.hit:
+            return stream_response(sse(iter(replay_chunks(cached.answer)), wanted), trace)
         body["stream_options"] = {**options, "include_usage": True}  # usage feeds the token metrics
-        return stream_response(sse(relay.chat_stream(body, trace), wanted), trace)
-    return routed(relay.chat(body, trace), trace)
+        return stream_response(sse(cached.keep_chunks(relay.chat_stream(body, trace)), wanted), trace)
+    if cached.hit:
+        return response_cache.hit(cached)
+    return routed(cached.keep(relay.chat(body, trace)), trace)
 
 
 @bp.post("/embeddings")

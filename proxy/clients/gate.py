@@ -37,7 +37,7 @@ class Gate:
         return self.limiter.admit(client, model, body)
 
     def finish(self, done: Finished) -> None:
-        cost = self.usage.cost(done)
+        cost = 0.0 if done.cached else self.usage.cost(done)
         if done.admission is not None:
             self.limiter.settle(done.admission, done, cost)
         self.usage.record(done, cost)

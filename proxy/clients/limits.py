@@ -225,7 +225,9 @@ def completion_reserve(body: dict) -> int:
 
 
 def used_tokens(done: Finished, prompt_estimate: int) -> int:
-    """Tokens to settle ``done`` to (see the module docstring)."""
+    """Tokens to settle ``done`` to (see the module docstring); none for an answer from the cache."""
+    if done.cached:
+        return 0
     if done.usage is not None and done.usage.total > 0:
         return done.usage.total
     if 200 <= done.status < 300:

@@ -167,3 +167,4 @@ class Finished:
     stream: bool
     admission: Admission | None = None
     streamed_chars: int = 0  # text relayed to the client (what a stream cut short used, roughly)
+    cached: bool = False  # answered from the response cache: no upstream key, no tokens, $0

@@ -130,7 +130,8 @@ class UsageLog:
                c.name if c else None, c.team if c else None, done.model or "", done.provider,
                done.upstream_model, done.key_id, int(done.status), done.outcome, prompt, completion, cached,
                reasoning, cost_usd, round(done.latency_ms, 3),
-               None if done.first_byte_ms is None else round(done.first_byte_ms, 3), 1 if done.stream else 0)
+               None if done.first_byte_ms is None else round(done.first_byte_ms, 3), 1 if done.stream else 0,
+               1 if done.cached else 0)
         with self._lock:
             full = len(self._queue) >= self.max_queue
             if not full:

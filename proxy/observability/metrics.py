@@ -276,6 +276,9 @@ def install(app: Flask, gateway: Gateway) -> None:
 
     key_state = CollectorRegistry()
     key_state.register(KeyStateCollector(gateway.pool))
+    from proxy.cache.metrics import CacheCollector
+
+    key_state.register(CacheCollector(gateway.cache.totals))
     registries.append(key_state)
 
     def metrics() -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import SqlAudit
+from .cache import SqlCache
 from .catalog import SqlCatalog
 from .clients import SqlClients
 from .keys import SqlKeys
@@ -13,7 +14,8 @@ from .runtime_keys import SqlRuntimeKeys
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
+            SqlCache):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 RECORD_COLUMNS = ("at", "day", "request_id", "endpoint", "client_id", "client_name", "team", "model",
                   "provider", "upstream_model", "key_id", "status", "outcome", "prompt_tokens",
                   "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "latency_ms",
-                  "first_byte_ms", "stream")
+                  "first_byte_ms", "stream", "cached")
 
 ROLLUP_COLUMNS = ("day", "client_id", "model", "client_name", "team", "requests", "errors", "prompt_tokens",
                   "completion_tokens", "cached_tokens", "reasoning_tokens", "cost_usd", "unpriced_requests")
