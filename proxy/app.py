@@ -15,7 +15,7 @@ from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
-from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
+from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, history_jobs, run_revalidation
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
@@ -33,6 +33,7 @@ class Gateway:
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
+    _pruner: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,9 +62,10 @@ class Gateway:
         return {"ok": True, "outcome": "ok", "error": None}
 
     def start_background(self) -> None:
-        """Start this worker's background work, once: the key pool's counter flusher and the revalidation
-        of invalid keys (greenlets under gunicorn's gevent workers). gunicorn's ``post_worker_init`` calls
-        it, ``wsgi.py`` on the first request for other servers; ``create_app`` itself starts nothing."""
+        """Start this worker's background work, once: the key pool's counter flusher, the revalidation
+        of invalid keys and the key history's pruning (greenlets under gunicorn's gevent workers).
+        gunicorn's ``post_worker_init`` calls it, ``wsgi.py`` on the first request for other servers;
+        ``create_app`` itself starts nothing."""
         if self._revalidator is not None:  # wsgi.py calls this before every request
             return
         with self._start_lock:
@@ -76,9 +78,13 @@ class Gateway:
                 name="keyrelay-revalidate",
                 daemon=True,
             )
+            self._pruner = threading.Thread(target=history_jobs.run_pruning,
+                                            args=(self.pool.store, self.shutting_down),
+                                            name="keyrelay-history-prune", daemon=True)
             self.pool.start_flusher()
             self.clients.start()
             self._revalidator.start()
+            self._pruner.start()  # key history past its retention (proxy/keys/history_jobs.py)
 
 
 def key_specs(config: Config) -> list[KeySpec]:

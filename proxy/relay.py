@@ -77,8 +77,9 @@ class KeySource(Protocol):
         ...
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
-               retry_after: float | None = None, daily: bool = False, error: str | None = None) -> None:
-        """Account one upstream attempt made with ``key_id``."""
+               retry_after: float | None = None, daily: bool = False, error: str | None = None,
+               status: int | None = None, tokens: int = 0) -> None:
+        """Account one upstream attempt made with ``key_id`` (``status``, ``tokens``: for its history)."""
         ...
 
 
@@ -236,8 +237,8 @@ class Relay:
                     trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
                     self.observer.first_byte(target, latency / 1000)
                     if record_ok:
-                        self._record(trace, target, key.id, OK, latency)
                         self._usage(trace, target, result)
+                        self._record(trace, target, key.id, OK, latency)
                     return result
         if failed and (attempts >= retry.attempts or not no_key):
             raise failed[1]
@@ -266,6 +267,7 @@ class Relay:
             key_id, target.model, outcome, latency_ms=latency_ms,
             retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
             error=exc.message if exc else None,
+            status=exc.upstream_status if exc else 200, tokens=trace.usage.total if trace.usage else 0,
         )
         error = exc.message if exc else None
         attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error)
