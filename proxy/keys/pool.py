@@ -24,17 +24,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import errors
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
-from ..store.history import HistoryTx
 from . import breaker, cooldown, scoring, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .history import HistoryBuffer
 from .ids import key_id, scrub
 from .specs import Key, KeySettings, KeySpec
 from .state import STATUS_INVALID, STATUS_OK, KeyState
+
+if TYPE_CHECKING:
+    from ..store.history import HistoryTx
 
 log = logging.getLogger("keyrelay.keys")
 
@@ -361,7 +363,7 @@ class KeyPool:
         try:
             with self.store.transaction(timeout) as tx:
                 self._flush_counters(tx, pending)
-                cast(HistoryTx, tx).add_history(*history)
+                cast("HistoryTx", tx).add_history(*history)
         except StoreUnavailable as exc:
             log.warning("key counters flush deferred: %s", exc)
             with self._lock:
