@@ -3,7 +3,8 @@
 
 Query: ``window`` (how far back from now, default ``24h``, at most ``30d``), ``step`` (bucket size,
 default ``5m``, whole minutes; past ``48h`` whole hours), ``model`` (an upstream model) and, for the
-pool, ``provider``. The answer: ``points`` (one per step: requests, ok, errors by outcome, http_429,
+pool, ``provider`` and ``by=key`` (adds ``keys``: per key ``[requests, ok]`` per point, for
+sparklines). The answer: ``points`` (one per step: requests, ok, errors by outcome, http_429,
 tokens, latency avg / p50 / p95 / max), ``totals``, and ``periods`` (cooldowns per model and open
 circuits overlapping the window). Method and retention: ``proxy/keys/history.py``, docs/dashboard.md.
 This worker's batch is flushed first; other workers' lag by at most their flush interval (0.25 s).
@@ -32,13 +33,13 @@ def _filter(name: str) -> str | None:
     return value
 
 
-def _answer(**filters: str | None) -> Response:
+def _answer(by_key: bool = False, **filters: str | None) -> Response:
     gw = gateway()
     window = request.args.get("window", DEFAULT_WINDOW)
     step = request.args.get("step", DEFAULT_STEP)
     gw.pool.flush(timeout=VIEW_FLUSH_WAIT_S)  # this worker's latest attempts are in it
     try:
-        out = history_jobs.read(gw.pool.store, time.time(), window, step, **filters)
+        out = history_jobs.read(gw.pool.store, time.time(), window, step, by_key=by_key, **filters)
     except ValueError as exc:
         param = "window" if "'window'" in str(exc) else "step"
         raise BadRequest(str(exc), param=param, code="invalid_parameter") from None
@@ -53,4 +54,8 @@ def key_history(kid: str) -> Response:
 
 @api.get("/history")
 def pool_history() -> Response:
-    return _answer(provider=_filter("provider"), model=_filter("model"))
+    by = request.args.get("by")
+    if by not in (None, "key"):
+        raise BadRequest("Invalid 'by': only 'key' (adds per-key requests and ok per point).", param="by",
+                         code="invalid_parameter")
+    return _answer(by_key=by == "key", provider=_filter("provider"), model=_filter("model"))

@@ -207,6 +207,19 @@ def series(rows: Iterable[Row], periods: Iterable[Period], start: int, end: int,
     }
 
 
+def per_key(rows: Iterable[Row], start: int, end: int, step: int) -> dict[str, list[list[int]]]:
+    """Per key, ``[requests, ok]`` per ``step`` bucket (the dashboard's sparklines)."""
+    n = max(1, math.ceil((end - start) / step))
+    out: dict[str, list[list[int]]] = {}
+    for row in rows:
+        i = int((row.bucket - start) // step)
+        if 0 <= i < n:
+            cells = out.setdefault(row.key_id, [[0, 0] for _ in range(n)])
+            cells[i][0] += row.requests
+            cells[i][1] += row.outcomes[errors.OK]
+    return out
+
+
 def merge_periods(periods: Iterable[Period], start: float, end: float) -> list[dict]:
     """Overlapping periods of the same key, kind and model joined (each worker records its own),
     clipped to [start, end]."""

@@ -21,9 +21,10 @@ PRUNE_ROUNDS = 10  # per run and table: at most PRUNE_ROUNDS * PRUNE_BATCH rows,
 
 
 def read(store: KeyStore, now: float, window: str, step: str, *, key_id: str | None = None,
-         provider: str | None = None, model: str | None = None) -> dict:
+         provider: str | None = None, model: str | None = None, by_key: bool = False) -> dict:
     """The history answer for ``window`` back from ``now`` in ``step`` buckets (ValueError for bad
-    parameters, with the message the API shows)."""
+    parameters, with the message the API shows); ``by_key`` adds ``keys``: per key [requests, ok]
+    per bucket."""
     window_s = history.parse_duration(window, "window")
     step_s = history.parse_duration(step, "step")
     resolution = history.plan(window_s, step_s)
@@ -35,6 +36,8 @@ def read(store: KeyStore, now: float, window: str, step: str, *, key_id: str | N
         periods = htx.history_periods(start, end, key_id=key_id, provider=provider, model=model)
     out = history.series(rows, periods, start, end, step_s)
     out.update(window=window, step=step, resolution_s=resolution, now=now)
+    if by_key:
+        out["keys"] = history.per_key(rows, start, end, step_s)
     return out
 
 
