@@ -16,6 +16,7 @@ from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, history_jobs, run_revalidation
+from proxy.keys.runtime import RuntimeKeys, vault_for
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
@@ -32,6 +33,7 @@ class Gateway:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
+    runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _pruner: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -39,6 +41,7 @@ class Gateway:
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
         self.clients = Gate(self.config, self.pool.store)
+        self.runtime = RuntimeKeys.for_config(self.pool, self.config)
 
     def close(self) -> None:
         """Flush what is batched (usage records, key counters) and release the database."""
@@ -122,7 +125,7 @@ def create_app(config: Config) -> Flask:
         db.migrate(conn)
     finally:
         conn.close()
-    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
+    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False, vault=vault_for(config))
     pool.sync(key_specs(config))
     for p in config.providers:  # each reads its proxy environment now, and warns of tls.verify: false
         http.transport_for(p)

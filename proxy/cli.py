@@ -1,4 +1,4 @@
-"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, version.
+"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, keys (``cli_keys``), version.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
 """
@@ -262,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     snap.add_argument("--config")
     snap.set_defaults(func=cmd_snapshot)
     _add_clients(sub)
+    from proxy import cli_keys
+
+    cli_keys.add_keys(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"keyrelay {__version__}") or 0)
     return parser

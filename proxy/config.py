@@ -6,6 +6,7 @@ The names ``server.host/port/database/admin_token``, ``providers[].name/type/bas
 """
 from __future__ import annotations
 
+import base64
 import builtins
 import os
 import re
@@ -59,6 +60,9 @@ class ServerConfig:
     access_log: bool = False
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust (nginx in front: 1)
     allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides the bind address and loopback
+    # Fernet keys for runtime upstream keys (docs/runtime-keys.md), or KEYRELAY_SECRET_KEY(S_PREVIOUS)
+    secret_key: str | None = field(default=None, repr=False)
+    secret_keys_previous: tuple[str, ...] = field(default=(), repr=False)  # still decrypt, never encrypt
 
 
 @dataclass(frozen=True)
@@ -199,6 +203,7 @@ class Config:
         out += [pw for p in self.providers if p.proxy and (pw := urlsplit(p.proxy).password)]
         if self.server.admin_token:
             out.append(self.server.admin_token)
+        out += [k for k in (self.server.secret_key, *self.server.secret_keys_previous) if k]
         return tuple(out)
 
 
@@ -244,7 +249,23 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(substitute(data, env), source=str(path))
+    return parse_config(secret_keys_from_env(substitute(data, env), env), source=str(path))
+
+
+SECRET_KEY_ENV, PREVIOUS_KEYS_ENV = "KEYRELAY_SECRET_KEY", "KEYRELAY_SECRET_KEYS_PREVIOUS"
+
+
+def secret_keys_from_env(data: Any, env: dict[str, str]) -> Any:
+    """``server.secret_key`` / ``server.secret_keys_previous`` from KEYRELAY_SECRET_KEY /
+    KEYRELAY_SECRET_KEYS_PREVIOUS (comma-separated) when the file does not set them."""
+    if not isinstance(data, dict) or not isinstance(data.get("server", {}), dict):
+        return data  # parse_config names the problem
+    server = dict(data.get("server") or {})
+    if server.get("secret_key") in (None, "") and env.get(SECRET_KEY_ENV, "").strip():
+        server["secret_key"] = env[SECRET_KEY_ENV]
+    if server.get("secret_keys_previous") in (None, "", []) and env.get(PREVIOUS_KEYS_ENV, "").strip():
+        server["secret_keys_previous"] = env[PREVIOUS_KEYS_ENV]
+    return {**data, "server": server} if server else data
 
 
 def parse_config(data: Any, source: str = "<memory>") -> Config:
@@ -362,6 +383,36 @@ def _admin_token(o: _Obj) -> str | None:
     return token or None
 
 
+def _fernet_key(value: Any, at: str) -> str:
+    """A Fernet key: 32 bytes in url-safe base64 (44 characters); the value itself is never quoted."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{at}: expected a string (a Fernet key)")
+    value = value.strip()
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii")) if len(value) == 44 else b""
+    except (ValueError, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 32:
+        raise ConfigError(f"{at}: not a Fernet key (32 bytes in url-safe base64, 44 characters); "
+                          "generate one with `keyrelay keys generate-secret`")
+    return value
+
+
+def _secret_keys(o: _Obj) -> tuple[str | None, tuple[str, ...]]:
+    raw = o.get("secret_key")
+    current = None if raw in (None, "") else _fernet_key(raw, o.at("secret_key"))
+    prev = o.get("secret_keys_previous", [])
+    if isinstance(prev, str):
+        prev = [p for p in prev.split(",") if p.strip()]
+    if not isinstance(prev, list):
+        raise ConfigError(f"{o.at('secret_keys_previous')}: expected a list of Fernet keys "
+                          "(or a comma-separated string)")
+    previous = tuple(_fernet_key(p, f"{o.at('secret_keys_previous')}[{i}]") for i, p in enumerate(prev))
+    if previous and current is None:
+        raise ConfigError(f"{o.at('secret_keys_previous')}: needs server.secret_key (the current key) too")
+    return current, previous
+
+
 def _allowed_hosts(o: _Obj) -> tuple[str, ...]:
     hosts = o.get("allowed_hosts", [])
     if isinstance(hosts, str):
@@ -374,6 +425,7 @@ def _allowed_hosts(o: _Obj) -> tuple[str, ...]:
 def _server(o: _Obj) -> ServerConfig:
     d = ServerConfig()
     token = _admin_token(o)
+    secret_key, previous_keys = _secret_keys(o)
     cfg = ServerConfig(
         host=o.str("host", d.host),
         port=o.num("port", d.port, minimum=0, maximum=65535, integer=True),
@@ -386,6 +438,8 @@ def _server(o: _Obj) -> ServerConfig:
         access_log=o.bool("access_log", d.access_log),
         trusted_proxies=o.num("trusted_proxies", d.trusted_proxies, integer=True, maximum=10),
         allowed_hosts=_allowed_hosts(o),
+        secret_key=secret_key,
+        secret_keys_previous=previous_keys,
     )
     o.done()
     return cfg

@@ -23,7 +23,8 @@ from proxy.api.common import gateway, read_json
 from proxy.api.envelopes import error_response
 from proxy.config import Config, ConfigError, load_config
 from proxy.errors import BadRequest, Forbidden, GatewayError, NotFound, Unauthorized
-from proxy.keys import SnapshotError, key_id
+from proxy.keys import SnapshotError, key_format, key_id
+from proxy.keys.runtime import RuntimeKeyError, check_label
 from proxy.relay import check_model
 from proxy.store.base import StoreUnavailable
 
@@ -33,7 +34,6 @@ bp = Blueprint("admin", __name__, url_prefix="/admin")
 api = Blueprint("admin_api", __name__, url_prefix="/api")
 
 MAX_REASON = 200
-HINT_MIN_LEN = 12  # shorter secrets get no hint at all: 7 of 11 characters would say too much
 
 
 # ---------------------------------------------------------------------------------------------- pure helpers
@@ -41,11 +41,7 @@ HINT_MIN_LEN = 12  # shorter secrets get no hint at all: 7 of 11 characters woul
 
 def mask(secret: str | None) -> str | None:
     """``AIza…x9Q``: first 4 + "…" + last 3 characters; just "…" for short secrets; None if keyless."""
-    if not secret:
-        return None
-    if len(secret) < HINT_MIN_LEN:
-        return "…"
-    return f"{secret[:4]}…{secret[-3:]}"
+    return key_format.hint(secret)
 
 
 def hints(config: Config) -> dict[str, str | None]:
@@ -68,7 +64,7 @@ def actor() -> str:
 
 
 def key_view(key: dict, hint_of: dict[str, str | None]) -> dict:
-    view = {**key, "hint": hint_of.get(key["id"])}
+    view = {**key, "hint": hint_of.get(key["id"]) or key.get("hint")}  # runtime keys: from the pool
     provider = gateway().config.provider(key.get("provider", ""))
     if provider is not None and not provider.tls.verify:  # the operator turned certificate checks off
         view["tls_verify"] = False
@@ -170,17 +166,25 @@ def reset(kid: str) -> Response:
 @api.patch("/keys/<kid>")
 def patch_key(kid: str) -> Response:
     body = read_json()
-    unknown = sorted(set(body) - {"weight"})
+    unknown = sorted(set(body) - {"weight", "label"})
     if unknown:
-        raise BadRequest(f"Unknown field {unknown[0]!r}: only 'weight' can be changed here.",
+        raise BadRequest(f"Unknown field {unknown[0]!r}: only 'weight' and 'label' can be changed here.",
                          param=unknown[0])
-    if "weight" not in body:
-        raise BadRequest("Missing 'weight'.", param="weight", code="missing_required_parameter")
-    weight = body["weight"]
+    if not body:
+        raise BadRequest("Missing 'weight' or 'label'.", param="weight", code="missing_required_parameter")
+    if "label" in body:
+        try:
+            check_label(body["label"])
+        except RuntimeKeyError as exc:
+            raise BadRequest(exc.message, code=exc.code, param="label") from None
     try:
-        return change(kid, gateway().keys.set_weight, weight, actor())
+        if "weight" in body:
+            change(kid, gateway().keys.set_weight, body["weight"], actor())
     except ValueError as exc:
         raise BadRequest(f"Invalid 'weight': {exc}", param="weight") from None
+    if "label" in body:
+        change(kid, gateway().runtime.set_label, body["label"], actor())
+    return jsonify({"key": one_key(kid)})
 
 
 @api.post("/keys/<kid>/revalidate")
@@ -274,4 +278,9 @@ def reload() -> Response:
                     "notices": [redact(n, new) for n in new.notices]})
 
 
-from proxy.api import admin_clients, admin_history, admin_usage  # noqa: E402,F401 - their routes join ``api``
+from proxy.api import (  # noqa: E402,F401 - their routes join ``api``
+    admin_clients,
+    admin_history,
+    admin_keys,
+    admin_usage,
+)

@@ -32,7 +32,8 @@ def judge(k: KeyState, cooldown_until: float | None, now: float, *, probe_timeou
     if k.status == STATUS_INVALID:
         return Verdict(False, "invalid")
     if not has_secret:
-        return Verdict(False, "not in this worker's config")
+        return Verdict(False, "no secret in this worker (not in its config, or a runtime key its secret key "
+                              "cannot decrypt)")
     reasons: list[str] = []
     waits: list[float] = []
     state, left = breaker.view(k.breaker, now, probe_timeout)

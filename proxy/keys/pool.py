@@ -11,7 +11,10 @@
 * No store call that may wait for a lock runs while the pool lock is held, except the half-open claim,
   which waits at most ``CLAIM_WAIT_S``: a locked database slows the one caller, never the worker.
 
-Secrets live only in ``self._secrets`` (from config); the store, snapshots, audit and errors see ids.
+Secrets live only in ``self._secrets``: the configured ones (``sync``) and the runtime ones, decrypted
+from ``runtime_keys`` on every reload (``proxy.keys.runtime`` adds and removes them; a runtime key added
+through any worker is used by every worker at its next acquire). The store, snapshots, audit and errors
+see ids.
 Create the pool after gunicorn forks (one database connection per process).
 """
 from __future__ import annotations
@@ -28,12 +31,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from .. import errors
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
+from ..store.runtime_keys import RuntimeKeyRow
 from . import breaker, cooldown, scoring, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .history import HistoryBuffer
 from .ids import key_id, scrub
 from .specs import Key, KeySettings, KeySpec
 from .state import STATUS_INVALID, STATUS_OK, KeyState
+from .vault import NoSecretKey, UndecryptableSecret, Vault
 
 if TYPE_CHECKING:
     from ..store.history import HistoryTx
@@ -80,8 +85,9 @@ def check_weight(weight: Any) -> float:
 class KeyPool:
     def __init__(self, store: KeyStore | str | Path, settings: KeySettings | None = None, *,
                  clock: Callable[[], float] = time.time, start_flusher: bool = True,
-                 worker_offset: int | None = None) -> None:
+                 worker_offset: int | None = None, vault: Vault | None = None) -> None:
         self.settings = settings or KeySettings()
+        self.vault = vault or Vault(None)
         self.clock = clock
         self._owns_store = isinstance(store, str | Path)
         if isinstance(store, str | Path):
@@ -90,7 +96,11 @@ class KeyPool:
             store = SQLiteStore(store, lock_wait_s=self.settings.busy_timeout_ms / 1000)
         self.store: KeyStore = store
         self._lock = threading.RLock()
-        self._secrets: dict[str, str | None] = {}
+        self._secrets: dict[str, str | None] = {}  # configured + runtime (decrypted)
+        self._config_secrets: dict[str, str | None] = {}
+        self._runtime: dict[str, RuntimeKeyRow] = {}
+        self._decrypted: dict[str, tuple[str, str]] = {}  # key id → (token, secret): decrypt once
+        self._undecryptable: set[str] = set()  # warned once each
         self._states: dict[str, KeyState] = {}
         self._by_provider: dict[str, list[str]] = {}
         self._cooldowns: dict[str, dict[str, float]] = {}
@@ -124,7 +134,9 @@ class KeyPool:
     # --- configuration ------------------------------------------------------------------------
 
     def sync(self, specs: list[KeySpec]) -> None:
-        """Register the configured keys (restoring retired ones with their history); retire the rest."""
+        """Register the configured keys (restoring retired ones with their history); retire the rest but
+        the runtime keys. A restored key gets its config weight: an operator's old weight override is
+        cleared, and the ``restore`` audit row says which it was."""
         secrets: dict[str, str | None] = {}
         rows = []
         for spec in specs:
@@ -135,17 +147,23 @@ class KeyPool:
             rows.append((kid, spec.provider, spec.label, check_weight(spec.weight)))
         now = self.clock()
         with self.store.transaction() as tx:
-            known = {k.id: k.retired for k in tx.keys()}
+            known = {k.id: k for k in tx.keys()}
+            runtime = {r.key_id for r in tx.runtime_keys()}
             for kid, provider, label, weight in rows:
                 tx.upsert_configured(kid, provider, label, weight, now)
-                if known.get(kid):
-                    tx.add_audit(now, "config", "restore", kid, {"retired": True}, {"retired": False})
-            for kid, retired in known.items():
-                if kid not in secrets and not retired:
+                old = known.get(kid)
+                if old is not None and old.retired:
+                    tx.update(kid, weight_override=None)
+                    tx.add_audit(now, "config", "restore", kid,
+                                 {"retired": True, "weight_override": old.weight_override},
+                                 {"retired": False, "weight_override": None, "weight": weight})
+            for kid, st in known.items():
+                retired = st.retired
+                if kid not in secrets and kid not in runtime and not retired:
                     tx.update(kid, retired=True, retired_at=now)
                     tx.add_audit(now, "config", "retire", kid, {"retired": False}, {"retired": True})
         with self._lock:
-            self._secrets = secrets
+            self._config_secrets = secrets
             self._reload()
 
     # --- the request path ---------------------------------------------------------------------
@@ -433,8 +451,9 @@ class KeyPool:
         now = self.clock()
         version = self.store.change_token()
         with self.store.snapshot() as tx:
-            rows, cds = tx.keys(), tx.all_cooldowns(now)
+            rows, cds, runtime = tx.keys(), tx.all_cooldowns(now), tx.runtime_keys()
         self._states = {st.id: st for st in rows}
+        self._load_runtime(runtime)
         by_provider: dict[str, list[str]] = {}
         for kid in sorted(self._states):
             by_provider.setdefault(self._states[kid].provider, []).append(kid)
@@ -443,6 +462,36 @@ class KeyPool:
         for kid in self._pending:
             self._reapply(kid)
         self._data_version = version
+
+    def _load_runtime(self, rows: list[RuntimeKeyRow]) -> None:
+        """The runtime secrets, decrypted (each token once); one that cannot be opened is left out
+        (the key cannot serve: 'no secret in this worker') and logged once, by id."""
+        secrets = dict(self._config_secrets)
+        self._runtime = {r.key_id: r for r in rows}
+        for r in rows:
+            cached = self._decrypted.get(r.key_id)
+            if cached is None or cached[0] != r.secret_enc:
+                try:
+                    cached = (r.secret_enc, self.vault.decrypt(r.secret_enc))
+                except (NoSecretKey, UndecryptableSecret) as exc:
+                    if r.key_id not in self._undecryptable:
+                        self._undecryptable.add(r.key_id)
+                        log.warning("runtime key %s cannot be used: %s", r.key_id, exc,
+                                    extra={"event": "runtime_key_undecryptable", "key_id": r.key_id})
+                    continue
+                self._decrypted[r.key_id] = cached
+                self._undecryptable.discard(r.key_id)
+            secrets.setdefault(r.key_id, cached[1])
+        for kid in set(self._decrypted) - set(self._runtime):
+            del self._decrypted[kid]
+        self._secrets = secrets
+
+    def source(self, key_id: str) -> str | None:
+        """'config', 'runtime' (added through the admin API or CLI), or None (retired / unknown)."""
+        with self._lock:
+            if key_id in self._config_secrets:
+                return "config"
+            return "runtime" if key_id in self._runtime else None
 
     def _load_key(self, kid: str) -> None:
         with self.store.snapshot() as tx:
@@ -539,4 +588,14 @@ class KeyPool:
             "cooldowns_until": {m: u for m, u in sorted(self._cooldowns.get(st.id, {}).items()) if u > now},
             "circuit_until": None if left is None else now + left,
             "usable": self._judge(st, None, now, frozenset()).usable,
+            **self._origin(st.id),
         }
+
+    def _origin(self, kid: str) -> dict:
+        """Where the key comes from; a runtime key's hint and project (config ones: from the config)."""
+        if kid in self._config_secrets:
+            return {"source": "config"}
+        r = self._runtime.get(kid)
+        if r is None:
+            return {"source": None}
+        return {"source": "runtime", "hint": r.hint, "project": r.project}

@@ -62,9 +62,10 @@ class SqlKeys:
 
     def upsert_configured(self, kid: str, provider: str, label: str | None, weight: float,
                           now: float) -> None:
-        """A key named by config: inserted, or its label and weight refreshed and un-retired."""
+        """A key named by config: inserted, or its weight refreshed and un-retired; its label too when
+        config gives one (else an operator's label, ``PATCH /admin/api/keys/{id}``, stays)."""
         self._run("INSERT INTO keys(id, provider, label, config_weight, created_at) VALUES (?,?,?,?,?)"
-                  " ON CONFLICT(id) DO UPDATE SET label=excluded.label,"
+                  " ON CONFLICT(id) DO UPDATE SET label=COALESCE(excluded.label, keys.label),"
                   " config_weight=excluded.config_weight, retired=0, retired_at=NULL",
                   (kid, provider, label, weight, now))
 

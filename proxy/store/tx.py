@@ -8,10 +8,11 @@ from .clients import SqlClients
 from .history import SqlHistory
 from .keys import SqlKeys
 from .limits import SqlLimits
+from .runtime_keys import SqlRuntimeKeys
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlHistory):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlRuntimeKeys, SqlHistory):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

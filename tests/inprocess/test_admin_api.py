@@ -101,7 +101,7 @@ def test_disable_rejects_bad_bodies(app):
 def test_patch_weight_validation(app):
     k1 = ids(app)[K1]
     for bad in ({"weight": -1}, {"weight": 0}, {"weight": "heavy"}, {"weight": True}, {"weight": 1e9}, {},
-                {"weight": 2, "label": "x"}):
+                {"weight": 2, "colour": "red"}, {"weight": 2, "label": 7}):
         err = assert_error(api(app, "PATCH", f"/keys/{k1}", json=bad), 400)
         assert "weight" in err["message"] or "label" in err["message"]
     assert_error(api(app, "PATCH", f"/keys/{k1}", data="[", headers={"Content-Type": "application/json"}),
