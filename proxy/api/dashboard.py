@@ -2,9 +2,10 @@
 
 The page is a shell (header, token form, messages, tab bar) plus the tabs listed in ``TABS``: each
 ``Tab`` brings its HTML, its script and its style, and registers itself in the page's script with
-``registerTab(id, {show, poll})`` (``dashboard_tab.Tab``). The shell routes ``#<tab>`` / ``#<tab>/<arg>`` (e.g. ``#key/k_…``)
-to the tab, calls its ``poll`` every ``POLL_MS`` while it is shown, and keeps action messages until
-they are dismissed (``notify``), so a refresh never overwrites them. To add a tab: write a module with a
+``registerTab(id, {show, poll})`` (``dashboard_tab.Tab``). The shell routes ``#<tab>`` /
+``#<tab>/<arg>`` (e.g. ``#key/k_…``) to the tab, calls its ``poll`` every ``POLL_MS`` while it is
+shown, and keeps action messages until they are dismissed (``notify``), so a refresh never overwrites
+them. To add a tab: write a module with a
 ``TAB = Tab(...)`` (see ``dashboard_audit.py``) and add it to ``TABS``.
 
 The page itself carries no data and needs no token; its script asks for the admin token (kept in
@@ -30,6 +31,7 @@ POLL_MS = 2000
 
 STYLE = """
   * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
   body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f7f8fa;
          min-width: 780px; }
   header { padding: 1rem 1.5rem .4rem; background: #fff; border-bottom: 1px solid #e2e4ea; }
@@ -71,7 +73,9 @@ STYLE = """
   .msg .text { overflow-wrap: break-word; min-width: 0; }
   .msg time { color: #667; margin-right: .5rem; font-size: 12px; }
   .status { min-height: 1.2em; margin-bottom: .4rem; }
-  .chart svg { background: #fff; border: 1px solid #e2e4ea; max-width: 100%; height: auto; display: block; }
+  .chart svg { background: #fff; border: 1px solid #e2e4ea; width: 100%; max-width: 1100px; height: auto;
+               display: block; }
+  .nowrap { white-space: nowrap; }
   .chart text, svg.spark text { font: 11px system-ui, sans-serif; fill: #556; }
   .legend { display: flex; gap: 1rem; flex-wrap: wrap; list-style: none; padding: 0; margin: .4rem 0; }
   .swatch { display: inline-block; width: .9rem; height: .9rem; border-radius: 2px; margin-right: .3rem;
@@ -206,14 +210,13 @@ function timeChart(times, series, opts) {
   const bars = series.filter((s) => s.kind === "bar"), lines = series.filter((s) => s.kind !== "bar");
   const stack = times.map((_, i) => bars.reduce((a, s) => a + (s.values[i] || 0), 0));
   const max = Math.max(0, ...stack, ...lines.flatMap((s) => s.values.filter((v) => v !== null)));
-  const top = max > 0 ? max * 1.1 : 1;
+  const tick = niceStep(max / 4), top = tick * Math.max(1, Math.ceil(max / tick));
   const n = Math.max(1, times.length);
   const x = (i) => L + i * (W - L - R) / n;
   const y = (v) => T + (H - T - B) * (1 - v / top);
   const c = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
   svg("title", {}, c).textContent = opts.title;
-  for (let k = 0; k <= 4; k++) {
-    const v = top * k / 4;
+  for (let v = 0; v <= top + tick / 2; v += tick) {
     svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e2e4ea" }, c);
     svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, c).textContent = (opts.fmt || fmtNum)(v);
   }
@@ -251,8 +254,13 @@ function timeChart(times, series, opts) {
   wrap.appendChild(legend);
   return wrap;
 }
+function niceStep(raw) {  // 1, 2 or 5 times a power of ten, at least 1
+  if (!(raw > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  return Math.max(1, (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p);
+}
 const fmtNum = (v) => v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : v >= 1e3 ? (v / 1e3).toFixed(1) + "k"
-  : v >= 10 || v === 0 ? String(Math.round(v)) : v.toFixed(1);
+  : Number.isInteger(v) || v >= 10 ? String(Math.round(v)) : v.toFixed(1);
 
 // ------------------------------------------------------------------------------- tabs and routing
 

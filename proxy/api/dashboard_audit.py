@@ -12,7 +12,8 @@ from proxy.api.dashboard_tab import Tab
 AUDIT_BODY = """
 <h2>Audit log</h2>
 <div class="bar">
-  <label for="au-filter">Filter</label><input id="au-filter" type="search" size="24" placeholder="actor, action, key">
+  <label for="au-filter">Filter</label>
+  <input id="au-filter" type="search" size="24" placeholder="actor, action, key">
   <label for="au-limit">Show</label>
   <select id="au-limit"><option>50</option><option selected>200</option><option>1000</option></select>
 </div>
@@ -29,7 +30,9 @@ AUDIT_SCRIPT = r"""
 let rows = [];
 function changes(before, after) {
   if (!before && !after) return "";
-  if (!before) return "created: " + Object.entries(after).map(([k, v]) => k + " " + JSON.stringify(v)).join(", ");
+  if (!before) {
+    return "created: " + Object.entries(after).map(([k, v]) => k + " " + JSON.stringify(v)).join(", ");
+  }
   if (!after) return "removed";
   const out = [];
   for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
@@ -44,7 +47,8 @@ function render() {
   tbody.replaceChildren();
   for (const r of rows) {
     const change = changes(r.before, r.after);
-    if (text && ![r.actor, r.action, r.key_id, change].some((v) => v && v.toLowerCase().includes(text))) continue;
+    const hit = (v) => v && v.toLowerCase().includes(text);
+    if (text && ![r.actor, r.action, r.key_id, change].some(hit)) continue;
     const tr = document.createElement("tr");
     tr.dataset.auditId = r.id;
     cell(tr, when(r.at)).title = new Date(r.at * 1000).toISOString();
@@ -80,7 +84,8 @@ counters), never a secret.</p>
   <a id="snap-link" hidden download="keyrelay-snapshot.json">save the file</a>
 </div>
 <div class="bar">
-  <label for="snap-file">Import a snapshot</label><input id="snap-file" type="file" accept=".json,application/json">
+  <label for="snap-file">Import a snapshot</label>
+  <input id="snap-file" type="file" accept=".json,application/json">
   <button id="snap-import" type="button">Import</button>
 </div>
 <h2>Configuration</h2>

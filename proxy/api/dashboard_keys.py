@@ -24,7 +24,8 @@ STYLE = """
   .badge { display: inline-block; border-radius: 4px; padding: 0 .45rem; font-size: 12px; font-weight: 600;
            white-space: nowrap; }
   .st-usable { background: #e3f3e6; color: #176c2e; } .st-cooling { background: #fff1cc; color: #7a5200; }
-  .st-half_open { background: #fde7d2; color: #8a4100; } .st-circuit_open { background: #fbdcd9; color: #8f1d15; }
+  .st-half_open { background: #fde7d2; color: #8a4100; }
+  .st-circuit_open { background: #fbdcd9; color: #8f1d15; }
   .st-invalid { background: #b3261e; color: #fff; } .st-disabled { background: #e4e6eb; color: #3b4252; }
   .st-retired { background: #e4e6eb; color: #667; }
   td.key { min-width: 10rem; } td.key .label { font-weight: 600; }
@@ -43,7 +44,14 @@ STYLE = """
   #add-keys summary { cursor: pointer; font-weight: 600; }
   #add-keys form { margin: .6rem 0; }
   #edit-key { background: #fff8e1; border: 1px solid #e9cf8f; border-radius: 6px; padding: .5rem .8rem; }
-  @media (max-width: 1000px) { .wide { display: none; } }
+  .narrow { display: none; }
+  @media (max-width: 1000px) {
+    .wide { display: none; } .narrow { display: block; }
+    td.key { min-width: 8.5rem; } td.state { min-width: 9.5rem; } .err { min-width: 9rem; }
+    td.actions { min-width: 0; } td.actions .acts { flex-direction: column; align-items: stretch; }
+    td.actions button, details.more summary { padding: .15rem .5rem; font-size: 13px; text-align: center; }
+    th, td { padding: .35rem .35rem; }
+  }
   #kp-totals { display: flex; flex-wrap: wrap; gap: .4rem; }
 """
 
@@ -90,7 +98,8 @@ BODY = """
 <div class="table-wrap">
 <table id="keys">
   <thead><tr>
-    <th data-sort="name">Key</th><th data-sort="state">State</th><th data-sort="weight" class="num">Weight</th>
+    <th data-sort="name">Key</th><th data-sort="state">State</th>
+    <th data-sort="weight" class="num wide">Weight</th>
     <th data-sort="health" class="num wide">Health</th><th>Last 24 h</th>
     <th data-sort="requests" class="num">Requests</th><th data-sort="last_error_at">Last error</th>
     <th>Actions</th>
@@ -101,8 +110,10 @@ BODY = """
 """
 
 SCRIPT = r"""
-const STATE_RANK = { usable: 0, cooling: 1, half_open: 2, circuit_open: 3, invalid: 4, disabled: 5, retired: 6 };
-const STATE_NAME = { usable: "usable", cooling: "cooling", half_open: "half-open", circuit_open: "circuit open",
+const STATE_RANK = { usable: 0, cooling: 1, half_open: 2, circuit_open: 3, invalid: 4, disabled: 5,
+                     retired: 6 };
+const STATE_NAME = { usable: "usable", cooling: "cooling", half_open: "half-open",
+                     circuit_open: "circuit open",
                      invalid: "invalid", disabled: "disabled", retired: "retired" };
 let keys = [], summary = [], spark = null, sparkAt = 0;
 let sort = { by: "state", dir: 1 };
@@ -114,17 +125,21 @@ function stateLines(k) {  // [badge text, detail lines]
   const now = Date.now() / 1000, lines = [];
   const models = Object.entries(k.state_models || {}).sort((a, b) => a[1] - b[1]);
   if (k.state === "disabled") {
-    lines.push(k.disabled_by ? "by " + k.disabled_by + " at " + when(k.disabled_at) : "by config or snapshot");
+    lines.push(k.disabled_by ? "by " + k.disabled_by + " at " + when(k.disabled_at)
+                             : "by config or snapshot");
     if (k.state_reason) lines.push("“" + k.state_reason + "”");
   } else if (k.state === "invalid") {
-    lines.push((k.state_reason || "the upstream refused the key") + (k.status_at ? " · since " + when(k.status_at) : ""));
+    lines.push((k.state_reason || "the upstream refused the key") +
+               (k.status_at ? " · since " + when(k.status_at) : ""));
   } else if (k.state === "circuit_open") {
     lines.push(k.state_until ? "until " + until(k.state_until) + ", then one probe" : "open");
   } else if (k.state === "half_open") {
-    lines.push("one probe request in flight" + (k.state_until ? " (until " + clock(k.state_until) + ")" : ""));
+    lines.push("one probe request in flight" +
+               (k.state_until ? " (until " + clock(k.state_until) + ")" : ""));
   }
   for (const [m, u] of models) {
-    if (u > now) lines.push((k.state === "cooling" ? "" : "also cooling ") + "until " + until(u) + " for " + m);
+    if (u <= now) continue;
+    lines.push([(k.state === "cooling" ? "" : "also cooling ") + "until " + until(u) + " for ", m]);
   }
   if (k.state === "cooling") lines.push("usable for other models");
   return [STATE_NAME[k.state] || k.state, lines];
@@ -140,11 +155,15 @@ function sortValue(k) {
 }
 
 function visibleKeys() {
-  const text = $("#k-filter").value.trim().toLowerCase(), st = $("#k-state").value, pr = $("#k-provider").value;
+  const text = $("#k-filter").value.trim().toLowerCase();
+  const st = $("#k-state").value, pr = $("#k-provider").value;
   const out = keys.filter((k) => (!st || k.state === st) && (!pr || k.provider === pr) && (!text ||
     [k.id, k.label, k.provider, k.hint, k.last_error, STATE_NAME[k.state]].some(
       (v) => v && String(v).toLowerCase().includes(text))));
-  out.sort((a, b) => { const x = sortValue(a), y = sortValue(b); return (x < y ? -1 : x > y ? 1 : 0) * sort.dir; });
+  out.sort((a, b) => {
+    const x = sortValue(a), y = sortValue(b);
+    return (x < y ? -1 : x > y ? 1 : 0) * sort.dir;
+  });
   return out;
 }
 
@@ -176,7 +195,8 @@ function renderKeys() {
   const tbody = $("#keys tbody");
   tbody.replaceChildren();
   for (const th of document.querySelectorAll("#keys th[data-sort]")) {
-    th.setAttribute("aria-sort", th.dataset.sort === sort.by ? (sort.dir > 0 ? "ascending" : "descending") : "none");
+    const dir = sort.dir > 0 ? "ascending" : "descending";
+    th.setAttribute("aria-sort", th.dataset.sort === sort.by ? dir : "none");
   }
   for (const k of visibleKeys()) {
     const tr = document.createElement("tr");
@@ -185,17 +205,26 @@ function renderKeys() {
     key.appendChild(el("div", k.label || "(no label)", k.label ? "label" : "muted"));
     key.appendChild(el("code", k.id));
     key.appendChild(el("div", k.provider + (k.hint ? " · " + k.hint : " · no key"), "muted small hint"));
+    key.appendChild(el("div", "weight " + k.weight + " · health " + Number(k.health).toFixed(2),
+                       "muted small narrow"));
     const st = cell(tr, "", "state");
     const [badge, lines] = stateLines(k);
     st.appendChild(el("span", badge, "badge st-" + k.state));
-    for (const line of lines) st.appendChild(el("div", line, "small"));
-    cell(tr, k.weight, "num weight");
+    for (const line of lines) {  // [text, model]: a model name never breaks at its hyphens
+      const d = el("div", Array.isArray(line) ? line[0] : line, "small");
+      if (Array.isArray(line)) d.appendChild(el("span", line[1], "nowrap"));
+      st.appendChild(d);
+    }
+    cell(tr, k.weight, "num weight wide");
     cell(tr, Number(k.health).toFixed(2), "num wide " + (k.health < 0.5 ? "warn" : ""));
     const sp = cell(tr, "", "spark");
     if (spark && spark[k.id]) sp.appendChild(sparkline(spark[k.id], 96, 26));
     else if (spark) sp.appendChild(el("span", "no traffic", "muted small"));
     const req = cell(tr, k.requests.toLocaleString(), "num requests");
-    if (k.errors) req.appendChild(el("div", k.errors.toLocaleString() + " errors", "small warn"));
+    if (k.errors) {
+      const n = k.errors.toLocaleString() + (k.errors === 1 ? " error" : " errors");
+      req.appendChild(el("div", n, "small warn"));
+    }
     const err = cell(tr, "", "err");
     if (k.last_error) {
       const t = el("div", k.last_error, "clamp");
@@ -218,10 +247,13 @@ function renderKeys() {
     actionButton(menu, "Edit label / weight", "edit", k);
     actionButton(menu, "Revalidate", "revalidate", k);
     actionButton(menu, "Reset", "reset", k);
-    actionButton(menu, "Remove", "remove", k, "danger");
+    if (k.source === "runtime") actionButton(menu, "Remove", "remove", k, "danger");
+    else menu.appendChild(el("span", "from the config file: remove it there", "muted small"));
     more.appendChild(menu);
     if (openMenu === k.id) more.open = true;
-    more.addEventListener("toggle", () => { openMenu = more.open ? k.id : (openMenu === k.id ? null : openMenu); });
+    more.addEventListener("toggle", () => {
+      openMenu = more.open ? k.id : (openMenu === k.id ? null : openMenu);
+    });
     acts.appendChild(more);
     tbody.appendChild(tr);
   }
@@ -239,7 +271,7 @@ function providers() {
 }
 
 async function refreshSpark(force) {
-  if (!force && Date.now() - sparkAt < 60000) return;
+  if (!token() || (!force && Date.now() - sparkAt < 60000)) return;
   sparkAt = Date.now();
   try {
     const h = await api("GET", "/history?window=24h&step=30m&by=key");
@@ -274,8 +306,8 @@ async function act(action, k) {
   const name = action + " " + nameOf(k);
   if (action === "history") { go("#key/" + k.id); return; }
   if (action === "edit") { editKey(k); return; }
-  if (action === "remove" && !window.confirm("Remove key " + nameOf(k) + " (" + k.id + ")? Its secret is deleted."))
-    return;
+  const question = "Remove key " + nameOf(k) + " (" + k.id + ")? Its secret is deleted.";
+  if (action === "remove" && !window.confirm(question)) return;
   const done = await attempt(name, async () => {
     if (action === "disable") {
       await api("POST", keyPath(k, "/disable"), { reason: $("#reason").value });
@@ -283,13 +315,16 @@ async function act(action, k) {
     }
     if (action === "test") {
       const r = await api("POST", keyPath(k, "/test"));
-      if (!r.ok) throw new Error(r.outcome + (r.error ? ": " + r.error : "") +
-                                 (r.latency_ms !== undefined && r.latency_ms !== null ? " (" + Math.round(r.latency_ms) + " ms)" : ""));
+      const timed = r.latency_ms !== undefined && r.latency_ms !== null;
+      const ms = timed ? " (" + Math.round(r.latency_ms) + " ms)" : "";
+      if (!r.ok) throw new Error(r.outcome + (r.error ? ": " + r.error : "") + ms);
       return "ok in " + Math.round(r.latency_ms) + " ms";
     }
     if (action === "revalidate") {
       const r = await api("POST", keyPath(k, "/revalidate"));
-      if (!r.probe.ok) throw new Error("probe " + r.probe.outcome + (r.probe.error ? ": " + r.probe.error : ""));
+      if (!r.probe.ok) {
+        throw new Error("probe " + r.probe.outcome + (r.probe.error ? ": " + r.probe.error : ""));
+      }
       return "probe passed; the key is " + r.key.state;
     }
     if (action === "remove") {
@@ -354,7 +389,8 @@ $("#import-keys").addEventListener("submit", async (ev) => {
   await attempt("import to " + body.provider, async () => {
     const r = await api("POST", "/keys/import", body);
     const count = (v) => Array.isArray(v) ? v.length : v;
-    return count(r.added) + " added, " + count(r.duplicates) + " duplicates, " + count(r.invalid) + " invalid";
+    return count(r.added) + " added, " + count(r.duplicates) + " duplicates, " + count(r.invalid) +
+      " invalid";
   });
   refreshKeys();
 });
@@ -420,7 +456,7 @@ async function loadKey() {
   const detail = key.state === "disabled" ? (key.disabled_by ? "disabled by " + key.disabled_by + " at " +
       when(key.disabled_at) : "disabled") + (key.state_reason ? " — “" + key.state_reason + "”" : "")
     : key.state === "invalid" ? (key.state_reason || "")
-    : key.state_until ? "until " + until(key.state_until) : "";
+    : key.state_until && key.state !== "cooling" ? "until " + until(key.state_until) : "";
   if (detail) box.appendChild(el("span", detail));
   for (const [m, u] of Object.entries(key.state_models || {})) box.appendChild(el("span", "cooling for " + m +
                                                                              " until " + until(u), "warn"));
@@ -434,7 +470,8 @@ async function loadModels() {
     models = [...new Set(s.filter((x) => x.provider === key.provider).map((x) => x.model))];
   } catch (e) { models = []; }
   const sel = $("#kp-model"), keep = sel.value;
-  sel.replaceChildren(...[""].concat(models).map((m) => { const o = el("option", m || "all"); o.value = m; return o; }));
+  const option = (m) => { const o = el("option", m || "all"); o.value = m; return o; };
+  sel.replaceChildren(...[""].concat(models).map(option));
   sel.value = models.includes(keep) ? keep : "";
 }
 
@@ -448,7 +485,7 @@ function drawPeriods(h) {
   const H = 30 + 22 * Math.max(1, names.length);
   const c = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
   svg("title", {}, c).textContent = "Cooldowns and open circuits over the window";
-  const x = (t) => L + (W - L - R) * (t - h.start) / (h.end - h.start);
+  const x = (t) => L + (W - L - R) * (Math.min(h.end, Math.max(h.start, t)) - h.start) / (h.end - h.start);
   for (let k = 0; k <= 6; k++) {
     const t = h.start + (h.end - h.start) * k / 6;
     svg("line", { x1: x(t), x2: x(t), y1: 4, y2: H - 18, stroke: "#eef" }, c);
@@ -459,7 +496,8 @@ function drawPeriods(h) {
     const y = 8 + 22 * i;
     svg("text", { x: L - 8, y: y + 12, "text-anchor": "end" }, c).textContent = name;
     for (const p of rows[name]) {
-      const r = svg("rect", { x: x(p.start), y, width: Math.max(2, x(p.until) - x(p.start)), height: 16, rx: 2,
+      const r = svg("rect", { x: x(p.start), y, width: Math.max(2, x(p.until) - x(p.start)), height: 16,
+                              rx: 2,
                               fill: p.kind === "cooldown" ? "#e3a21a" : "#b3261e", "data-kind": p.kind }, c);
       svg("title", {}, r).textContent = name + ": " + clock(p.start) + " – " + clock(p.until) + " (" +
         dur(p.until - p.start) + ")";
@@ -475,7 +513,7 @@ function drawPeriods(h) {
     cell(tr, p.kind === "cooldown" ? "cooldown" : "circuit open");
     cell(tr, p.model || "—");
     cell(tr, clock(p.start));
-    cell(tr, clock(p.until));
+    cell(tr, clock(p.until) + (p.until > Date.now() / 1000 ? " (ongoing)" : ""));
     cell(tr, dur(p.until - p.start), "num");
     tbody.appendChild(tr);
   }
@@ -494,7 +532,9 @@ async function loadHistory() {
   for (const [o, n] of Object.entries(t.errors)) if (n) pill(box, n + " " + o, "bad");
   pill(box, t.http_429 + " × HTTP 429", t.http_429 ? "warn" : "");
   pill(box, t.tokens.toLocaleString() + " tokens");
-  if (t.latency_ms.p50 !== null) pill(box, "latency p50 " + t.latency_ms.p50 + " ms · p95 " + t.latency_ms.p95 + " ms");
+  if (t.latency_ms.p50 !== null) {
+    pill(box, "latency p50 " + t.latency_ms.p50 + " ms · p95 " + t.latency_ms.p95 + " ms");
+  }
   const outcomes = ["ok", "quota", "auth", "transient", "client"];
   $("#kp-requests").replaceChildren(timeChart(times, outcomes.map((o) => ({
     name: o, color: OUTCOME_COLORS[o], kind: "bar",

@@ -221,13 +221,12 @@ def per_key(rows: Iterable[Row], start: int, end: int, step: int) -> dict[str, l
 
 
 def merge_periods(periods: Iterable[Period], start: float, end: float) -> list[dict]:
-    """Overlapping periods of the same key, kind and model joined (each worker records its own),
-    clipped to [start, end]."""
+    """The periods overlapping [start, end), those of the same key, kind and model that overlap joined
+    (each worker records its own); their real start and end, not clipped to the window."""
     groups: dict[tuple[str, str, str], list[tuple[float, float]]] = {}
     for p in periods:
         if p.until > start and p.start < end:
-            span = (max(p.start, start), min(p.until, end))
-            groups.setdefault((p.key_id, p.kind, p.model), []).append(span)
+            groups.setdefault((p.key_id, p.kind, p.model), []).append((p.start, p.until))
     out = []
     for (kid, kind, model), spans in sorted(groups.items()):
         spans.sort()

@@ -52,7 +52,7 @@ def test_merge_periods_joins_overlaps_of_the_same_key_and_model():
           h.Period("k", "cooldown", "m", 40, 50), h.Period("k", "circuit_open", "", 0, 5)]
     out = h.merge_periods(ps, 2, 45)
     assert [(p["kind"], p["start"], p["until"]) for p in out] == [
-        ("circuit_open", 2, 5), ("cooldown", 10, 30), ("cooldown", 40, 45)]
+        ("circuit_open", 0, 5), ("cooldown", 10, 30), ("cooldown", 40, 50)]
 
 
 @pytest.fixture
