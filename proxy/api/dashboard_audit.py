@@ -28,15 +28,15 @@ AUDIT_BODY = """
 
 AUDIT_SCRIPT = r"""
 let rows = [];
-function changes(before, after) {
+const show = (v) => v === undefined ? "—" : JSON.stringify(v);
+function changes(before, after) {  // the fields that differ; a one-sided row lists what it has
   if (!before && !after) return "";
-  if (!before) {
-    return "created: " + Object.entries(after).map(([k, v]) => k + " " + JSON.stringify(v)).join(", ");
+  if (!before || !after) {
+    return Object.entries(before || after).map(([k, v]) => k + " " + show(v)).join(", ");
   }
-  if (!after) return "removed";
   const out = [];
   for (const k of new Set([...Object.keys(before), ...Object.keys(after)])) {
-    const a = JSON.stringify(before[k]), b = JSON.stringify(after[k]);
+    const a = show(before[k]), b = show(after[k]);
     if (a !== b) out.push(k + ": " + a + " → " + b);
   }
   return out.join("; ") || "no change";
@@ -45,6 +45,7 @@ function render() {
   const text = $("#au-filter").value.trim().toLowerCase();
   const tbody = $("#audit tbody");
   tbody.replaceChildren();
+  let shown = 0;
   for (const r of rows) {
     const change = changes(r.before, r.after);
     const hit = (v) => v && v.toLowerCase().includes(text);
@@ -58,14 +59,16 @@ function render() {
     if (r.key_id) k.appendChild(el("code", r.key_id));
     cell(tr, change, "err");
     tbody.appendChild(tr);
+    shown++;
   }
+  const n = rows.length + " entr" + (rows.length === 1 ? "y" : "ies");
+  say("#au-status", (text ? shown + " of " + n + " match" : n) + ", newest first", "muted");
 }
 async function refresh() {
   if (!token()) { say("#au-status", "Enter the admin token to see the audit log.", "warn"); return; }
   try {
     rows = (await api("GET", "/audit?limit=" + $("#au-limit").value)).audit;
     render();
-    say("#au-status", rows.length + " entr" + (rows.length === 1 ? "y" : "ies") + ", newest first", "muted");
   } catch (e) {
     say("#au-status", e.message, "bad");
   }

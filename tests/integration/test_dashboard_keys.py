@@ -244,7 +244,20 @@ def test_add_test_disable_remove_through_the_ui(gw, browser, mock):
     assert admin(gw, "DELETE", f"/keys/{IDS['primary']}").status_code == 409
 
     page.locator("#messages .msg >> nth=0").locator("button.dismiss").click()
+    assert page.locator("#messages .msg").count() == 3  # the others stay until dismissed
     page.screenshot(path=str(SCREENS / "dashboard-after-remove-1280.png"), full_page=True)
+
+    # the audit log view has the whole story of that key
+    page.click("#tab-audit")
+    page.fill("#au-filter", kid)
+    page.wait_for_selector("#audit tbody tr td.action:has-text('remove')")
+    actions = page.locator("#audit tbody td.action").all_inner_texts()
+    assert {"add", "test", "disable", "remove"} <= set(actions), actions
+    page.screenshot(path=str(SCREENS / "audit-1280.png"), full_page=True)
+    # snapshot export from the operations tab
+    page.click("#tab-ops")
+    page.click("#snap-export")
+    page.wait_for_selector("#messages .msg:has-text('export snapshot:')")
     html = page.content()
     for secret in (*KEYS.values(), RUNTIME_SECRET, TOKEN):
         assert secret not in html
