@@ -92,11 +92,11 @@ const $ = (sel) => document.querySelector(sel);
 const say = (sel, text, cls) => { const s = $(sel); s.textContent = text; s.className = cls || ""; };
 const token = () => sessionStorage.getItem(STORE) || "";
 
-async function api(method, path, body) {
+async function api(method, path, body) {  // a string body is sent as it is (JSON text)
   const headers = { "Authorization": "Bearer " + token() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch("/admin/api" + path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  const text = body === undefined || typeof body === "string" ? body : JSON.stringify(body);
+  const resp = await fetch("/admin/api" + path, { method, headers, body: text, cache: "no-store" });
   const data = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const err = new Error((data.error && data.error.message) || ("HTTP " + resp.status));

@@ -114,9 +114,9 @@ $("#snap-import").addEventListener("click", async () => {
   if (!file) { notify("import snapshot: choose a file first", "bad"); return; }
   if (!window.confirm("Replace the state of the keys in " + file.name + "?")) return;
   await attempt("import snapshot " + file.name, async () => {
-    let doc;
-    try { doc = JSON.parse(await file.text()); } catch (e) { throw new Error("not a JSON file"); }
-    const r = await api("POST", "/snapshot", doc);
+    const text = await file.text();  // sent as it is: re-serializing would break its checksum
+    try { JSON.parse(text); } catch (e) { throw new Error("not a JSON file"); }
+    const r = await api("POST", "/snapshot", text);
     return r.imported + " key(s) imported";
   });
 });

@@ -203,7 +203,7 @@ def test_a_keys_history_page(gw, browser):
     assert errors == []
 
 
-def test_add_test_disable_remove_through_the_ui(gw, browser, mock):
+def test_add_test_disable_remove_through_the_ui(gw, browser, tmp_path):
     errors: list[str] = []
     page = open_page(browser, gw, 1280, errors)
     page.wait_for_selector("#keys tbody tr >> nth=4")
@@ -258,6 +258,14 @@ def test_add_test_disable_remove_through_the_ui(gw, browser, mock):
     page.click("#tab-ops")
     page.click("#snap-export")
     page.wait_for_selector("#messages .msg:has-text('export snapshot:')")
+    # and back: a snapshot file imported (after the confirm() dialog), then a reload (last: workers restart)
+    snap = tmp_path / "snapshot.json"
+    snap.write_text(admin(gw, "GET", "/snapshot").text)
+    page.set_input_files("#snap-file", str(snap))
+    page.click("#snap-import")
+    page.wait_for_selector("#messages .msg:has-text('key(s) imported')")
+    page.click("#reload")
+    page.wait_for_selector("#messages .msg:has-text('workers reloading')")
     html = page.content()
     for secret in (*KEYS.values(), RUNTIME_SECRET, TOKEN):
         assert secret not in html
