@@ -9,7 +9,8 @@ the stored one, so every worker's rows add up). Cooldowns and open circuits are 
 **Percentiles.** Latency (of attempts that answered, outcome ``ok``; for a stream, until its last
 chunk) is counted in ``LATENCY_EDGES_MS`` buckets per row. p50 / p95 of any set of rows come from the
 summed buckets: find the bucket holding the rank, interpolate linearly inside it (its lower edge to its
-upper edge, the last open bucket up to the rows' max). The answer is exact to the bucket's width (a
+upper edge, narrowed to the rows' min and max when they fall inside it; the open last bucket ends at
+the max). The answer is exact to the bucket's width (a
 1-2-5 series: at most a factor ~2.5 apart), which is enough to see a key slow down.
 """
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Row:
     latency_sum: float = 0.0
     latency_n: int = 0
     latency_max: float = 0.0
+    latency_min: float = 0.0  # meaningful only when latency_n > 0
     hist: list[int] = field(default_factory=lambda: [0] * BUCKETS)
 
     def add(self, other: Row) -> None:
@@ -56,6 +58,9 @@ class Row:
             self.outcomes[o] += other.outcomes[o]
         self.http_429 += other.http_429
         self.tokens += other.tokens
+        if other.latency_n:
+            self.latency_min = other.latency_min if not self.latency_n else min(self.latency_min,
+                                                                                 other.latency_min)
         self.latency_sum += other.latency_sum
         self.latency_n += other.latency_n
         self.latency_max = max(self.latency_max, other.latency_max)
@@ -78,8 +83,10 @@ def latency_bucket(ms: float) -> int:
     return BUCKETS - 1
 
 
-def percentile(hist: Sequence[int], q: float, max_ms: float | None = None) -> float | None:
-    """The ``q`` quantile (0..1) of a latency histogram (see the module docstring); None when empty."""
+def percentile(hist: Sequence[int], q: float, max_ms: float | None = None,
+               min_ms: float | None = None) -> float | None:
+    """The ``q`` quantile (0..1) of a latency histogram (see the module docstring); None when empty.
+    ``min_ms`` / ``max_ms`` (of the same samples) narrow the bucket they fall in."""
     total = sum(hist)
     if total <= 0:
         return None
@@ -89,6 +96,8 @@ def percentile(hist: Sequence[int], q: float, max_ms: float | None = None) -> fl
         if n and seen + n >= rank:
             lo = 0.0 if i == 0 else float(LATENCY_EDGES_MS[i - 1])
             hi = float(LATENCY_EDGES_MS[i]) if i < len(LATENCY_EDGES_MS) else max(lo, max_ms or lo)
+            if min_ms is not None and lo < min_ms < hi:
+                lo = min_ms
             if max_ms is not None:
                 hi = min(hi, max(lo, max_ms))
             return round(lo + (hi - lo) * (rank - seen) / n, 1)
@@ -119,6 +128,7 @@ class HistoryBuffer:
             if outcome == errors.OK and latency_ms is not None and latency_ms >= 0:
                 row.latency_sum += latency_ms
                 row.latency_n += 1
+                row.latency_min = latency_ms if row.latency_n == 1 else min(row.latency_min, latency_ms)
                 row.latency_max = max(row.latency_max, latency_ms)
                 row.hist[latency_bucket(latency_ms)] += 1
 
@@ -189,8 +199,8 @@ def series(rows: Iterable[Row], periods: Iterable[Period], start: int, end: int,
             "errors": {o: r.outcomes[o] for o in OUTCOMES if o != errors.OK},
             "http_429": r.http_429, "tokens": r.tokens,
             "latency_ms": {"avg": round(r.latency_sum / r.latency_n, 1) if r.latency_n else None,
-                           "p50": percentile(r.hist, 0.5, r.latency_max),
-                           "p95": percentile(r.hist, 0.95, r.latency_max),
+                           "p50": percentile(r.hist, 0.5, r.latency_max, r.latency_min),
+                           "p95": percentile(r.hist, 0.95, r.latency_max, r.latency_min),
                            "max": round(r.latency_max, 1) if r.latency_n else None},
         })
     total = Row(step, start, "", "", "")
@@ -201,8 +211,8 @@ def series(rows: Iterable[Row], periods: Iterable[Period], start: int, end: int,
         "totals": {"requests": total.requests, "ok": total.outcomes[errors.OK],
                    "errors": {o: total.outcomes[o] for o in OUTCOMES if o != errors.OK},
                    "http_429": total.http_429, "tokens": total.tokens,
-                   "latency_ms": {"p50": percentile(total.hist, 0.5, total.latency_max),
-                                  "p95": percentile(total.hist, 0.95, total.latency_max)}},
+                   "latency_ms": {"p50": percentile(total.hist, 0.5, total.latency_max, total.latency_min),
+                                  "p95": percentile(total.hist, 0.95, total.latency_max, total.latency_min)}},
         "periods": merge_periods(periods, start, end),
     }
 

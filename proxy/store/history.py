@@ -14,12 +14,16 @@ from proxy.keys.history import BUCKETS, OUTCOMES, Period, Row
 
 _HIST = tuple(f"h{i}" for i in range(BUCKETS))
 _SUMS = ("requests", *OUTCOMES, "http_429", "tokens", "latency_sum", "latency_n", *_HIST)
-_COLUMNS = ("step", "bucket", "key_id", "model", "provider", *_SUMS, "latency_max")
+_COLUMNS = ("step", "bucket", "key_id", "model", "provider", *_SUMS, "latency_max", "latency_min")
 _UPSERT = (f"INSERT INTO key_history({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
            " ON CONFLICT(step, bucket, key_id, model) DO UPDATE SET "
            + ", ".join(f"{c} = key_history.{c} + excluded.{c}" for c in _SUMS)
            + ", latency_max = CASE WHEN excluded.latency_max > key_history.latency_max"
-             " THEN excluded.latency_max ELSE key_history.latency_max END")
+             " THEN excluded.latency_max ELSE key_history.latency_max END"
+           # SET expressions see the row as it was: latency_n is the old count here
+           + ", latency_min = CASE WHEN excluded.latency_n = 0 THEN key_history.latency_min"
+             " WHEN key_history.latency_n = 0 OR excluded.latency_min < key_history.latency_min"
+             " THEN excluded.latency_min ELSE key_history.latency_min END")
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM key_history"
 
 
@@ -40,6 +44,7 @@ def _row(r: tuple) -> Row:
     return Row(v["step"], v["bucket"], v["key_id"], v["model"], v["provider"], requests=v["requests"],
                outcomes={o: v[o] for o in OUTCOMES}, http_429=v["http_429"], tokens=v["tokens"],
                latency_sum=v["latency_sum"], latency_n=v["latency_n"], latency_max=v["latency_max"],
+               latency_min=v["latency_min"],
                hist=[v[h] for h in _HIST])
 
 
@@ -53,7 +58,7 @@ class SqlHistory:
         for r in rows:
             self._run(_UPSERT, (r.step, r.bucket, r.key_id, r.model, r.provider, r.requests,
                                 *(r.outcomes[o] for o in OUTCOMES), r.http_429, r.tokens, r.latency_sum,
-                                r.latency_n, *r.hist, r.latency_max))
+                                r.latency_n, *r.hist, r.latency_max, r.latency_min))
         for p in periods:
             self._run("INSERT INTO key_periods(key_id, kind, model, start, until) VALUES (?,?,?,?,?)",
                       (p.key_id, p.kind, p.model, p.start, p.until))

@@ -16,6 +16,7 @@ def test_percentile_interpolates_inside_the_bucket_and_is_clipped_by_the_max():
     hist[h.latency_bucket(150)] = 100  # 100..200 ms
     assert h.percentile(hist, 0.5, max_ms=200) == 150.0
     assert h.percentile(hist, 0.95, max_ms=180) == pytest.approx(100 + 80 * 0.95, abs=0.1)
+    assert h.percentile(hist, 0.5, max_ms=200, min_ms=180) == 190.0  # narrowed to what was seen
     assert h.percentile([0] * h.BUCKETS, 0.5) is None
     hist = [0] * h.BUCKETS
     hist[-1] = 2  # the open bucket ends at the max
@@ -86,6 +87,9 @@ def test_two_pools_add_up_in_the_store_and_pruning_keeps_the_retention(store, tm
     assert out["totals"]["ok"] == 2 and out["totals"]["http_429"] == 2 and out["totals"]["tokens"] == 20
     assert out["totals"]["errors"] == {"quota": 2, "auth": 0, "transient": 2, "client": 0}
     assert 100 <= out["totals"]["latency_ms"]["p50"] <= 200
+    assert out["totals"]["latency_ms"]["p95"] <= 200  # the max seen
+    row = h.series([], [], 0, 60, 60)["points"][0]
+    assert row["latency_ms"]["p50"] is None
     kinds = sorted((p["kind"], p["model"]) for p in out["periods"])
     assert kinds == [("circuit_open", None), ("cooldown", "m")]  # two workers' cooldowns joined
     hourly = history_jobs.read(store, clock[0], "7d", "1h", key_id=kid)
