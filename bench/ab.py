@@ -47,6 +47,8 @@ def serve(repo: Path, mock_url: str, extra: dict, tmp: Path) -> tuple[subprocess
               "providers": [{"name": "gemini", "type": "gemini", "base_url": mock_url + "/v1beta",
                              "keys": KEYS, "models": [MODEL]}],
               "models": [{"name": "bench", "targets": [{"provider": "gemini", "model": MODEL}]}], **extra}
+    if repo == REPO:  # an older checkout may not know the catalog; this one must not fetch in a measurement
+        config["catalog"] = {"sources": []}
     (d / "k.yaml").write_text(json.dumps(config))
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")}

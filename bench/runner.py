@@ -134,7 +134,7 @@ class Mock:
 
 class Keyrelay:
     def __init__(self, tmp: Path, mock_url: str, workers: int, log_level: str, name: str,
-                 extra: dict | None = None) -> None:
+                 extra: dict | None = None, limits: dict | None = None) -> None:
         self.dir = tmp / name
         self.dir.mkdir()
         config = {
@@ -151,6 +151,7 @@ class Keyrelay:
                     "base_url": mock_url + "/v1beta",
                     "keys": KEYS,
                     "models": [MODEL],
+                    **({"limits": limits} if limits else {}),
                 },
                 {"name": "oai", "type": "openai", "base_url": mock_url + "/v1", "keys": KEYS},
             ],
@@ -159,6 +160,7 @@ class Keyrelay:
                 {"name": "bench-openai", "targets": [{"provider": "oai", "model": "gpt-bench"}]},
             ],
             "auth": {"mode": "open"},  # the bench drives keyrelay without client keys
+            "catalog": {"sources": []},  # no internet: no background catalog fetches in a measurement
             **(extra or {}),
         }
         cfg = self.dir / "keyrelay.yaml"
@@ -470,6 +472,11 @@ class Bench:
         q = self.quick
         self.mock = Mock(chunks=10, gap_ms=200)
         MOCK_PIDS[:] = [self.mock.pid]
+        if self.a.only == "pacing":
+            self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
+            self.results["load_after"] = os.getloadavg()
+            self.results["rows"] = self.rows
+            return self.results
         kr = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "w1")
         direct, relay = self.targets(kr)
         print(
@@ -498,6 +505,7 @@ class Bench:
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
         self.client_keys(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
+        self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3)
         if self.a.litellm:
             self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
@@ -853,6 +861,37 @@ class Bench:
             kopen.close()
             kkeys.close()
 
+    def pacing(self, n: int, d: float, rounds: int) -> None:
+        """Issue 15: quota pacing with limits known (every request admitted from a slice leased in the
+        store) vs ``key_manager.pacing: false``, alternated; the limits are never reached."""
+        print("\n[7] quota pacing on (limits known) vs off, 1 worker, c=16", flush=True)
+        high = {MODEL: {"rpm": 10**9, "tpm": 10**12, "rpd": 10**12}}
+        koff = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "pacing-off",
+                        {"key_manager": {"pacing": False}})
+        kon = Keyrelay(self.tmp, self.mock.url, 1, self.a.log_level, "pacing-on", limits=high)
+        try:
+            url = "/v1/chat/completions"
+            t_off = Target("off", koff.url + url, OPENAI_BODY, (), tuple(koff.worker_pids()))
+            t_on = Target("on", kon.url + url, OPENAI_BODY, (), tuple(kon.worker_pids()))
+            for t_ in (t_off, t_on):
+                load(t_, c=16, n=1000, d=5)
+            r_off, r_on = alternate(t_off, t_on, rounds, c=16, n=n, d=d)
+            o = {"off_rps": med(r_off, "rps"), "on_rps": med(r_on, "rps"),
+                 "off_cpu_ms_per_req": med(r_off, "cpu_ms_per_req"),
+                 "on_cpu_ms_per_req": med(r_on, "cpu_ms_per_req"),
+                 "errors": total(r_off, "errors") + total(r_on, "errors")}
+            o["ratio"] = ratio(o["on_rps"], o["off_rps"])
+            print(f"  off {o['off_rps']} req/s ({o['off_cpu_ms_per_req']} ms CPU/req), on {o['on_rps']} "
+                  f"req/s ({o['on_cpu_ms_per_req']} ms CPU/req): ratio {o['ratio']}, errors {o['errors']}",
+                  flush=True)
+            self.row("quota pacing on / off throughput, c=16",
+                     f"{o['ratio']} ({o['on_rps']} / {o['off_rps']} req/s)", ">= 0.95",
+                     o["ratio"] is not None and o["ratio"] >= 0.95 and not o["errors"])
+            self.results["pacing"] = o
+        finally:
+            koff.close()
+            kon.close()
+
     def litellm(self, venv: Path, rounds: int) -> None:
         """keyrelay vs LiteLLM, both one worker in front of the same mock's OpenAI dialect, measured in
         turn with direct-to-mock (direct, keyrelay, LiteLLM, direct, ...)."""
@@ -962,6 +1001,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000, quick 200)")
     ap.add_argument("--log-level", default="info", help="keyrelay log level (default info, as shipped)")
     ap.add_argument("--json", help="also write every raw result to this file")
+    ap.add_argument("--only", choices=("pacing",),
+                    help="run one phase alone (pacing: [7] quota pacing on / off)")
     ap.add_argument(
         "--litellm",
         metavar="VENV",

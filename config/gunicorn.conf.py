@@ -18,6 +18,7 @@ from pathlib import Path
 
 import gevent
 from gunicorn import glogging
+from gunicorn import util as gunicorn_util
 from gunicorn.workers import ggevent
 
 from proxy import runtime
@@ -52,6 +53,27 @@ loglevel = _config.server.log_level
 logconfig_dict = jsonlog.gunicorn_logconfig(loglevel, _config.server.access_log, _secrets)
 control_socket_disable = True  # gunicorn >= 25: a shared ~/.gunicorn/gunicorn.ctl clashes between instances
 proc_name = "keyrelay"
+pidfile = _config.server.pidfile  # written before on_starting, removed by the master when it exits
+if pidfile:
+    Path(pidfile).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _set_title(title: str) -> None:
+    """gunicorn titles its processes ``gunicorn: master [keyrelay]``; ours say ``keyrelay: master`` and
+    ``keyrelay: worker N`` (N counts the workers this master started, 1 first)."""
+    try:
+        from setproctitle import setproctitle
+    except ImportError:
+        return
+    setproctitle(title)
+
+
+def _gunicorn_title(title: str) -> None:
+    if title.startswith("master"):
+        _set_title("keyrelay: master")
+
+
+gunicorn_util._setproctitle = _gunicorn_title  # the arbiter renames the master at start and on reload
 forwarded_allow_ips = "127.0.0.1"
 
 
@@ -225,6 +247,10 @@ class DrainingGeventWorker(ggevent.GeventWorker):
 
 
 worker_class = DrainingGeventWorker
+
+
+def post_fork(server, worker):
+    _set_title(f"keyrelay: worker {worker.age}")
 
 
 def post_worker_init(worker):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -11,12 +12,15 @@ from dataclasses import dataclass, field
 from flask import Flask, Response, g, request
 from flask.json.provider import DefaultJSONProvider
 
+from proxy.catalog.service import Catalog
 from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, history_jobs, run_revalidation
 from proxy.keys.runtime import RuntimeKeys, vault_for
+from proxy.observability.metrics import endpoint as url_rule
+from proxy.observability.tracing import Tracing
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
@@ -33,6 +37,8 @@ class Gateway:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
+    catalog: Catalog = field(init=False)  # model catalog: prices, context windows, free models
+    tracing: Tracing | None = None  # OpenTelemetry, started with the background work when configured
     runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _pruner: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -41,10 +47,16 @@ class Gateway:
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
         self.clients = Gate(self.config, self.pool.store)
+        self.catalog = self.relay.catalog or Catalog(self.config, self.pool.store)
+        self.relay.catalog = self.catalog
+        self.clients.usage.fallback_price = self.catalog.price  # config prices still win
         self.runtime = RuntimeKeys.for_config(self.pool, self.config)
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters) and release the database."""
+        """Flush what is batched (usage records, key counters, spans) and release the database."""
+        if self.tracing is not None:
+            self.tracing.close()
+        self.catalog.close()
         self.clients.close()
         self.pool.close()
 
@@ -86,6 +98,9 @@ class Gateway:
                                             name="keyrelay-history-prune", daemon=True)
             self.pool.start_flusher()
             self.clients.start()
+            self.catalog.start()  # background refresh; the gateway serves without it (no network)
+            if self.tracing is None:
+                self.tracing = Tracing.from_config(self.config.tracing)
             self._revalidator.start()
             self._pruner.start()  # key history past its retention (proxy/keys/history_jobs.py)
 
@@ -94,7 +109,7 @@ def key_specs(config: Config) -> list[KeySpec]:
     specs = []
     for p in config.providers:
         if p.keys:
-            specs += [KeySpec(p.name, k.key, k.weight, k.label) for k in p.keys]
+            specs += [KeySpec(p.name, k.key, k.weight, k.label, k.project) for k in p.keys]
         else:
             specs.append(KeySpec(p.name, None))
     return specs
@@ -109,6 +124,8 @@ def key_settings(config: Config) -> KeySettings:
         breaker_open_s=km.breaker_open_s,
         revalidate_interval_s=km.revalidate_interval_s,
         max_cooldown_s=km.max_cooldown_s,
+        pacing=km.pacing,
+        quota_limits={p.name: p.limits for p in config.providers if p.limits},
         refresh_interval_s=0.0,  # look at PRAGMA data_version on every acquire (~4 us): other workers'
         # transitions are obeyed at once, not after a refresh interval
     )
@@ -167,6 +184,8 @@ def _request_done(entry: dict, started: float, state: dict) -> None:
     latency_ms = (time.monotonic() - started) * 1000
     trace = state.get("trace")
     _log_request(entry, latency_ms, trace)
+    if state.get("spans") is not None:
+        state["spans"].end(entry["status"], entry.get("client_id"), state.get("model"))
     if entry.pop("_metered", False):
         try:
             state["gateway"].clients.finish(_finished(entry, latency_ms, trace, state))
@@ -188,6 +207,13 @@ def _finished(entry: dict, latency_ms: float, trace: Trace | None, state: dict) 
 
 
 def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
+    """The request's log line: INFO, WARNING for a 4xx (404s rate-limited), ERROR for a 5xx; a request
+    that failed over first logs each attempt. A stream logs ``ttfb_ms`` (until the upstream's first
+    chunk) and ``duration_ms`` (until its last byte)."""
+    status = entry["status"]
+    if status == 404 and not _not_found.allow(time.monotonic()):
+        return
+    stream = entry.get("_stream")
     entry = {k: v for k, v in entry.items() if not k.startswith("_")}
     entry["latency_ms"] = round(latency_ms, 2)
     if trace is not None:
@@ -197,9 +223,43 @@ def _log_request(entry: dict, latency_ms: float, trace: Trace | None) -> None:
             attempts=len(trace.attempts),
             upstream_latency_ms=round(trace.first_byte_ms, 2) if trace.first_byte_ms else None,
         )
+        if stream:
+            entry.update(ttfb_ms=entry["upstream_latency_ms"], duration_ms=entry["latency_ms"])
         if trace.attempts and trace.attempts[-1].outcome not in ("ok", "client"):
             entry["upstream_error"] = trace.attempts[-1].error
-    log.info("request", extra=entry)
+        if len(trace.attempts) > 1:
+            for n, a in enumerate(trace.attempts, 1):
+                log.log(logging.INFO if a.outcome == "ok" else logging.WARNING,
+                        f"attempt {n}/{len(trace.attempts)}: {a.provider}/{a.model} with {a.key_id}: "
+                        f"{a.outcome}", extra={
+                            "event": "upstream_attempt", "request_id": entry["request_id"], "attempt": n,
+                            "key_id": a.key_id, "provider": a.provider, "model": a.model,
+                            "outcome": a.outcome, "status": a.status, "latency_ms": round(a.latency_ms, 2),
+                            "error": a.error})
+    if _not_found.suppressed and status == 404:
+        entry["suppressed_404s"], _not_found.suppressed = _not_found.suppressed, 0
+    level = logging.ERROR if status >= 500 else logging.WARNING if status >= 400 else logging.INFO
+    log.log(level, "request", extra=entry)
+
+
+class _RateLimit:
+    """At most ``burst`` lines per ``per_s`` seconds; counts what it held back (said in the next line)."""
+
+    def __init__(self, burst: int, per_s: float) -> None:
+        self.burst, self.per_s = burst, per_s
+        self.window_start, self.used, self.suppressed = -math.inf, 0, 0
+
+    def allow(self, now: float) -> bool:
+        if now - self.window_start >= self.per_s:
+            self.window_start, self.used = now, 0
+        self.used += 1
+        if self.used > self.burst:
+            self.suppressed += 1
+            return False
+        return True
+
+
+_not_found = _RateLimit(burst=10, per_s=60.0)  # a scanner's 404s must not flood the log
 
 
 def _install_request_log(app: Flask) -> None:
@@ -210,6 +270,9 @@ def _install_request_log(app: Flask) -> None:
         # echoed in a response header: printable ASCII only, so it is safe there by construction
         g.request_id = rid if 0 < len(rid) <= 128 and rid.isascii() and rid.isprintable() \
             else os.urandom(16).hex()
+        tracing = app.extensions["keyrelay"].tracing
+        if tracing is not None and request.path not in ("/healthz", "/readyz", "/metrics"):
+            g.spans = tracing.start_request(request.method, url_rule(request), request.headers)
 
     @app.after_request
     def _finish(resp: Response) -> Response:
@@ -226,6 +289,8 @@ def _install_request_log(app: Flask) -> None:
             "status": resp.status_code,
             "model": state.get("model"),
         }
+        if state.get("error_code"):
+            entry["error_code"] = state.get("error_code")
         client = state.get("client")
         if client is not None:
             entry["client_id"] = client.id
@@ -235,6 +300,7 @@ def _install_request_log(app: Flask) -> None:
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
         done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
+                "spans": state.get("spans"),
                 "admission": admission, "wall_started": state.get("wall_started"),
                 "gateway": app.extensions["keyrelay"]}
         started = state.get("started", time.monotonic())

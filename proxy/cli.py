@@ -1,12 +1,15 @@
-"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, keys (``cli_keys``), version.
+"""The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, keys (``cli_keys``), catalog,
+version.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
 """
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -45,10 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         host, sep, port = args.bind.rpartition(":")
         if not sep or not host or not port.isdigit():
             return _fail(f"--bind: expected HOST:PORT, got {args.bind!r}")
+    bind = args.bind or f"{config.server.host}:{config.server.port}"
+    taken = _address_in_use(bind)
+    if taken:
+        return _fail(taken, 1)
     env = dict(os.environ)
     if path:
         env["KEYRELAY_CONFIG"] = str(Path(path).resolve())
-    env["KEYRELAY_BIND"] = args.bind or f"{config.server.host}:{config.server.port}"
+    env["KEYRELAY_BIND"] = bind
     env["KEYRELAY_WORKERS"] = str(args.workers or config.server.workers)
     argv = [sys.executable, "-m", "gunicorn", "-c", str(GUNICORN_CONF), "proxy:create_app_from_env()"]
     sys.stderr.flush()
@@ -56,9 +63,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 1  # not reached
 
 
+def _address_in_use(bind: str) -> str | None:
+    """One clear line when another process listens on ``bind`` (gunicorn would retry five times)."""
+    host, _, port = bind.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except (OSError, ValueError):
+        return None  # gunicorn says what is wrong with the address
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gunicorn does: TIME_WAIT is not "taken"
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"cannot listen on {bind}: the address is already in use (another keyrelay running?)"
+    return None
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.path)
+        config = load_config(_config_path(args.path or args.config))
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
     print(f"config ok: {len(config.providers)} provider(s), {len(config.models)} model(s)")
@@ -109,7 +135,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
         return _fail(str(exc), 1)
     try:
         if args.action == "export":
-            text = json.dumps(admin.export_snapshot(), indent=2, sort_keys=True) + "\n"
+            doc = admin.export_snapshot()
+            text = json.dumps(doc, indent=2, sort_keys=True) + "\n"
             if args.file and args.file != "-":
                 tmp = Path(args.file + ".tmp")
                 try:
@@ -119,9 +146,9 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
                     return _fail(f"snapshot {args.file}: cannot write: {exc.strerror or exc}", 1)
             else:
                 sys.stdout.write(text)
+            where = args.file if args.file and args.file != "-" else "stdout"
+            sys.stderr.write(f"snapshot exported: {len(doc.get('keys', []))} key(s) to {where}\n")
             return 0
-        if not args.file:
-            return _fail("snapshot import needs a FILE")
         try:
             doc = json.loads(Path(args.file).read_text() if args.file != "-" else sys.stdin.read())
         except (OSError, ValueError) as exc:
@@ -132,7 +159,8 @@ def cmd_snapshot(args: argparse.Namespace) -> int:
             return _fail(f"snapshot refused, nothing changed: {exc}")
         except StoreUnavailable as exc:
             return _fail(f"snapshot not imported, nothing changed: {exc}", 1)
-        print(f"snapshot imported: {len(doc.get('keys', []))} key(s)")
+        print(f"snapshot imported: {len(doc.get('keys', []))} key(s) from "
+              f"{args.file if args.file != '-' else 'stdin'}")
         return 0
     finally:
         admin.pool.close()
@@ -203,6 +231,66 @@ def cmd_clients(args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_catalog(args: argparse.Namespace) -> int:
+    """``catalog import FILE`` (either format, air-gapped installs) and ``catalog free [--provider]``."""
+    import time
+
+    from proxy.catalog import refresh, view
+    from proxy.catalog.parse import CatalogFormatError
+    from proxy.catalog.service import Catalog
+    from proxy.store import db
+    from proxy.store.base import StoreUnavailable
+    from proxy.store.sqlite import SQLiteStore
+
+    try:
+        config = load_config(_config_path(args.config))
+        store = SQLiteStore(config.server.database)
+    except ConfigError as exc:
+        return _fail(f"config error: {exc}")
+    except (db.DatabaseError, StoreUnavailable) as exc:
+        return _fail(str(exc), 1)
+    try:
+        if args.action == "import":
+            try:
+                source, n = refresh.import_document(store, refresh.read_file(args.file),
+                                                    f"file:{Path(args.file).resolve()}", time.time())
+            except (CatalogFormatError, ValueError) as exc:
+                return _fail(f"catalog import refused, nothing changed: {exc}")
+            print(f"catalog imported: {n} {source} entries from {args.file}")
+            return 0
+        catalog_provider = args.provider
+        configured = config.provider(args.provider) if args.provider else None
+        if configured is not None:  # a configured provider name: its catalog provider id
+            catalog_provider = view.catalog_provider(configured)
+        entries = Catalog(config, store).reload().search(catalog_provider, free=True, limit=100_000)
+        entries = [e for e in entries if view.is_free(e)]
+        if not entries:
+            sys.stderr.write("keyrelay: no free model in the catalog"
+                             f"{f' for {args.provider}' if args.provider else ''}\n")
+            return 0
+        print("provider\tmodel\tcontext\tmax_output\tinput\tsource")
+        for e in sorted(entries, key=lambda e: (e.provider, -(e.context or 0), e.model)):
+            print(f"{e.provider}\t{e.model}\t{e.context or '-'}\t{e.max_output or '-'}\t"
+                  f"{','.join(e.input_modalities) or '-'}\t{e.source}")
+        return 0
+    except StoreUnavailable as exc:
+        return _fail(f"nothing changed: {exc}", 1)
+    finally:
+        store.close()
+
+
+def _add_catalog(sub: argparse._SubParsersAction) -> None:
+    catalog = sub.add_parser("catalog", help="import a model catalog file, list free models")
+    csub = catalog.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    imp = csub.add_parser("import", help="store a models.dev api.json or OpenRouter model list (a file)")
+    imp.add_argument("file")
+    free = csub.add_parser("free", help="the free models the catalog knows (prices exactly 0)")
+    free.add_argument("--provider", help="a configured provider name or a catalog provider id")
+    for p in csub.choices.values():
+        p.add_argument("--config")
+    catalog.set_defaults(func=cmd_catalog)
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -251,17 +339,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="number of gevent workers (default: server.workers)")
     serve.set_defaults(func=cmd_serve)
     check = sub.add_parser("check-config", help="validate a config file")
-    check.add_argument("path")
+    check.add_argument("path", nargs="?", help="default: --config, $KEYRELAY_CONFIG or config/keyrelay.yaml")
+    check.add_argument("--config", help="the same as PATH")
     check.set_defaults(func=cmd_check_config)
     migrate = sub.add_parser("migrate", help="apply pending database migrations")
     migrate.add_argument("--config")
     migrate.set_defaults(func=cmd_migrate)
     snap = sub.add_parser("snapshot", help="export or import key state as JSON")
-    snap.add_argument("action", choices=("export", "import"))
-    snap.add_argument("file", nargs="?")
-    snap.add_argument("--config")
+    ssub = snap.add_subparsers(dest="action", required=True, parser_class=_Parser)
+    export = ssub.add_parser("export", help="write the key state as JSON (default: to stdout)")
+    export.add_argument("file", nargs="?", help="a file, or - for stdout")
+    imp = ssub.add_parser("import", help="replace the key state with a snapshot (nothing changes if refused)")
+    imp.add_argument("file", help="a file, or - for stdin")
+    for p in (snap, export, imp):  # --config before or after the action and the file
+        p.add_argument("--config", default=argparse.SUPPRESS if p is not snap else None)
     snap.set_defaults(func=cmd_snapshot)
     _add_clients(sub)
+    _add_catalog(sub)
     from proxy import cli_keys
 
     cli_keys.add_keys(sub)

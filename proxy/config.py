@@ -10,7 +10,7 @@ import base64
 import builtins
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +60,7 @@ class ServerConfig:
     access_log: bool = False
     trusted_proxies: int = 0  # X-Forwarded-For hops to trust (nginx in front: 1)
     allowed_hosts: tuple[str, ...] = ()  # Host header names allowed besides the bind address and loopback
+    pidfile: str | None = None  # the gunicorn master writes its pid here (resolved like ``database``)
     # Fernet keys for runtime upstream keys (docs/runtime-keys.md), or KEYRELAY_SECRET_KEY(S_PREVIOUS)
     secret_key: str | None = field(default=None, repr=False)
     secret_keys_previous: tuple[str, ...] = field(default=(), repr=False)  # still decrypt, never encrypt
@@ -73,6 +74,7 @@ class KeyManagerConfig:
     breaker_open_s: float = 30.0
     revalidate_interval_s: float = 300.0
     max_cooldown_s: float = 172800.0  # no cooldown (upstream Retry-After, snapshot) lasts longer
+    pacing: bool = True  # keep each key under its known quota limits (docs/pacing.md)
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class KeyConfig:
     key: str | None
     weight: float = 1.0
     label: str | None = None
+    project: str | None = None  # keys of one project count and share quota limits together
 
 
 @dataclass(frozen=True)
@@ -120,6 +123,8 @@ class ProviderConfig:
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
     proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
     tls: TlsConfig = field(default_factory=TlsConfig)
+    catalog: str | None = None  # openrouter | models.dev:<provider id>; None: matched by type and base_url
+    limits: dict[str, dict[str, int]] = field(default_factory=dict)  # model (glob, "*") → {rpm, tpm, ...}
 
 
 @dataclass(frozen=True)
@@ -130,10 +135,47 @@ class TargetConfig:
 
 
 @dataclass(frozen=True)
+class FreePoolConfig:
+    """A model alias whose targets are the catalog's free models of one provider (proxy.catalog)."""
+
+    provider: str
+    min_context: int = 0
+    input: tuple[str, ...] = ("text",)
+    max_models: int = 10
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
+    free_pool: FreePoolConfig | None = None  # targets come from the catalog's free models
+
+
+CATALOG_SOURCES = ("models.dev", "openrouter")
+CATALOG_URLS = {"models.dev": "https://models.dev/api.json",
+                "openrouter": "https://openrouter.ai/api/v1/models"}
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    sources: tuple[str, ...] = CATALOG_SOURCES
+    refresh_s: float = 21600.0
+    file: str | None = None  # a catalog document (either format) imported at start (air-gapped installs)
+    urls: dict[str, str] = field(default_factory=lambda: dict(CATALOG_URLS), hash=False, compare=False)
+
+
+TRACING_EXPORTERS = ("otlp", "console")
+
+
+@dataclass(frozen=True)
+class TracingConfig:
+    """OpenTelemetry tracing (the optional ``keyrelay[otel]`` packages): off by default."""
+
+    enabled: bool = False
+    exporter: str = "otlp"  # otlp: OTLP over HTTP/protobuf to ``endpoint``; console: spans on stdout
+    endpoint: str | None = None  # default: the exporter's (OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4318)
+    sample: float = 1.0  # the share of new traces kept; a client's sampled traceparent is always followed
 
 
 @dataclass(frozen=True)
@@ -182,6 +224,8 @@ class Config:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     clients: tuple[ClientConfig, ...] = ()
     prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @property
     def open_access(self) -> bool:
@@ -249,7 +293,21 @@ def load_config(path: str | Path | None = None, env: dict[str, str] | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "yaml"
         raise ConfigError(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
-    return parse_config(secret_keys_from_env(substitute(data, env), env), source=str(path))
+    config = parse_config(secret_keys_from_env(substitute(data, env), env), source=str(path))
+    return _resolve_paths(config, path.resolve().parent)
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """A relative ``server.database`` or ``server.pidfile`` in a config file means relative to that file's
+    directory, wherever the command runs (from another directory it used to create a second, empty
+    database)."""
+    def resolve(value: str) -> str:
+        return value if Path(value).is_absolute() else str(base / value)
+
+    pidfile = config.server.pidfile
+    server = replace(config.server, database=resolve(config.server.database),
+                     pidfile=resolve(pidfile) if pidfile else None)
+    return replace(config, server=server)
 
 
 SECRET_KEY_ENV, PREVIOUS_KEYS_ENV = "KEYRELAY_SECRET_KEY", "KEYRELAY_SECRET_KEYS_PREVIOUS"
@@ -281,12 +339,14 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     accounting = _accounting(obj.sub("accounting", {}))
     clients = _clients(obj.list("clients", []))
     prices = _prices(obj.sub("prices", {}))
+    catalog = _catalog(obj.sub("catalog", {}))
+    tracing = _tracing(obj.sub("tracing", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices)
+                  auth, accounting, clients, prices, catalog, tracing)
 
 
 class _Obj:
@@ -438,6 +498,7 @@ def _server(o: _Obj) -> ServerConfig:
         access_log=o.bool("access_log", d.access_log),
         trusted_proxies=o.num("trusted_proxies", d.trusted_proxies, integer=True, maximum=10),
         allowed_hosts=_allowed_hosts(o),
+        pidfile=o.str("pidfile", None),
         secret_key=secret_key,
         secret_keys_previous=previous_keys,
     )
@@ -456,6 +517,7 @@ def _key_manager(o: _Obj) -> KeyManagerConfig:
         breaker_open_s=o.num("breaker_open_s", d.breaker_open_s),
         revalidate_interval_s=o.num("revalidate_interval_s", d.revalidate_interval_s, minimum=1),
         max_cooldown_s=o.num("max_cooldown_s", d.max_cooldown_s, minimum=60, maximum=30 * 86400),
+        pacing=o.bool("pacing", d.pacing),
     )
     if cfg.default_cooldown_s > cfg.max_cooldown_s:
         raise ConfigError(f"{o.at('default_cooldown_s')}: must not exceed max_cooldown_s "
@@ -532,6 +594,20 @@ def _proxy(o: _Obj) -> str | None:
     return value.strip()
 
 
+def _quota_limits(o: _Obj) -> dict[str, dict[str, int]]:
+    """``limits: {"<model or glob>": {rpm, tpm, rpd, tpd}}``: the upstream's quota per key (or project)."""
+    out = {}
+    for model in list(o.data):
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{o.at(str(model))}: expected a model name, a glob or \"*\"")
+        w = o.sub(model, {})
+        out[model] = {kind: w.num(kind, 0, minimum=1, integer=True) for kind in ("rpm", "tpm", "rpd", "tpd")
+                      if w.get(kind) is not None}
+        w.done()
+    o.done()
+    return out
+
+
 def _keys(raw: Any, path: str) -> list[KeyConfig]:
     if raw is None or raw == "":
         return []
@@ -549,7 +625,8 @@ def _keys(raw: Any, path: str) -> list[KeyConfig]:
             continue
         o = _Obj(item, at)
         secret = o.str("key")
-        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None)))
+        keys.append(KeyConfig(secret.strip(), o.num("weight", 1.0, minimum=0.0), o.str("label", None),
+                              o.str("project", None)))
         o.done()
     return keys
 
@@ -603,6 +680,8 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
             proxy=_proxy(o),
             tls=_tls(o.sub("tls", {})),
+            catalog=_catalog_ref(o),
+            limits=_quota_limits(o.sub("limits", {})),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
@@ -639,7 +718,15 @@ def _models(
         names.add(name)
         strategy = o.str("strategy", "fallback", choices=("fallback", "weighted"))
         targets = []
+        pool = None if o.get("free_pool") is None else _free_pool(o.sub("free_pool", {}), active, skipped)
         raw_targets = o.list("targets", [])
+        if o.get("free_pool") is not None:
+            if raw_targets:
+                raise ConfigError(f"{o.at('targets')}: a free_pool model takes its targets from the catalog")
+            o.done()
+            if pool is not None:
+                models.append(ModelConfig(name, (), strategy, pool))
+            continue
         if not raw_targets:
             raise ConfigError(f"{o.at('targets')}: at least one target is required")
         for traw, tpath in raw_targets:
@@ -656,6 +743,64 @@ def _models(
             models.append(ModelConfig(name, tuple(targets), strategy))
     return models
 
+
+
+def _free_pool(o: _Obj, active: set[str], skipped: set[str]) -> FreePoolConfig | None:
+    """``free_pool: {provider, min_context, input, max_models}``; None when its provider was skipped."""
+    provider = o.str("provider")
+    inputs = o.get("input", ["text"])
+    if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) and i for i in inputs):
+        raise ConfigError(f"{o.at('input')}: expected a list of input modalities (text, image, audio, ...)")
+    pool = FreePoolConfig(provider, o.num("min_context", 0, integer=True),
+                          tuple(inputs), o.num("max_models", 10, minimum=1, maximum=100, integer=True))
+    o.done()
+    if provider in active:
+        return pool
+    if provider in skipped:
+        return None
+    raise ConfigError(f"{o.at('provider')}: unknown provider {_quote(provider)}")
+
+
+def _catalog_ref(o: _Obj) -> str | None:
+    """``providers[].catalog``: ``openrouter`` or ``models.dev:<provider id>``."""
+    value = o.str("catalog", None)
+    if value is None or value == "openrouter" or re.fullmatch(r"models\.dev:[\w.-]+", value):
+        return value
+    raise ConfigError(f"{o.at('catalog')}: expected openrouter or models.dev:<provider id>")
+
+
+def _catalog(o: _Obj) -> CatalogConfig:
+    d = CatalogConfig()
+    sources = o.get("sources", list(d.sources))
+    if not isinstance(sources, list) or any(s not in CATALOG_SOURCES for s in sources):
+        raise ConfigError(f"{o.at('sources')}: expected a list of {', '.join(CATALOG_SOURCES)}")
+    urls = dict(CATALOG_URLS)
+    u = o.sub("urls", {})
+    for source in list(u.data):
+        if source not in CATALOG_SOURCES:
+            raise ConfigError(f"{u.at(str(source))}: unknown catalog source "
+                              f"(use {', '.join(CATALOG_SOURCES)})")
+        url = u.str(source, None)
+        if not url or not re.match(r"^https?://", url):
+            raise ConfigError(f"{u.at(source)}: expected an http(s) URL")
+        urls[source] = url
+    u.done()
+    cfg = CatalogConfig(tuple(dict.fromkeys(sources)), o.num("refresh_s", d.refresh_s, minimum=1),
+                        o.str("file", None), urls)
+    o.done()
+    return cfg
+
+
+def _tracing(o: _Obj) -> TracingConfig:
+    d = TracingConfig()
+    endpoint = o.str("endpoint", None)
+    if endpoint is not None and not re.match(r"^https?://[^/\s]+", endpoint):
+        raise ConfigError(f"{o.at('endpoint')}: expected an http(s) URL")
+    cfg = TracingConfig(o.bool("enabled", d.enabled),
+                        o.str("exporter", d.exporter, choices=TRACING_EXPORTERS), endpoint,
+                        o.num("sample", d.sample, maximum=1.0))
+    o.done()
+    return cfg
 
 
 def _model_name(name: Any, path: str) -> str:

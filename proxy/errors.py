@@ -141,7 +141,8 @@ class NoKeyAvailable(GatewayError):
     """No key can serve the request. ``cooling``: at least one key comes back by itself (cooldown, open
     circuit) in ``retry_after`` seconds: 429 ``all_keys_cooling``; else 503 ``no_usable_key``.
 
-    ``diagnosis`` (per-key ids and reasons) is for the log and the admin API, never for the client."""
+    ``diagnosis`` (per-key ids and reasons) is for the log and the admin API, never for the client;
+    ``details`` (``{"keys": [...]}``: per key numbered in its provider, its limits, used, resets_at) is."""
 
     status = 503
     code = "no_usable_key"
@@ -183,3 +184,4 @@ class UpstreamError(GatewayError):
         self.retry_after = retry_after
         self.daily = daily
         self.upstream_status = upstream_status
+        self.limits: list[Any] = []  # quota limits the answer revealed (proxy.keys.learn.Learned)

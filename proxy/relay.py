@@ -19,11 +19,12 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from proxy import model_names
+from proxy.catalog.service import Catalog, free_pool_targets
 from proxy.clients.model import Usage, merge_usage
 from proxy.config import Config, ModelConfig, ProviderConfig, RetryConfig, TargetConfig
 from proxy.errors import (
@@ -51,6 +52,7 @@ class Attempt:
     outcome: str
     latency_ms: float
     error: str | None = None
+    status: int | None = None  # the upstream's HTTP status, when it answered
 
 
 @dataclass
@@ -63,6 +65,10 @@ class Trace:
     first_byte_ms: float | None = None
     usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
     streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
+    spans: Any = None  # observability.tracing.RequestSpans when tracing is on
+    attempt_spans: Any = None  # the open attempt's AttemptSpans (ended by _record)
+    skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
+    limits: list = field(default_factory=list)  # quota limits the answering upstream revealed
 
     @property
     def route_name(self) -> str | None:
@@ -78,8 +84,9 @@ class KeySource(Protocol):
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
                retry_after: float | None = None, daily: bool = False, error: str | None = None,
-               status: int | None = None, tokens: int = 0) -> None:
-        """Account one upstream attempt made with ``key_id`` (``status``, ``tokens``: for its history)."""
+               status: int | None = None, tokens: int = 0, limits: Sequence[Any] = ()) -> None:
+        """Account one upstream attempt made with ``key_id`` (``tokens`` it used, quota ``limits`` the
+        answer revealed; ``status``, the upstream's HTTP status, for the key's history)."""
         ...
 
 
@@ -108,10 +115,12 @@ class DeadlineExceeded(GatewayError):
 
 
 class Relay:
-    def __init__(self, config: Config, pool: KeySource, observer: Observer | None = None) -> None:
+    def __init__(self, config: Config, pool: KeySource, observer: Observer | None = None,
+                 catalog: Catalog | None = None) -> None:
         self.config = config
         self.pool = pool
         self.observer = observer or Observer()
+        self.catalog = catalog  # prices, context windows, modalities, free models (proxy.catalog)
         self.adapters: dict[str, tuple[ProviderConfig, Adapter]] = {
             p.name: (p, make_adapter(p)) for p in config.providers
         }
@@ -158,6 +167,8 @@ class Relay:
         """Targets for a client model name: a configured alias, or ``provider/model`` pass-through
         where that provider's ``passthrough`` allows the model. ``name`` passed ``check_model``."""
         model = self.config.model(name)
+        if model and model.free_pool:
+            return free_pool_targets(self.catalog, name, model.free_pool)
         if model:
             return self._order(model)
         provider, sep, upstream_model = name.partition("/")
@@ -197,6 +208,8 @@ class Relay:
         retry = self.config.retry
         deadline = time.monotonic() + retry.deadline_s
         targets = self.resolve(req["model"])
+        if self.catalog is not None:  # skip targets that cannot take the request (400 when none can)
+            targets = self.catalog.precheck(req, targets, trace)
         attempts = 0
         failed: tuple[TargetConfig, UpstreamError] | None = None  # the latest failed attempt
         no_key: list[NoKeyAvailable] = []  # targets with no usable key left in the latest round
@@ -221,8 +234,10 @@ class Relay:
                         break
                     if failed:
                         self.observer.retry("key" if failed[0] == target else "target", target)
+                    if trace.spans is not None:
+                        trace.attempt_spans = trace.spans.attempt(target, key.id, attempts)
                     attempts += 1
-                    call = self._call(provider, target, key, deadline)
+                    call = self._call(provider, target, key, deadline, trace)
                     started = time.monotonic()
                     try:
                         result = op(adapter, call, {**req, "model": target.model})
@@ -235,6 +250,7 @@ class Relay:
                         continue
                     latency = _ms_since(started)
                     trace.route, trace.key_id, trace.first_byte_ms = target, key.id, latency
+                    trace.limits = call.learned
                     self.observer.first_byte(target, latency / 1000)
                     if record_ok:
                         self._usage(trace, target, result)
@@ -244,14 +260,18 @@ class Relay:
             raise failed[1]
         raise _merge_no_key(no_key)
 
-    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float) -> Call:
+    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float,
+              trace: Trace) -> Call:
         t = provider.timeouts
+        headers = provider.headers
+        if trace.attempt_spans is not None:  # the trace continues upstream (traceparent)
+            headers = {**headers, **trace.attempt_spans.headers}
         return Call(
             base_url=provider.base_url,
             model=target.model,
             key=key.secret,
             timeouts=Timeouts(t.connect, t.first_byte, t.idle, deadline),  # the transport clips to deadline
-            headers=provider.headers,
+            headers=headers,
             transport=http.transport_for(provider),
         )
 
@@ -267,11 +287,16 @@ class Relay:
             key_id, target.model, outcome, latency_ms=latency_ms,
             retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
             error=exc.message if exc else None,
-            status=exc.upstream_status if exc else 200, tokens=trace.usage.total if trace.usage else 0,
+            tokens=trace.usage.total if outcome == OK and trace.usage else 0,
+            limits=exc.limits if exc else trace.limits, status=exc.upstream_status if exc else 200,
         )
         error = exc.message if exc else None
-        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error)
+        status = exc.upstream_status if exc else 200
+        attempt = Attempt(target.provider, target.model, key_id, outcome, latency_ms, error, status)
         trace.attempts.append(attempt)
+        if trace.attempt_spans is not None:
+            trace.attempt_spans.end(outcome, status)
+            trace.attempt_spans = None
         self.observer.attempt(attempt)
 
     # ------------------------------------------------------------------------------------ streaming
@@ -386,15 +411,19 @@ def _ms_since(started: float) -> float:
 
 def _merge_no_key(errors: list[NoKeyAvailable]) -> NoKeyAvailable:
     """One answer for 'no key for any target': cooling with the soonest return when some target's key
-    comes back by itself, else 503; the diagnosis covers every target."""
+    comes back by itself, else 503; the diagnosis (and the per-key capacity) covers every target."""
     if len(errors) == 1:
         return errors[0]
     diagnosis = [d for e in errors for d in e.diagnosis]
     waits = [e.retry_after for e in errors if e.retry_after is not None]
     if waits:
         soonest = min(waits)
-        return NoKeyAvailable("every upstream key for every target of this model is rate-limited or "
-                              f"recovering; retry in {max(1, math.ceil(soonest))}s",
-                              retry_after=soonest, diagnosis=diagnosis)
+        merged = NoKeyAvailable("every upstream key for every target of this model is rate-limited or "
+                                f"recovering; retry in {max(1, math.ceil(soonest))}s",
+                                retry_after=soonest, diagnosis=diagnosis)
+        keys = [k for e in errors if isinstance(e.details, dict) for k in e.details.get("keys", [])]
+        if keys:
+            merged.details = {"keys": keys}
+        return merged
     return NoKeyAvailable("no upstream key can serve any target of this model right now",
                           diagnosis=diagnosis)

@@ -41,6 +41,7 @@ class Server:
 
     def write_config(self, config: dict) -> None:
         open_by_default(config)
+        config.setdefault("catalog", {"sources": []})  # no internet here: fetch catalogs only where asked
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
 
     def start(self, timeout: float = 30) -> Server:

@@ -279,6 +279,7 @@ def reload() -> Response:
 
 
 from proxy.api import (  # noqa: E402,F401 - their routes join ``api``
+    admin_catalog,
     admin_clients,
     admin_history,
     admin_keys,

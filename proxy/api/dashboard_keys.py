@@ -31,6 +31,7 @@ STYLE = """
   td.key { min-width: 10rem; } td.key .label { font-weight: 600; }
   td.state { min-width: 11rem; max-width: 18rem; }
   td.actions { min-width: 9rem; }
+  td.quota { min-width: 10rem; font-size: 13px; }
   td.actions .acts { display: flex; flex-wrap: wrap; gap: .25rem; }
   details.more { position: relative; }
   details.more summary { list-style: none; cursor: pointer; border: 1px solid #889; border-radius: 4px;
@@ -101,6 +102,7 @@ BODY = """
     <th data-sort="name">Key</th><th data-sort="state">State</th>
     <th data-sort="weight" class="num wide">Weight</th>
     <th data-sort="health" class="num wide">Health</th><th>Last 24 h</th>
+    <th class="quota" hidden>Quota (used / limit)</th>
     <th data-sort="requests" class="num">Requests</th><th data-sort="last_error_at">Last error</th>
     <th>Actions</th>
   </tr></thead>
@@ -167,6 +169,14 @@ function visibleKeys() {
   return out;
 }
 
+const WINDOW_NAMES = {rpd: "requests today", tpd: "tokens today", rpm: "requests this minute",
+                      tpm: "tokens this minute"};
+function quotaText(limits) {  // "gemini-2.5-flash: 3 / 250 requests today, 1 / 10 requests this minute"
+  return Object.entries(limits || {}).map(([model, windows]) => model + ": " +
+    ["rpd", "tpd", "rpm", "tpm"].filter((w) => windows[w])
+      .map((w) => windows[w].used + " / " + windows[w].limit + " " + WINDOW_NAMES[w]).join(", ")).join("; ");
+}
+
 function actionButton(parent, label, action, k, cls) {
   const b = el("button", label, cls);
   b.type = "button"; b.dataset.action = action; b.dataset.key = k.id;
@@ -198,6 +208,8 @@ function renderKeys() {
     const dir = sort.dir > 0 ? "ascending" : "descending";
     th.setAttribute("aria-sort", th.dataset.sort === sort.by ? dir : "none");
   }
+  const paced = keys.some((k) => Object.keys(k.limits || {}).length);  // the quota column, when any
+  $("#keys th.quota").hidden = !paced;
   for (const k of visibleKeys()) {
     const tr = document.createElement("tr");
     tr.dataset.keyId = k.id; tr.dataset.state = k.state;
@@ -220,6 +232,7 @@ function renderKeys() {
     const sp = cell(tr, "", "spark");
     if (spark && spark[k.id]) sp.appendChild(sparkline(spark[k.id], 96, 26));
     else if (spark) sp.appendChild(el("span", "no traffic", "muted small"));
+    if (paced) cell(tr, quotaText(k.limits), "quota");
     const req = cell(tr, k.requests.toLocaleString(), "num requests");
     if (k.errors) {
       const n = k.errors.toLocaleString() + (k.errors === 1 ? " error" : " errors");

@@ -27,6 +27,7 @@ def is_anthropic_path(path: str) -> bool:
 
 
 def error_response(err: GatewayError) -> Response:
+    g.error_code = err.code  # for the request log line
     body = err.anthropic_body() if is_anthropic_path(request.path) else err.openai_body()
     resp = Response(json.dumps(body), status=err.status, mimetype="application/json")
     for name, value in err.response_headers().items():

@@ -60,7 +60,8 @@ def embeddings() -> Response:
 def visible_models() -> list[dict]:
     """The models this gateway serves that the calling client may use."""
     gw, client = gateway(), g.get("client")
-    return [m for m in gw.relay.models() if gw.clients.auth.allowed(client, m["id"])]
+    return [{**m, **gw.catalog.model_fields(m["id"])} for m in gw.relay.models()
+            if gw.clients.auth.allowed(client, m["id"])]
 
 
 @bp.get("/models")

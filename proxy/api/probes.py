@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from proxy.catalog.service import catalog_detail
 from proxy.store import sqlite
 
 bp = Blueprint("health", __name__)
@@ -36,4 +37,6 @@ def readyz() -> tuple[Response, int]:
             reasons.append(f"key state unreadable: {type(exc).__name__}")
     body = {"status": "ready" if not reasons else "not_ready", "reasons": reasons,
             "config": gw.config.source}
+    if not problem:  # details only: a failed catalog refresh never makes the gateway unready
+        body["catalog"] = catalog_detail(gw)
     return jsonify(body), 200 if not reasons else 503

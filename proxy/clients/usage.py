@@ -4,9 +4,11 @@
   the upstream model that answered (``done.upstream_model``) first, then for the model the client asked
   for (``done.model``): exact names first (both candidates), then glob patterns (``*``, ``?``, ``[...]``,
   case-sensitive) in config order, first match wins. Cached prompt tokens cost ``cached_input`` when it
-  is given, else ``input``; reasoning tokens are part of the completion. A request that used tokens of a
-  model without a price has ``cost_usd = None`` (counted in ``keyrelay_usage_unpriced_total{model}``,
-  shown as ``unpriced_requests`` in reports) — never a silent $0; a request that used no tokens costs 0.
+  is given, else ``input``; reasoning tokens are part of the completion. With no config price, the model
+  catalog's price of the upstream model that answered is used (``fallback_price``, ``proxy.catalog``).
+  A request that used tokens of a model without a price has ``cost_usd = None`` (counted in
+  ``keyrelay_usage_unpriced_total{model}``, shown as ``unpriced_requests`` in reports) — never a silent $0;
+  a request that used no tokens costs 0.
 * **Records** (``record``): queued in memory and written by a background flusher every
   ``flush_interval_s`` (0.5 s; a greenlet under gevent) in one transaction per batch of at most
   ``MAX_BATCH`` rows, together with the daily rollups (per local day in ``accounting.timezone``, client,
@@ -64,6 +66,8 @@ class UsageLog:
         self._exact = {m: p for m, p in config.prices.items() if not _GLOB_CHARS & set(m)}
         self._globs = [(m, p) for m, p in config.prices.items() if _GLOB_CHARS & set(m)]
         self._price_cache: dict[str, PriceConfig | None] = {}
+        # (provider, upstream model) -> price, when the config has none (Gateway: the model catalog)
+        self.fallback_price: Callable[[str | None, str | None], PriceConfig | None] | None = None
         self._queue: list[tuple] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time per worker (keeps rows in order)
@@ -98,7 +102,7 @@ class UsageLog:
             p = self.price(n)
             if p is not None:
                 return p
-        return None
+        return self.fallback_price(done.provider, done.upstream_model) if self.fallback_price else None
 
     def cost(self, done: Finished) -> float | None:
         """USD for ``done``'s tokens, or None when the model has no price (never a silent $0)."""

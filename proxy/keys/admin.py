@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from ..store.base import KeyStore, KeyTx, StoreUnavailable
 from . import snapshot
-from .pool import KeyPool, check_weight
+from .pool import KeyPool, check_weight, log_key_state
 from .specs import Key
 from .state import STATUS_INVALID, STATUS_OK
 
@@ -46,6 +46,9 @@ class KeyAdmin:
     def disable(self, key_id: str, reason: str, actor: str) -> None:
         self._change(key_id, actor, "disable", lambda tx, now: tx.update(
             key_id, enabled=False, disabled_reason=reason or None))
+        key = self.pool.get(key_id) or {}
+        log_key_state(key_id, key.get("label"), key.get("provider", "?"), None, "disabled",
+                      f"by {actor}" + (f": {reason}" if reason else ""))
 
     def set_weight(self, key_id: str, weight: float, actor: str) -> None:
         w = check_weight(weight)

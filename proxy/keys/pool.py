@@ -24,7 +24,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -36,6 +36,10 @@ from . import breaker, cooldown, scoring, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
 from .history import HistoryBuffer
 from .ids import key_id, scrub
+from .learn import Learned
+from .pacing import Pacer
+from .quota import Block
+from .quota import soonest as quota_soonest
 from .specs import Key, KeySettings, KeySpec
 from .state import STATUS_INVALID, STATUS_OK, KeyState
 from .vault import NoSecretKey, UndecryptableSecret, Vault
@@ -75,11 +79,27 @@ class _Pending:
             self.obs + newer.obs)
 
 
+def _pick_first(pick: str, weighted: list[tuple[str, float]]) -> Iterator[str]:
+    """The weighted pick, then (only if asked for: the pick is at a quota limit) the others by weight."""
+    yield pick
+    yield from (kid for kid, _ in sorted(weighted, key=lambda kw: -kw[1]) if kid != pick)
+
+
 def check_weight(weight: Any) -> float:
     if isinstance(weight, bool) or not isinstance(weight, int | float) or not math.isfinite(weight) \
             or not 0 < weight <= snapshot.MAX_WEIGHT:
         raise ValueError(f"weight must be a number in (0, {snapshot.MAX_WEIGHT:g}], got {weight!r}")
     return float(weight)
+
+
+def log_key_state(key_id: str, label: str | None, provider: str, model: str | None, state: str,
+                  reason: str) -> None:
+    """One WARNING line per key state change an operator may act on (invalid, circuit, cooldown,
+    disabled, learned limit): the key's id and label, never its secret."""
+    log.warning(f"key {key_id}{f' ({label})' if label else ''} {state}"
+                f"{f' for {model}' if model else ''}: {reason}",
+                extra={"event": "key_state", "key_id": key_id, "label": label, "provider": provider,
+                       "model": model, "state": state, "reason": reason})
 
 
 class KeyPool:
@@ -98,6 +118,7 @@ class KeyPool:
         self._lock = threading.RLock()
         self._secrets: dict[str, str | None] = {}  # configured + runtime (decrypted)
         self._config_secrets: dict[str, str | None] = {}
+        self._config_scopes: dict[str, tuple[str, str | None]] = {}  # key id -> (provider, project)
         self._runtime: dict[str, RuntimeKeyRow] = {}
         self._decrypted: dict[str, tuple[str, str]] = {}  # key id → (token, secret): decrypt once
         self._undecryptable: set[str] = set()  # warned once each
@@ -112,6 +133,8 @@ class KeyPool:
         self._data_version: int | None = None
         self._checked_at = -math.inf
         self._closed = False
+        self.pacer = Pacer(self.store, clock, self.settings.reset_tz, self.settings.quota_limits,
+                           enabled=self.settings.pacing)
         with self._lock:
             self._reload()
         self._stop = threading.Event()
@@ -139,11 +162,13 @@ class KeyPool:
         cleared, and the ``restore`` audit row says which it was."""
         secrets: dict[str, str | None] = {}
         rows = []
+        scopes: dict[str, tuple[str, str | None]] = {}
         for spec in specs:
             kid = key_id(spec.provider, spec.secret)
             if kid in secrets:
                 raise ValueError(f"key {kid} of provider {spec.provider!r} is configured twice")
             secrets[kid] = spec.secret
+            scopes[kid] = (spec.provider, spec.project)
             rows.append((kid, spec.provider, spec.label, check_weight(spec.weight)))
         now = self.clock()
         with self.store.transaction() as tx:
@@ -158,18 +183,20 @@ class KeyPool:
                                  {"retired": True, "weight_override": old.weight_override},
                                  {"retired": False, "weight_override": None, "weight": weight})
             for kid, st in known.items():
-                retired = st.retired
-                if kid not in secrets and kid not in runtime and not retired:
+                if kid not in secrets and kid not in runtime and not st.retired:
                     tx.update(kid, retired=True, retired_at=now)
                     tx.add_audit(now, "config", "retire", kid, {"retired": False}, {"retired": True})
         with self._lock:
-            self._config_secrets = secrets
+            self._config_secrets, self._config_scopes = secrets, scopes
             self._reload()
 
     # --- the request path ---------------------------------------------------------------------
 
     def acquire(self, provider: str, model: str, exclude: frozenset[str] = frozenset()) -> Key:
-        """A usable key for (provider, model), or NoKeyAvailable (429 / 503) at once; never blocks long."""
+        """A usable key for (provider, model), or NoKeyAvailable (429 / 503) at once; never blocks long.
+
+        Among the usable keys the weighted pick goes first, then the others by weight; each must pass the
+        pacer (a known quota limit of its scope and model) before it is handed out."""
         with self._lock:
             self._maybe_refresh()
             now = self.clock()
@@ -186,16 +213,46 @@ class KeyPool:
             for kid in probes:  # a recovered circuit gets its single half-open probe first
                 if self._claim_probe(kid, now):
                     return self._key(kid)
-            if candidates:
-                weighted = [(kid, selection.effective_weight(
-                    self._states[kid].weight,
-                    scoring.current(self._states[kid].health, self._states[kid].health_at, now,
-                                   s.health_half_life_s),
-                    s.health_floor)) for kid in candidates]
-                pick = selection.smooth_wrr(selection.rotate(weighted, self._offset),
-                                            self._wrr.setdefault(provider, {}))
-                return self._key(pick)
-            raise no_key_error(provider, model, self._verdicts(provider, model, now, exclude))
+            if not candidates:
+                raise no_key_error(provider, model, self._verdicts(provider, model, now, exclude))
+            weighted = [(kid, selection.effective_weight(
+                self._states[kid].weight,
+                scoring.current(self._states[kid].health, self._states[kid].health_at, now,
+                               s.health_half_life_s),
+                s.health_floor)) for kid in candidates]
+            pick = selection.smooth_wrr(selection.rotate(weighted, self._offset),
+                                        self._wrr.setdefault(provider, {}))
+        refused: dict[str, list[Block]] = {}
+        for kid in _pick_first(pick, weighted):  # outside the pool lock: an admission may wait for the store
+            found = self.pacer.admit(kid, model)
+            if not found:
+                with self._lock:
+                    return self._key(kid)
+            refused[kid] = found
+        with self._lock:
+            raise self._at_limit(provider, model, exclude, refused)
+
+    def _at_limit(self, provider: str, model: str, exclude: frozenset[str],
+                  refused: dict[str, list[Block]]) -> errors.NoKeyAvailable:
+        """Every usable key is at a known limit: 429 with the soonest return, and per key what it is
+        waiting for (limit, used, resets_at; no key id: keys are numbered in the provider's order)."""
+        now = self.clock()
+        verdicts, capacity = [], []
+        for n, (kid, v) in enumerate(self._verdicts(provider, model, now, exclude), start=1):
+            entry: dict[str, Any] = {"provider": provider, "key": n, "model": model}
+            if kid in refused:
+                back = quota_soonest(refused[kid])
+                v = Verdict(False, "at_limit (" + ", ".join(
+                    f"{b.kind} {b.used}/{b.limit}" for b in refused[kid]) + ")", max(0.0, back - now))
+                capacity.append({**entry, "limits": {b.kind: {"limit": b.limit, "used": b.used,
+                                                              "resets_at": round(b.resets_at, 3)}
+                                                     for b in refused[kid]}, "resets_at": round(back, 3)})
+            elif v.wait_s is not None:
+                capacity.append({**entry, "cooling_down": True, "resets_at": round(now + v.wait_s, 3)})
+            verdicts.append((kid, v))
+        err = no_key_error(provider, model, verdicts)
+        err.details = {"keys": capacity}
+        return err
 
     def diagnose(self, provider: str, model: str) -> list[dict]:
         """Each key of ``provider``: can it serve ``model`` now, and if not why (for operators only)."""
@@ -210,14 +267,19 @@ class KeyPool:
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
                retry_after: float | None = None, daily: bool = False, error: str | None = None,
-               status: int | None = None, tokens: int = 0) -> None:
+               status: int | None = None, tokens: int = 0, limits: Sequence[Learned] = ()) -> None:
         """Account one upstream attempt made with ``key_id``; transitions are persisted at once.
-        ``status`` (the upstream's HTTP status) and ``tokens`` feed the key's history only."""
+
+        ``tokens``: what an answer used (counted for the scope's token windows); ``limits``: what the
+        answer revealed about the quota (learned for the key's scope). A quota failure cools down every
+        key of the scope (a project's keys share its quota) for that model. ``status`` (the upstream's
+        HTTP status) and ``tokens`` also feed the key's history."""
         if outcome not in errors.OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         s = self.settings
         now = self.clock()
-        writes: list[Tx] = []
+        writes: list[tuple[Tx, str]] = []
+        changes: list[tuple[str, str]] = []  # (new state, why) for the operator's log
         with self._lock:
             st = self._states.get(key_id)
             if st is None:
@@ -242,25 +304,41 @@ class KeyPool:
                                                          half_life=s.health_half_life_s, alpha=s.health_alpha)
             nb = self._next_breaker(st.breaker, outcome, now)
             if nb != st.breaker:
+                if nb.state != st.breaker.state:
+                    changes.append((f"circuit {nb.state}", f"after {outcome}" + (f": {err}" if err else "")))
                 if nb.state == breaker.OPEN and st.breaker.state != breaker.OPEN and nb.open_until:
                     self._history.period(key_id, "circuit_open", "", now, nb.open_until)
                 st.breaker = nb
-                writes.append(self._tx_breaker(key_id, outcome, now))
+                writes.append((self._tx_breaker(key_id, outcome, now), key_id))
             if outcome == errors.QUOTA:
                 until = cooldown.cooldown_until(now, retry_after=retry_after, daily=daily,
                                                 default_s=s.default_cooldown_s, min_s=s.min_cooldown_s,
                                                 tz=s.reset_tz(st.provider), max_s=s.max_cooldown_s)
-                cds = self._cooldowns.setdefault(key_id, {})
-                if until > cds.get(model, -math.inf):  # the store keeps the max anyway; skip useless writes
-                    cds[model] = until
-                    self._history.period(key_id, "cooldown", model, now, until)
-                    self._cooldowns[key_id] = bounded_cooldowns(cds, now)
-                    writes.append(self._tx_cooldown(key_id, model, until, now))
+                why = "daily quota spent" if daily else "rate-limited"
+                why += f": cooling {until - now:.0f}s" + (f" ({err})" if err else "")
+                for kid in self.pacer.members(key_id):
+                    cds = self._cooldowns.setdefault(kid, {})
+                    if until > cds.get(model, -math.inf):  # the store keeps the max: skip useless writes
+                        if kid == key_id:
+                            changes.append(("cooldown", why))
+                        cds[model] = until
+                        self._history.period(kid, "cooldown", model, now, until)
+                        self._cooldowns[kid] = bounded_cooldowns(cds, now)
+                        writes.append((self._tx_cooldown(kid, model, until, now), kid))
             elif outcome == errors.AUTH and st.status != STATUS_INVALID:
                 st.status = STATUS_INVALID
-                writes.append(self._tx_invalid(key_id, err, now))
-        for fn in writes:  # outside the pool lock: a locked database delays this caller only
-            self.write(fn, key_id)
+                changes.append(("invalid", err or "the upstream refused the key"))
+                writes.append((self._tx_invalid(key_id, err, now), key_id))
+        for state, reason in changes:
+            log_key_state(st.id, st.label, st.provider, model, state, reason)
+        for fn, kid in writes:  # outside the pool lock: a locked database delays this caller only
+            self.write(fn, kid)
+        if limits:
+            for m, item in self.pacer.learn(key_id, model, limits):
+                log_key_state(st.id, st.label, st.provider, m, "learned limit",
+                              f"{item.kind} {item.value} (from {item.source})")
+        if tokens and outcome == errors.OK:
+            self.pacer.charge_tokens(key_id, model, tokens)
 
     # --- views --------------------------------------------------------------------------------
 
@@ -271,14 +349,20 @@ class KeyPool:
             self._maybe_refresh(force=True)
             now = self.clock()
             active = [st for st in self._states.values() if not st.retired]
-            return [self._public(st, now) for st in sorted(active, key=lambda k: (k.provider, k.id))]
+            with self.store.snapshot() as tx:
+                return [{**self._public(st, now), "limits": self.pacer.view(tx, st.id, st.provider, now)}
+                        for st in sorted(active, key=lambda k: (k.provider, k.id))]
 
     def get(self, key_id: str) -> dict | None:
         self.flush(timeout=VIEW_FLUSH_WAIT_S)
         with self._lock:
             self._maybe_refresh(force=True)
             st = self._states.get(key_id)
-            return None if st is None else self._public(st, self.clock())
+            if st is None:
+                return None
+            now = self.clock()
+            with self.store.snapshot() as tx:
+                return {**self._public(st, now), "limits": self.pacer.view(tx, st.id, st.provider, now)}
 
     def usable_count(self) -> int:
         """Active keys usable for some model right now (cooldowns are per model and not counted)."""
@@ -376,6 +460,7 @@ class KeyPool:
                     self._history.put_back(*history)
                 return False
             self.reload_key(kid)
+        self.pacer.flush(timeout)
         if not pending and not history[0] and not history[1]:
             return True
         try:
@@ -452,6 +537,8 @@ class KeyPool:
         version = self.store.change_token()
         with self.store.snapshot() as tx:
             rows, cds, runtime = tx.keys(), tx.all_cooldowns(now), tx.runtime_keys()
+            learned = tx.quota_limits()
+        self.pacer.load(learned)
         self._states = {st.id: st for st in rows}
         self._load_runtime(runtime)
         by_provider: dict[str, list[str]] = {}
@@ -485,6 +572,8 @@ class KeyPool:
         for kid in set(self._decrypted) - set(self._runtime):
             del self._decrypted[kid]
         self._secrets = secrets
+        # a runtime key's project counts with the configured keys of that project (quota pacing)
+        self.pacer.set_scopes({**{r.key_id: (r.provider, r.project) for r in rows}, **self._config_scopes})
 
     def source(self, key_id: str) -> str | None:
         """'config', 'runtime' (added through the admin API or CLI), or None (retired / unknown)."""

@@ -23,7 +23,7 @@ from .ids import key_id, scrub
 from .key_format import hint, malformed, split_import
 from .pool import KeyPool, check_weight
 from .specs import Key
-from .vault import NoSecretKey, UndecryptableSecret, Vault
+from .vault import NO_SECRET_KEY, NoSecretKey, UndecryptableSecret, Vault
 
 MAX_IMPORT = 10_000  # keys per import request
 MAX_LABEL = 100
@@ -115,7 +115,7 @@ class RuntimeKeys:
             raise RuntimeKeyError(400, "too_many_keys", f"Too many keys: at most {MAX_IMPORT} per import.",
                                   "keys")
         if not self.pool.vault.available:
-            raise RuntimeKeyError(409, "secret_key_not_set", NoSecretKey().args[0])
+            raise RuntimeKeyError(409, "secret_key_not_set", NO_SECRET_KEY)
         good: dict[str, str] = {}
         invalid: list[dict] = []
         duplicates = 0

@@ -14,6 +14,7 @@ class KeySpec:
     secret: str | None = field(default=None, repr=False)
     weight: float = 1.0
     label: str | None = None
+    project: str | None = None  # keys of one project share quota counters and learned limits
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class KeySettings:
     max_cooldown_s: float = 172800.0  # no cooldown lasts longer (upstream Retry-After, snapshot import)
     busy_timeout_ms: int = 2000  # longest (cooperative) wait for the database write lock
     max_error_len: int = 300
+    pacing: bool = True  # admit requests only under the known quota limits of their key's scope
+    quota_limits: dict = field(default_factory=dict, hash=False)  # provider → model glob → {rpm, ...}
 
     def __post_init__(self) -> None:
         for tz in (self.daily_reset_tz, *self.provider_reset_tz.values()):

@@ -1,13 +1,17 @@
 """Prometheus metrics, correct across gunicorn workers (multiprocess mode).
 
-* HTTP: prometheus-flask-exporter. ``keyrelay_http_request_duration_seconds{method,endpoint,status}``
-  (a histogram, so its ``_count`` is the request count by endpoint/method/status; ``endpoint`` is the
-  Flask URL rule, "unmatched" for unknown paths, so clients cannot mint label values) and
-  ``keyrelay_http_request_total{method,status}``.
+* HTTP: ``keyrelay_http_requests_total{method,endpoint,status}`` and, from prometheus-flask-exporter,
+  ``keyrelay_http_request_duration_seconds{method,endpoint,status}`` (``endpoint`` is the Flask URL rule,
+  "unmatched" for unknown paths, so clients cannot mint label values). The exporter's
+  ``keyrelay_http_request_total{method,status}`` (singular, no endpoint) is deprecated: it stays for
+  this release only.
 * Upstream, recorded by the relay through the Observer hooks: attempts by provider/model/outcome,
   latency and time-to-first-byte histograms, retries (next key) and failovers (next target), tokens
   in/out by model.
-* Key state: gauges by key id read from SQLite at scrape time, so every worker reports the same truth.
+* Per key: ``keyrelay_key_requests_total{key,provider,model,outcome}`` (every attempt), and gauges by
+  key id read from the store at scrape time, so every worker reports the same truth, with
+  ``keyrelay_key_info{key_id,provider,label}`` carrying the operator's label.
+* ``keyrelay_build_info{version}``: always 1.
 
 With PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py does it before forking and cleans up per worker)
 every worker writes its own files and any worker's /metrics aggregates all of them. Labels carry key
@@ -21,7 +25,7 @@ import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -31,7 +35,9 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from proxy import __version__
 from proxy.config import TargetConfig
+from proxy.observability.quota import key_quota_metrics
 from proxy.relay import Attempt, Observer
 
 if TYPE_CHECKING:
@@ -41,6 +47,7 @@ if TYPE_CHECKING:
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 MAX_MODEL_LABELS = 200  # per process; further distinct (pass-through) model names count as "other"
 MAX_LABEL_LEN = 100
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 UPSTREAM_REQUESTS = Counter(
     "keyrelay_upstream_requests_total", "Upstream attempts by outcome", ["provider", "model", "outcome"]
@@ -67,6 +74,14 @@ FAILOVERS = Counter(
     "Moves to the next target of a model after the previous one failed (labels: the new target)",
     ["provider", "model"],
 )
+KEY_REQUESTS = Counter(
+    "keyrelay_key_requests_total", "Upstream attempts by key id (never a secret), provider, model, outcome",
+    ["key", "provider", "model", "outcome"],
+)
+HTTP_REQUESTS = Counter(
+    "keyrelay_http_requests_total", "HTTP requests answered, by method, endpoint (the URL rule) and status",
+    ["method", "endpoint", "status"],
+)
 TOKENS = Counter("keyrelay_tokens_total", "Tokens reported by upstreams", ["provider", "model", "direction"])
 CLIENT_LIMITED = Counter(
     "keyrelay_client_limited_total",
@@ -87,6 +102,9 @@ USAGE_UNPRICED = Counter("keyrelay_usage_unpriced_total",
                          "Requests that used tokens of a model with no price (cost_usd null)", ["model"])
 USAGE_DROPPED = Counter("keyrelay_usage_dropped_total",
                         "Usage records dropped because the unflushed queue was full (database locked)")
+CATALOG_REFRESH = Counter("keyrelay_catalog_refresh_total",
+                          "Model catalog refreshes by source and result (ok, not_modified, error)",
+                          ["source", "result"])
 
 
 def token_counts(usage: dict) -> tuple[int, int]:
@@ -148,6 +166,14 @@ class RelayMetrics(Observer):
 
     def attempt(self, attempt: Attempt) -> None:
         self._child(UPSTREAM_REQUESTS, attempt.provider, attempt.model, attempt.outcome).inc()
+        key = (KEY_REQUESTS, attempt.key_id, attempt.provider, attempt.model, attempt.outcome)
+        child = self._children.get(key)
+        if child is None:
+            child = KEY_REQUESTS.labels(attempt.key_id, attempt.provider, model_label(attempt.model),
+                                        attempt.outcome)
+            if len(self._children) < 8 * MAX_MODEL_LABELS:
+                self._children[key] = child
+        child.inc()
         self._child(UPSTREAM_LATENCY, attempt.provider, attempt.model).observe(
             max(attempt.latency_ms, 0.0) / 1000
         )
@@ -182,7 +208,10 @@ def key_state_metrics(keys: list[dict]) -> list[Metric]:
     circuit = family("keyrelay_key_circuit_state", "Circuit breaker: 0 closed, 0.5 half-open, 1 open")
     cooling = family("keyrelay_key_cooling_models", "Models this key is cooling down for")
     weight = family("keyrelay_key_weight", "Selection weight (config or operator override)")
+    info = GaugeMetricFamily("keyrelay_key_info", "Always 1: the key's operator label",
+                             labels=["key_id", "provider", "label"])
     for key in keys:
+        info.add_metric([key["id"], key["provider"], key.get("label") or ""], 1.0)
         labels = [key["id"], key["provider"]]
         enabled.add_metric(labels, 1.0 if key["enabled"] else 0.0)
         usable.add_metric(labels, 1.0 if key.get("usable") else 0.0)
@@ -191,7 +220,7 @@ def key_state_metrics(keys: list[dict]) -> list[Metric]:
         circuit.add_metric(labels, CIRCUIT_VALUES.get(key["circuit"], 1.0))
         cooling.add_metric(labels, float(len(key["cooldowns"])))
         weight.add_metric(labels, float(key["weight"]))
-    return [enabled, usable, invalid, health, circuit, cooling, weight]
+    return [info, enabled, usable, invalid, health, circuit, cooling, weight]
 
 
 class KeyStateCollector:
@@ -201,7 +230,13 @@ class KeyStateCollector:
         self.pool = pool
 
     def collect(self) -> Iterator[Metric]:
-        yield from key_state_metrics(self.pool.describe())
+        build = GaugeMetricFamily("keyrelay_build_info", "Always 1: the running keyrelay version",
+                                  labels=["version"])
+        build.add_metric([__version__], 1.0)
+        yield build
+        keys = self.pool.describe()
+        yield from key_state_metrics(keys)
+        yield from key_quota_metrics(keys)
 
 
 def endpoint(request: Request) -> str:
@@ -227,6 +262,18 @@ def install(app: Flask, gateway: Gateway) -> None:
 
         http = PrometheusMetrics(app, registry=CollectorRegistry(auto_describe=True), **options)
         registries = [http.registry, REGISTRY]
+    http_children: dict[tuple[str, str, int], Any] = {}
+
+    @app.after_request
+    def _count(resp: Response) -> Response:
+        method = request.method if request.method in HTTP_METHODS else "other"  # clients send any token
+        key = (method, endpoint(request), resp.status_code)
+        child = http_children.get(key)
+        if child is None:  # bounded: methods × URL rules × statuses
+            child = http_children[key] = HTTP_REQUESTS.labels(key[0], key[1], str(key[2]))
+        child.inc()
+        return resp
+
     key_state = CollectorRegistry()
     key_state.register(KeyStateCollector(gateway.pool))
     registries.append(key_state)

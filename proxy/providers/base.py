@@ -41,6 +41,7 @@ class Call:
     timeouts: Timeouts = field(default_factory=Timeouts)
     headers: dict[str, str] = field(default_factory=dict)  # extra headers from config
     transport: Transport | None = None  # the provider's proxy / TLS / keep-alive (None: direct, verified)
+    learned: list = field(default_factory=list, compare=False)  # quota limits an answer's headers revealed
 
 
 class Adapter(Protocol):

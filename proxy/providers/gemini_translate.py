@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 from proxy.errors import CLIENT, BadRequest, UpstreamError
 from proxy.json_depth import loads_embedded
+from proxy.keys import learn
 from proxy.providers import toolkit as tk
 from proxy.providers.http import parse_retry_after
 
@@ -571,9 +572,11 @@ def classify_error(
             if m:
                 retry = float(m.group(1)) / (1000.0 if m.group(2).lower() == "ms" else 1.0)
         code = "insufficient_quota" if daily else "rate_limit_exceeded"
-        return tk.status_error(
+        exc = tk.status_error(
             429, message, upstream_status=status, retry_after=retry, daily=daily, code=code
         )
+        exc.limits = learn.from_gemini_error(err)
+        return exc
     client_code = None
     if 400 <= status < 500 and status != 408:
         client_code = "model_not_found" if status == 404 else "invalid_request"

@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from proxy.errors import TRANSIENT, UpstreamError
+from proxy.keys import learn
 from proxy.providers import http
 from proxy.providers import toolkit as tk
 from proxy.providers.base import Call
@@ -149,11 +151,19 @@ class OpenAIAdapter:
         return headers
 
     def _error(self, call: Call, status: int, body: Any, headers: Any) -> UpstreamError:
-        return classify_error(status, body, headers, secret=call.key, prefix=self.name)
+        exc = classify_error(status, body, headers, secret=call.key, prefix=self.name)
+        exc.limits = learn.from_headers(headers, time.time())
+        return exc
+
+    @staticmethod
+    def _learn(call: Call, headers: Any) -> None:
+        """The quota limits an answer's rate-limit headers reveal, for the key manager."""
+        call.learned.extend(learn.from_headers(headers, time.time()))
 
     def _json(self, call: Call, status: int, headers: Any, data: bytes) -> dict:
         if status != 200:
             raise self._error(call, status, data, headers)
+        self._learn(call, headers)
         try:
             body = json.loads(data)
         except ValueError:
@@ -198,6 +208,7 @@ class OpenAIAdapter:
         try:
             if resp.status != 200:
                 raise self._error(call, resp.status, http.read_error_body(resp), resp.headers)
+            self._learn(call, resp.headers)
             yielded = finished = False
             for _event, data in http.iter_sse_data(resp.iter_lines()):
                 if data.strip() == "[DONE]":

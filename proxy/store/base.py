@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from proxy.store.runtime_keys import RuntimeKeyRow
 
 from proxy.store.clients import ClientTx
+from proxy.store.quota import QuotaTx
 
 MAX_COOLDOWNS_PER_KEY = 1024  # per-model cooldown rows kept per key (client input must not grow state)
 
@@ -26,11 +27,12 @@ class StoreUnavailable(Exception):
     """The database is locked past the call's deadline, or unusable; nothing was changed."""
 
 
-class KeyTx(ClientTx, Protocol):
+class KeyTx(ClientTx, QuotaTx, Protocol):
     """Row operations inside one transaction. Conditional transitions return True when they applied.
 
     Client keys (``clients``, ``client``, ``insert_client``, ``update_client``, ``client_keys``, ...) are
-    ``proxy.store.clients.ClientTx``; ``SqlTx`` implements both."""
+    ``proxy.store.clients.ClientTx``, quota pacing ``proxy.store.quota.QuotaTx``; ``SqlTx`` implements
+    them all."""
 
     # keys
     def keys(self) -> list[KeyState]: ...

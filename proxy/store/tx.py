@@ -4,15 +4,18 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import SqlAudit
+from .catalog import SqlCatalog
 from .clients import SqlClients
 from .history import SqlHistory
 from .keys import SqlKeys
 from .limits import SqlLimits
+from .quota import SqlQuota
 from .runtime_keys import SqlRuntimeKeys
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlRuntimeKeys, SqlHistory):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
+            SqlHistory):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -358,7 +358,7 @@ def test_no_key_answers_tell_no_key_ids_and_admin_diagnoses(tmp_path, mock):
         assert requests.get(gw.url + "/admin/api/diagnosis?model=m", timeout=5).status_code == 401
         time.sleep(0.3)
         logged = [json.loads(line) for line in gw.logs().splitlines() if '"no_usable_key"' in line]
-        by_request = {e["request_id"]: e for e in logged}
+        by_request = {e["request_id"]: e for e in logged if e.get("event") == "no_usable_key"}
         assert by_request["req-none-1"]["status"] == 503
         assert "leaked in CI logs" in json.dumps(by_request["req-none-1"]["diagnosis"])
         assert by_request["req-cooling-1"]["status"] == 429

@@ -3,6 +3,8 @@ backwards, totals equal what was sent, retries/failovers/tokens are counted, key
 and both workers report the same key state."""
 from __future__ import annotations
 
+import shutil
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,11 +13,14 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from proxy import __version__
+from proxy.keys.ids import key_id
 from tests.harness import Server
 from tests.mock_upstream import error
 
 TOKEN = "metrics-admin-token-777"
 KA, KB = "AIzaMETRICS-key-a-000111", "AIzaMETRICS-key-b-000222"
+
 FLASH = "gemini-2.5-flash"
 N_REQUESTS, N_THREADS = 300, 8
 
@@ -68,7 +73,7 @@ def counters(samples: Samples) -> Samples:
 
 
 def key_gauges(samples: Samples) -> Samples:
-    return {k: v for k, v in samples.items() if k[0].startswith("keyrelay_key_")}
+    return {k: v for k, v in samples.items() if k[0].startswith("keyrelay_key_") and "key_id" in dict(k[1])}
 
 
 def chat(gw: Server, model: str, text: str) -> requests.Response:
@@ -136,7 +141,9 @@ def test_metrics_under_load(gw, mock):
     # HTTP: by endpoint/method/status (histogram count) and by method/status
     assert value(final, "keyrelay_http_request_duration_seconds_count",
                  method="POST", endpoint="/v1/chat/completions", status="200") == sent
-    assert value(final, "keyrelay_http_request_total", method="POST", status="200") == sent
+    assert value(final, "keyrelay_http_request_total", method="POST", status="200") == sent  # deprecated
+    assert value(final, "keyrelay_http_requests_total", method="POST", endpoint="/v1/chat/completions",
+                 status="200") == sent
 
     # upstream attempts, latency and time to first byte
     assert value(final, "keyrelay_upstream_requests_total", provider="mock", model="mock-1",
@@ -150,6 +157,14 @@ def test_metrics_under_load(gw, mock):
     assert value(final, "keyrelay_upstream_latency_seconds_count", provider="gem", model=FLASH) == 4
     assert value(final, "keyrelay_upstream_latency_seconds_bucket", provider="mock", model="mock-1",
                  le="+Inf") == N_REQUESTS + 1
+
+    # per key: the gem attempts split over its two keys, by outcome, and the mock's keyless one
+    per_key = {(dict(labels)["key"], dict(labels)["outcome"]): v for (name, labels), v in final.items()
+               if name == "keyrelay_key_requests_total" and dict(labels)["provider"] == "gem"}
+    assert sum(per_key.values()) == 4 and {k for k, _ in per_key} <= {key_id("gem", KA), key_id("gem", KB)}
+    assert sum(v for (_, outcome), v in per_key.items() if outcome == "quota") == 2
+    assert value(final, "keyrelay_build_info", version=__version__) == 1
+    assert value(final, "keyrelay_key_info", key_id=key_id("gem", KA), provider="gem", label="") == 1
 
     # retries (next key) and failovers (next target)
     assert value(final, "keyrelay_upstream_retries_total", provider="gem", model=FLASH) >= 2
@@ -212,3 +227,13 @@ def test_unknown_paths_do_not_mint_labels(gw):
     assert "a1b2c3" not in text
     assert value(samples, "keyrelay_http_request_duration_seconds_count",
                  method="GET", endpoint="unmatched", status="404") >= 1
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (.ci/test installs it)")
+def test_promtool_check_metrics_is_clean(gw):
+    chat(gw, "mock-chat", "for promtool")
+    chat(gw, "fast", "for promtool")
+    _, text, _ = scrape(gw)
+    out = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0 and not out.stdout.strip() and not out.stderr.strip(), out.stdout + out.stderr

@@ -32,7 +32,8 @@ CHUNKS, GAP = 5, 0.3
 
 def render_nginx_conf(tmp: Path, listen_port: int, keyrelay_port: int) -> Path:
     site = (REPO / "config" / "nginx.conf").read_text()
-    site, n_listen = re.subn(r"listen\s+[^;]+;", f"listen 127.0.0.1:{listen_port};", site)
+    site, n_listen = re.subn(r"^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site,
+                             flags=re.M)  # the uncommented one
     site, n_upstream = re.subn(r"server\s+127\.0\.0\.1:\d+;", f"server 127.0.0.1:{keyrelay_port};", site)
     assert (n_listen, n_upstream) == (1, 1), "config/nginx.conf changed shape: update render_nginx_conf"
     temp = "\n".join(f"    {kind}_temp_path {tmp}/{kind};" for kind in

@@ -113,10 +113,20 @@ def test_added_key_is_used_by_every_worker_within_1s_and_dropped_as_fast(gw, moc
     assert mock.count(key=secret) == before
 
 
+def assert_not_in_clear(gw: Server, secrets: list[str]) -> None:
+    files = sorted(Path(gw.config["server"]["database"]).parent.glob("keyrelay.db*"))
+    assert {f.name for f in files} >= {"keyrelay.db", "keyrelay.db-wal"}
+    for f in files:
+        data = f.read_bytes()
+        for s in secrets + [CONFIG_KEY]:
+            assert s.encode() not in data, f"{s[:10]}… in clear in {f.name}"
+
+
 def test_restart_keeps_runtime_keys_and_the_database_never_holds_them_in_clear(gw, mock):
     secrets = [new_secret("keep"), new_secret("keep2")]
     for s in secrets:
         assert api(gw, "POST", "/keys", json={"provider": "gem", "key": s}).status_code == 201
+    assert_not_in_clear(gw, secrets)  # the adds are in the WAL now
     gw.stop()
     gw.start()
     listed = [k for k in api(gw, "GET", "/keys").json()["keys"] if k["source"] == "runtime"]
@@ -124,12 +134,7 @@ def test_restart_keeps_runtime_keys_and_the_database_never_holds_them_in_clear(g
     mock.clear()
     assert chat(gw, uuid.uuid4().hex) == 200
     assert mock.calls[-1]["key"] in secrets
-    files = sorted(Path(gw.config["server"]["database"]).parent.glob("keyrelay.db*"))
-    assert {f.name for f in files} >= {"keyrelay.db", "keyrelay.db-wal"}
-    for f in files:
-        data = f.read_bytes()
-        for s in secrets + [CONFIG_KEY]:
-            assert s.encode() not in data, f"{s[:10]}… in clear in {f.name}"
+    assert_not_in_clear(gw, secrets)
     snapshot = api(gw, "GET", "/snapshot").text
     assert not any(s in snapshot for s in secrets) and "secret" not in snapshot.lower()
     for k in listed:

@@ -21,6 +21,7 @@ _EXPORTS = {
     "anthropic_error": "errors", "ollama_error": "errors", "OPENAI_INSUFFICIENT_QUOTA": "errors",
     "thought_signature": "core", "embedding": "core", "FIXTURES": "core",
     "RemoteMock": "client", "MockProcess": "client",
+    "QuotaLimiter": "quota", "gemini_quota_error": "quota",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -34,6 +34,7 @@ from tests.mock_upstream import gemini_native as gemini
 from tests.mock_upstream import ollama_native as ollama
 from tests.mock_upstream import openai_compat as openai
 from tests.mock_upstream.core import count_tokens, digest, embedding, load_fixture, plan_reply
+from tests.mock_upstream.quota import COUNTED_OPS, QuotaLimiter
 from tests.mock_upstream.script import Behaviour, RuleTable, as_behaviour, normalize_model
 
 ANY: Any = object()  # filter sentinel: "any value" (None is a real key value for Ollama)
@@ -106,6 +107,7 @@ class MockUpstream:
         self.hold_timeout = hold_timeout
         self.record = record
         self.rules = RuleTable()
+        self.quota: QuotaLimiter | None = None  # per-key request quotas with real-shaped 429s (quota.py)
         self._calls: collections.deque[dict] = collections.deque(maxlen=max_calls)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
@@ -381,6 +383,15 @@ class _Handler(BaseHTTPRequestHandler):
         if b.invalid_key:
             status, err = errors.invalid_key_error(dialect)
             return self._error(call, dialect, status, err, b)
+        if mock.quota is not None and op in COUNTED_OPS and not (b.status and b.status >= 400):
+            refusal = mock.quota.check(key, model or "", dialect)
+            if refusal is not None:
+                status, err, headers = refusal
+                return self._error(call, dialect, status, err, b + Behaviour(headers={**(b.headers or {}),
+                                                                                        **headers}))
+            extra = mock.quota.headers(key, model or "", dialect)
+            if extra:
+                b = b + Behaviour(headers={**(b.headers or {}), **extra})
         if b.status is not None and b.status >= 400:
             err = b.body if b.body is not None else errors.default_error(
                 dialect, b.status, model=model or "", retry_delay=b.retry_delay)
