@@ -15,6 +15,7 @@ the max). The answer is exact to the bucket's width (a
 """
 from __future__ import annotations
 
+import bisect
 import math
 import re
 from collections.abc import Iterable, Sequence
@@ -77,10 +78,8 @@ class Period:
 
 
 def latency_bucket(ms: float) -> int:
-    for i, edge in enumerate(LATENCY_EDGES_MS):
-        if ms < edge:
-            return i
-    return BUCKETS - 1
+    """The histogram bucket of ``ms``: the first whose upper edge is above it (the last is open)."""
+    return bisect.bisect_right(LATENCY_EDGES_MS, ms)
 
 
 def percentile(hist: Sequence[int], q: float, max_ms: float | None = None,
@@ -114,6 +113,9 @@ class HistoryBuffer:
 
     def add(self, at: float, key_id: str, provider: str, model: str, outcome: str, *,
             latency_ms: float | None = None, status: int | None = None, tokens: int = 0) -> None:
+        timed = outcome == errors.OK and latency_ms is not None and latency_ms >= 0
+        slot = latency_bucket(latency_ms) if timed and latency_ms is not None else 0
+        used = max(0, int(tokens or 0))
         for step in RESOLUTIONS:
             bucket = int(at // step * step)
             k = (step, bucket, key_id, model)
@@ -124,13 +126,13 @@ class HistoryBuffer:
             row.outcomes[outcome] += 1
             if status == 429:
                 row.http_429 += 1
-            row.tokens += max(0, int(tokens or 0))
-            if outcome == errors.OK and latency_ms is not None and latency_ms >= 0:
+            row.tokens += used
+            if timed and latency_ms is not None:
                 row.latency_sum += latency_ms
                 row.latency_n += 1
                 row.latency_min = latency_ms if row.latency_n == 1 else min(row.latency_min, latency_ms)
                 row.latency_max = max(row.latency_max, latency_ms)
-                row.hist[latency_bucket(latency_ms)] += 1
+                row.hist[slot] += 1
 
     def period(self, key_id: str, kind: str, model: str, start: float, until: float) -> None:
         if until > start:

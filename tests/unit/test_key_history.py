@@ -12,6 +12,8 @@ from proxy.store.sqlite import SQLiteStore
 
 
 def test_percentile_interpolates_inside_the_bucket_and_is_clipped_by_the_max():
+    samples = (0, 9.9, 10, 19, 50, 59_999, 60_000, 1e9)
+    assert [h.latency_bucket(x) for x in samples] == [0, 0, 1, 1, 3, 11, 12, 12]
     hist = [0] * h.BUCKETS
     hist[h.latency_bucket(150)] = 100  # 100..200 ms
     assert h.percentile(hist, 0.5, max_ms=200) == 150.0
