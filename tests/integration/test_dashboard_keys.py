@@ -180,6 +180,12 @@ def test_every_state_is_shown_truthfully_at_1280_and_800(gw, browser):
         page.click("#keys th[data-sort='name']")
         labels = page.locator("#keys tbody td.key .label").all_inner_texts()
         assert labels == sorted(labels)
+        if width == 800:  # the other tabs at the narrowest width too
+            for tab in ("clients", "audit", "ops"):
+                page.click(f"#tab-{tab}")
+                assert page.locator(f"#panel-{tab}").is_visible() and page.locator("#panel-keys").is_hidden()
+                page.wait_for_timeout(300)
+                page.screenshot(path=str(SCREENS / f"tab-{tab}-800.png"), full_page=True)
         page.context.close()
         assert errors == []
 
