@@ -18,7 +18,7 @@ from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
-from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
+from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, history_jobs, run_revalidation
 from proxy.keys.runtime import RuntimeKeys, vault_for
 from proxy.observability.metrics import endpoint as url_rule
 from proxy.observability.tracing import Tracing
@@ -43,6 +43,7 @@ class Gateway:
     runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
     cache: ResponseCache = field(init=False)  # the response cache (entries in the store)
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
+    _pruner: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -80,9 +81,10 @@ class Gateway:
         return {"ok": True, "outcome": "ok", "error": None}
 
     def start_background(self) -> None:
-        """Start this worker's background work, once: the key pool's counter flusher and the revalidation
-        of invalid keys (greenlets under gunicorn's gevent workers). gunicorn's ``post_worker_init`` calls
-        it, ``wsgi.py`` on the first request for other servers; ``create_app`` itself starts nothing."""
+        """Start this worker's background work, once: the key pool's counter flusher, the revalidation
+        of invalid keys and the key history's pruning (greenlets under gunicorn's gevent workers).
+        gunicorn's ``post_worker_init`` calls it, ``wsgi.py`` on the first request for other servers;
+        ``create_app`` itself starts nothing."""
         if self._revalidator is not None:  # wsgi.py calls this before every request
             return
         with self._start_lock:
@@ -95,6 +97,9 @@ class Gateway:
                 name="keyrelay-revalidate",
                 daemon=True,
             )
+            self._pruner = threading.Thread(target=history_jobs.run_pruning,
+                                            args=(self.pool.store, self.shutting_down),
+                                            name="keyrelay-history-prune", daemon=True)
             self.pool.start_flusher()
             self.clients.start()
             self.catalog.start()  # background refresh; the gateway serves without it (no network)
@@ -102,6 +107,7 @@ class Gateway:
                 self.tracing = Tracing.from_config(self.config.tracing)
             self.cache.start()
             self._revalidator.start()
+            self._pruner.start()  # key history past its retention (proxy/keys/history_jobs.py)
 
 
 def key_specs(config: Config) -> list[KeySpec]:

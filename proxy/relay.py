@@ -85,9 +85,9 @@ class KeySource(Protocol):
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
                retry_after: float | None = None, daily: bool = False, error: str | None = None,
-               tokens: int = 0, limits: Sequence[Any] = ()) -> None:
+               status: int | None = None, tokens: int = 0, limits: Sequence[Any] = ()) -> None:
         """Account one upstream attempt made with ``key_id`` (``tokens`` it used, quota ``limits`` the
-        answer revealed)."""
+        answer revealed; ``status``, the upstream's HTTP status, for the key's history)."""
         ...
 
 
@@ -289,7 +289,7 @@ class Relay:
             retry_after=exc.retry_after if exc else None, daily=exc.daily if exc else False,
             error=exc.message if exc else None,
             tokens=trace.usage.total if outcome == OK and trace.usage else 0,
-            limits=exc.limits if exc else trace.limits,
+            limits=exc.limits if exc else trace.limits, status=exc.upstream_status if exc else 200,
         )
         error = exc.message if exc else None
         status = exc.upstream_status if exc else 200

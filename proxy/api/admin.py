@@ -12,12 +12,13 @@ import hmac
 import logging
 import os
 import signal
+import time
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
 from proxy import runtime
-from proxy.api import dashboard
+from proxy.api import dashboard, key_states
 from proxy.api.common import gateway, read_json
 from proxy.api.envelopes import error_response
 from proxy.config import Config, ConfigError, load_config
@@ -74,7 +75,7 @@ def one_key(kid: str) -> dict:
     key = gateway().pool.get(kid)
     if key is None:
         raise NotFound(f"No key with id {kid!r}. GET /admin/api/keys lists the keys.", code="key_not_found")
-    return key_view(key, hints(gateway().config))
+    return key_states.annotate([key_view(key, hints(gateway().config))], gateway())[0]
 
 
 def change(kid: str, fn: Any, *args: Any) -> Response:
@@ -132,7 +133,9 @@ def _db_busy(exc: StoreUnavailable) -> Response:
 def list_keys() -> Response:
     gw = gateway()
     hint_of = hints(gw.config)
-    return jsonify({"keys": [key_view(k, hint_of) for k in gw.pool.describe()], "worker_pid": os.getpid()})
+    keys = key_states.annotate([key_view(k, hint_of) for k in gw.pool.describe()], gw)
+    return jsonify({"keys": keys, "summary": key_states.summary(gw), "now": time.time(),
+                    "worker_pid": os.getpid()})
 
 
 @api.get("/keys/<kid>")
@@ -275,4 +278,11 @@ def reload() -> Response:
                     "notices": [redact(n, new) for n in new.notices]})
 
 
-from proxy.api import admin_cache, admin_catalog, admin_clients, admin_keys, admin_usage  # noqa: E402,F401 - their routes join ``api``
+from proxy.api import (  # noqa: E402,F401 - their routes join ``api``
+    admin_cache,
+    admin_catalog,
+    admin_clients,
+    admin_history,
+    admin_keys,
+    admin_usage,
+)

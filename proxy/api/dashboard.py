@@ -1,19 +1,17 @@
 """GET /admin: the operator dashboard, one server-rendered page with a little vanilla JS (no build step).
 
+The page is a shell (header, token form, messages, tab bar) plus the tabs listed in ``TABS``: each
+``Tab`` brings its HTML, its script and its style, and registers itself in the page's script with
+``registerTab(id, {show, poll})`` (``dashboard_tab.Tab``). The shell routes ``#<tab>`` /
+``#<tab>/<arg>`` (e.g. ``#key/k_…``) to the tab, calls its ``poll`` every ``POLL_MS`` while it is
+shown, and keeps action messages until they are dismissed (``notify``), so a refresh never overwrites
+them. To add a tab: write a module with a
+``TAB = Tab(...)`` (see ``dashboard_audit.py``) and add it to ``TABS``.
+
 The page itself carries no data and needs no token; its script asks for the admin token (kept in
-sessionStorage) and polls the admin API:
-
-- Keys: ``GET /admin/api/keys`` every 2 s, with the enable / disable / reset actions.
-- Clients: ``GET /admin/api/clients`` every 2 s; create (the new key is shown once, in a box that forgets it
-  when dismissed; it is never stored), revoke, rotate (runtime clients only: config clients belong to the
-  YAML); limits and spend this month (``GET /admin/api/usage?group_by=client&from=<month start>``).
-- Usage: requests, tokens or cost per day per client over the last 14 days, an SVG line chart drawn with
-  ``createElementNS`` and the same numbers as a table (``GET /admin/api/usage?group_by=day&client=<id>``,
-  every 10 s). While the usage report answers 404 the panels say "usage not available" and stop asking.
-- Catalog: search the model catalog, prices, context, free badge (``proxy/api/dashboard_catalog.py``).
-
-Every value is inserted with textContent or as an SVG attribute, never as HTML; the CSP allows only this
-page's nonce (no inline handlers, no eval, nothing external).
+sessionStorage) and calls the admin API. Every value is inserted with textContent or as an SVG
+attribute, never as HTML; the CSP allows only this page's nonce (no inline handlers, no eval, nothing
+external: charts are inline SVG drawn by the shell's ``chart`` helpers).
 """
 from __future__ import annotations
 
@@ -23,151 +21,82 @@ from html import escape
 from flask import Blueprint, Response, current_app
 
 from proxy import __version__
-from proxy.api import dashboard_catalog
+from proxy.api import dashboard_audit, dashboard_catalog, dashboard_clients, dashboard_keys
+from proxy.api.dashboard_tab import Tab
 
 bp = Blueprint("admin_dashboard", __name__)
 
 POLL_MS = 2000
-USAGE_POLL_MS = 10_000
-USAGE_DAYS = 14
+
 
 STYLE = """
-  body { font: 14px/1.4 system-ui, sans-serif; margin: 1.5rem; color: #1d2330; background: #f7f8fa; }
+  * { box-sizing: border-box; }
+  [hidden] { display: none !important; }
+  body { font: 14px/1.4 system-ui, sans-serif; margin: 0; color: #1d2330; background: #f7f8fa;
+         min-width: 780px; }
+  header { padding: 1rem 1.5rem .4rem; background: #fff; border-bottom: 1px solid #e2e4ea; }
+  main { padding: .6rem 1.5rem 2rem; }
   h1 { font-size: 1.3rem; margin: 0 0 .2rem; }
-  h2 { font-size: 1.1rem; margin: 1.6rem 0 .5rem; }
+  h2 { font-size: 1.1rem; margin: 1.2rem 0 .5rem; }
+  h3 { font-size: 1rem; margin: 1rem 0 .4rem; }
   .meta, .muted { color: #667; }
-  .meta { margin-bottom: 1rem; }
+  .small { font-size: 12px; }
   form, .bar { display: flex; gap: .5rem; align-items: center; margin-bottom: .8rem; flex-wrap: wrap; }
-  input, select { padding: .3rem .5rem; border: 1px solid #bbc; border-radius: 4px; }
+  input, select, textarea { padding: .3rem .5rem; border: 1px solid #bbc; border-radius: 4px; font: inherit; }
   input[type=number] { width: 6.5rem; }
-  button { padding: .25rem .7rem; border: 1px solid #889; border-radius: 4px; background: #fff; }
-  button:hover { background: #eef; } td button + button { margin-left: .3rem; }
+  button { padding: .25rem .7rem; border: 1px solid #889; border-radius: 4px; background: #fff; font: inherit;
+           cursor: pointer; white-space: nowrap; }
+  button:hover { background: #eef; }
   button.danger { border-color: #b3261e; color: #b3261e; }
+  button.primary { border-color: #1f5fbf; background: #1f5fbf; color: #fff; }
   table { border-collapse: collapse; width: 100%; background: #fff; }
   caption { text-align: left; padding: .3rem 0; color: #445; }
   th, td { border-bottom: 1px solid #e2e4ea; padding: .35rem .5rem; text-align: left; vertical-align: top; }
-  th { background: #eceff4; font-weight: 600; }
+  th { background: #eceff4; font-weight: 600; white-space: nowrap; }
+  th[data-sort] { cursor: pointer; user-select: none; }
+  th[aria-sort=ascending]::after { content: " ▲"; font-size: 10px; }
+  th[aria-sort=descending]::after { content: " ▼"; font-size: 10px; }
   td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
   .ok { color: #176c2e; } .bad { color: #b3261e; font-weight: 600; } .warn { color: #9a6700; }
-  .err { color: #b3261e; max-width: 22rem; overflow-wrap: anywhere; }
-  #status, #clients-status, #clients-action, #usage-status { min-height: 1.2em; margin-bottom: .4rem; }
+  .err { min-width: 11rem; max-width: 24rem; overflow-wrap: break-word; word-break: normal; }
+  .clamp { display: -webkit-box; -webkit-line-clamp: 3; -webkit-box-orient: vertical; overflow: hidden; }
+  .table-wrap { overflow-x: auto; }
   code { font-size: 13px; }
-  #clients code { white-space: nowrap; }
-  #newkey { border: 2px solid #9a6700; background: #fff8e1; padding: .7rem 1rem; margin: .6rem 0;
-            border-radius: 6px; }
-  #newkey strong { display: block; margin-bottom: .4rem; }
-  #newkey code { display: inline-block; font-size: 15px; padding: .2rem .4rem; background: #fff;
-                 border: 1px solid #ddc; user-select: all; overflow-wrap: anywhere; }
-  #newkey .bar { margin: .5rem 0 0; }
+  nav#tabs { display: flex; gap: .2rem; margin-top: .6rem; flex-wrap: wrap; }
+  nav#tabs button { border: 1px solid transparent; border-bottom: none; border-radius: 6px 6px 0 0;
+                    background: none; padding: .35rem .9rem; }
+  nav#tabs button[aria-selected=true] { border-color: #e2e4ea; background: #f7f8fa; font-weight: 600; }
+  #messages { display: flex; flex-direction: column; gap: .3rem; margin: .6rem 0; }
+  .msg { display: flex; gap: .8rem; align-items: flex-start; justify-content: space-between;
+         padding: .45rem .7rem; border-radius: 5px; border: 1px solid #b7d7bf; background: #eef8f0; }
+  .msg.bad { border-color: #e4b4b0; background: #fdf0ef; font-weight: normal; color: #7c1d17; }
+  .msg .text { overflow-wrap: break-word; min-width: 0; }
+  .msg time { color: #667; margin-right: .5rem; font-size: 12px; }
+  .status { min-height: 1.2em; margin-bottom: .4rem; }
+  .chart svg { background: #fff; border: 1px solid #e2e4ea; width: 100%; max-width: 1100px; height: auto;
+               display: block; }
+  .nowrap { white-space: nowrap; }
+  .chart text, svg.spark text { font: 11px system-ui, sans-serif; fill: #556; }
   .legend { display: flex; gap: 1rem; flex-wrap: wrap; list-style: none; padding: 0; margin: .4rem 0; }
   .swatch { display: inline-block; width: .9rem; height: .9rem; border-radius: 2px; margin-right: .3rem;
             vertical-align: -2px; }
-  #chart svg { background: #fff; border: 1px solid #e2e4ea; max-width: 100%; height: auto; }
-  #chart text { font: 11px system-ui, sans-serif; fill: #556; }
 """
 
-BODY = """
-<h1>keyrelay admin</h1>
-<div class="meta">version {version} · config <code>{source}</code> · refreshes every {poll_s:g} s</div>
-<form id="login">
-  <label for="token">Admin token</label>
-  <input id="token" type="password" autocomplete="off" size="36" placeholder="server.admin_token">
-  <button id="save" type="submit">Use token</button>
-  <button id="forget" type="button">Forget</button>
-</form>
-
-<h2>Keys</h2>
-<div class="bar">
-  <label for="reason">Reason for disabling</label>
-  <input id="reason" type="text" size="36" maxlength="200" placeholder="optional">
-</div>
-<div id="status" role="status"></div>
-<table id="keys">
-  <thead><tr>
-    <th>Key</th><th>Provider</th><th>Label</th><th>Hint</th><th>Enabled</th><th>Status</th>
-    <th>Weight</th><th>Health</th><th>Circuit</th><th>Cooldowns</th><th>Quota (used / limit)</th>
-    <th>Requests</th><th>Errors</th>
-    <th>Last error</th><th>Actions</th>
-  </tr></thead>
-  <tbody></tbody>
-</table>
-
-<h2>Clients</h2>
-<form id="create-client" autocomplete="off">
-  <label for="c-name">Name</label><input id="c-name" required maxlength="64" size="16">
-  <label for="c-team">Team</label><input id="c-team" maxlength="64" size="12">
-  <label for="c-models">Models</label>
-  <input id="c-models" size="20" placeholder="comma-separated; empty = all">
-  <label for="c-rpm">RPM</label><input id="c-rpm" type="number" min="1" step="1">
-  <label for="c-tpm">TPM</label><input id="c-tpm" type="number" min="1" step="1">
-  <label for="c-conc">Max concurrent</label><input id="c-conc" type="number" min="1" step="1">
-  <label for="c-budget">Budget USD</label><input id="c-budget" type="number" min="0" step="any">
-  <label for="c-period">per</label>
-  <select id="c-period"><option>day</option><option>week</option><option selected>month</option></select>
-  <button id="c-create" type="submit">Create client</button>
-</form>
-<section id="newkey" hidden role="alert" aria-live="assertive">
-  <strong id="newkey-title">New client key — shown only this once: store it now</strong>
-  <code id="newkey-value"></code>
-  <div class="bar">
-    <button id="newkey-copy" type="button">Copy</button>
-    <button id="newkey-dismiss" type="button">I have stored it</button>
-    <span id="newkey-note" class="muted"></span>
-  </div>
-</section>
-<div class="bar">
-  <label for="grace">Rotation grace (s)</label>
-  <input id="grace" type="number" min="0" max="2592000" step="1" value="0">
-  <span class="muted">how long the previous key keeps working after Rotate</span>
-</div>
-<div id="clients-status" role="status"></div>
-<div id="clients-action" role="status"></div>
-<table id="clients">
-  <thead><tr>
-    <th>Name</th><th>Team</th><th>State</th><th>Key</th><th>Models</th><th>Limits</th>
-    <th class="num">Spend this month</th><th>Last used</th><th>Actions</th>
-  </tr></thead>
-  <tbody></tbody>
-</table>
-
-<h2>Usage</h2>
-<div class="bar">
-  <label for="metric">Per day, last {days} days (UTC):</label>
-  <select id="metric">
-    <option value="requests">requests</option>
-    <option value="tokens">tokens (prompt + completion)</option>
-    <option value="cost">cost (USD)</option>
-  </select>
-  <span class="muted">refreshes every {usage_poll_s:g} s</span>
-</div>
-<div id="usage-status" role="status"></div>
-<div id="chart"></div>
-<ul id="legend" class="legend"></ul>
-<table id="usage-table">
-  <caption></caption>
-  <thead><tr></tr></thead>
-  <tbody></tbody>
-</table>
-"""
-
-SCRIPT = r"""
+CORE_SCRIPT = r"""
 "use strict";
 const STORE = "keyrelay-admin-token";
 const CFG = document.body.dataset;
-const POLL_MS = Number(CFG.pollMs), USAGE_POLL_MS = Number(CFG.usagePollMs), DAYS = Number(CFG.usageDays);
-const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2",
-                "#bcbd22", "#393b79", "#637939", "#7f7f7f"];
+const POLL_MS = Number(CFG.pollMs);
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel) => document.querySelector(sel);
 const say = (sel, text, cls) => { const s = $(sel); s.textContent = text; s.className = cls || ""; };
-const status = (text, cls) => say("#status", text, cls);
 const token = () => sessionStorage.getItem(STORE) || "";
 
-async function api(method, path, body) {
+async function api(method, path, body) {  // a string body is sent as it is (JSON text)
   const headers = { "Authorization": "Bearer " + token() };
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  const resp = await fetch("/admin/api" + path, {
-    method, headers, body: body === undefined ? undefined : JSON.stringify(body), cache: "no-store" });
+  const text = body === undefined || typeof body === "string" ? body : JSON.stringify(body);
+  const resp = await fetch("/admin/api" + path, { method, headers, body: text, cache: "no-store" });
   const data = await resp.json().catch(() => ({}));
   if (!resp.ok) {
     const err = new Error((data.error && data.error.message) || ("HTTP " + resp.status));
@@ -198,388 +127,199 @@ function svg(tag, attrs, parent) {
   return e;
 }
 
-// ------------------------------------------------------------------------------------------ keys
+// ------------------------------------------------------------------------------- times and durations
 
-function button(td, label, action, id) {
-  const b = el("button", label);
-  b.type = "button"; b.dataset.action = action; b.dataset.key = id;
-  b.addEventListener("click", () => act(action, id));
-  td.appendChild(b);
+function dur(s) {  // 37794.8 -> "10 h 30 min"; never raw seconds past a minute
+  s = Math.max(0, Math.round(s));
+  if (s < 60) return s + " s";
+  const m = Math.round(s / 60);
+  if (m < 60) return m + " min";
+  const h = Math.floor(m / 60), mm = m % 60;
+  if (h < 48) return h + " h" + (mm ? " " + String(mm).padStart(2, "0") + " min" : "");
+  const d = Math.floor(h / 24), hh = h % 24;
+  return d + " d" + (hh ? " " + hh + " h" : "");
 }
-
-const WINDOW_NAMES = {rpd: "requests today", tpd: "tokens today", rpm: "requests this minute",
-                      tpm: "tokens this minute"};
-function quotaText(limits) {  // "gemini-2.5-flash: 3 / 250 requests today, 1 / 10 requests this minute"
-  return Object.entries(limits || {}).map(([model, windows]) => model + ": " +
-    ["rpd", "tpd", "rpm", "tpm"].filter((w) => windows[w])
-      .map((w) => windows[w].used + " / " + windows[w].limit + " " + WINDOW_NAMES[w]).join(", ")).join("; ");
+const pad2 = (n) => String(n).padStart(2, "0");
+function clock(epoch) {  // local HH:MM, with the date when it is not today
+  const d = new Date(epoch * 1000), now = new Date();
+  const hm = pad2(d.getHours()) + ":" + pad2(d.getMinutes());
+  if (d.toDateString() === now.toDateString()) return hm;
+  return d.toLocaleDateString(undefined, { month: "short", day: "numeric" }) + " " + hm;
 }
-
-function render(keys) {
-  const tbody = $("#keys tbody");
-  tbody.replaceChildren();
-  for (const k of keys) {
-    const tr = document.createElement("tr");
-    tr.dataset.keyId = k.id;
-    cell(tr, "").appendChild(el("code", k.id));
-    cell(tr, k.provider);
-    cell(tr, k.label);
-    cell(tr, k.hint);
-    cell(tr, k.enabled ? "yes" : "no" + (k.disabled_reason ? " (" + k.disabled_reason + ")" : ""),
-         k.enabled ? "ok enabled" : "bad enabled");
-    cell(tr, k.status + (k.status_reason ? ": " + k.status_reason : ""), k.status === "ok" ? "ok" : "bad");
-    cell(tr, k.weight, "num");
-    cell(tr, Number(k.health).toFixed(2), "num " + (k.health < 0.5 ? "warn" : ""));
-    cell(tr, k.circuit + (k.circuit_seconds_left ? " (" + k.circuit_seconds_left + " s)" : ""),
-         k.circuit === "closed" ? "ok" : "warn");
-    cell(tr, Object.entries(k.cooldowns || {}).map(([m, s]) => m + ": " + s + " s").join(", "));
-    cell(tr, quotaText(k.limits), "quota");
-    cell(tr, k.requests, "num");
-    cell(tr, k.errors, "num");
-    cell(tr, k.last_error, "err");
-    const actions = cell(tr, "");
-    if (k.enabled) button(actions, "Disable", "disable", k.id);
-    else button(actions, "Enable", "enable", k.id);
-    button(actions, "Reset", "reset", k.id);
-    tbody.appendChild(tr);
-  }
+function ago(epoch) {
+  const s = Date.now() / 1000 - epoch;
+  return s < 5 ? "just now" : dur(s) + " ago";
 }
+const when = (epoch) => clock(epoch) + " (" + ago(epoch) + ")";
+const until = (epoch) => clock(epoch) + " (in " + dur(epoch - Date.now() / 1000) + ")";
 
-async function refreshKeys() {
-  if (!token()) { status("Enter the admin token to see the keys.", "warn"); return; }
+// ------------------------------------------------------------------------------- messages
+
+// an action's outcome stays until dismissed: the periodic refresh never touches #messages
+function notify(text, kind) {
+  const box = el("div", null, "msg " + (kind || "ok"));
+  box.setAttribute("role", kind === "bad" ? "alert" : "status");
+  const t = el("div", null, "text");
+  t.append(el("time", clock(Date.now() / 1000)), document.createTextNode(text));
+  const b = el("button", "Dismiss", "dismiss");
+  b.type = "button";
+  b.addEventListener("click", () => box.remove());
+  box.append(t, b);
+  $("#messages").prepend(box);
+  return box;
+}
+async function attempt(label, fn) {  // run an action; its result or error becomes a message
   try {
-    const data = await api("GET", "/keys");
-    render(data.keys);
-    status("Updated " + new Date().toLocaleTimeString() + " · " + data.keys.length + " key(s)", "ok");
+    const text = await fn();
+    notify(label + ": " + (text || "done"), "ok");
+    return true;
   } catch (e) {
-    status(e.message, "bad");
+    notify(label + " failed: " + e.message, "bad");
+    return false;
   }
 }
 
-async function act(action, id) {
-  try {
-    const body = action === "disable" ? { reason: $("#reason").value } : undefined;
-    await api("POST", "/keys/" + encodeURIComponent(id) + "/" + action, body);
-    status(action + " " + id + ": done", "ok");
-  } catch (e) {
-    status(action + " " + id + " failed: " + e.message, "bad");
-  }
-  refreshKeys();
+// ------------------------------------------------------------------------------- charts (inline SVG)
+
+const OUTCOME_COLORS = { ok: "#4c9a5b", quota: "#e3a21a", auth: "#b3261e", transient: "#8e44ad",
+                         client: "#7f8c8d" };
+
+function sparkline(points, w, h) {  // bars: requests (grey-green), errors on top (red)
+  const s = svg("svg", { class: "spark", width: w, height: h, viewBox: "0 0 " + w + " " + h, role: "img" });
+  const max = Math.max(1, ...points.map((p) => p.requests));
+  const bw = w / Math.max(1, points.length);
+  let total = 0, errs = 0;
+  points.forEach((p, i) => {
+    const e = p.requests - p.ok;
+    total += p.requests; errs += e;
+    const hr = h * p.requests / max, he = h * e / max;
+    if (p.requests) svg("rect", { x: i * bw, y: h - hr, width: Math.max(1, bw - 0.5), height: hr,
+                                  fill: "#9cc5a5" }, s);
+    if (e) svg("rect", { x: i * bw, y: h - he, width: Math.max(1, bw - 0.5), height: he,
+                         fill: "#d9534f" }, s);
+  });
+  svg("line", { x1: 0, x2: w, y1: h - 0.5, y2: h - 0.5, stroke: "#ccd" }, s);
+  svg("title", {}, s).textContent = total + " requests, " + errs + " errors in the last 24 h";
+  s.dataset.requests = total; s.dataset.errors = errs;
+  return s;
 }
 
-// ------------------------------------------------------------------------------------------ clients
-
-let clients = [];           // the last GET /admin/api/clients
-let spend = null;           // client id -> usage row this month; null: not loaded; "unavailable": 404
-let usageAvailable = true;  // false after the usage report answered 404 (asked again on "Use token")
-let clientsShown = "";      // what the table shows, to leave it alone when nothing changed
-
-const money = (v) => "$" + (v < 0.01 && v > 0 ? v.toPrecision(2) : v.toFixed(2));
-const compact = (n) => n >= 1e6 ? (n / 1e6).toFixed(n % 1e6 ? 1 : 0) + "M"
-  : n >= 1e3 ? (n / 1e3).toFixed(n % 1e3 ? 1 : 0) + "k" : String(n);
-
-function costText(row) {
-  if (!row) return money(0);
-  if (row.cost_usd === null || row.cost_usd === undefined) return "unpriced";
-  if (row.unpriced_requests > 0) return money(row.cost_usd) + " + unpriced";
-  return money(row.cost_usd);
-}
-
-function limitsText(c) {
-  const parts = [];
-  if (c.rpm) parts.push("rpm " + compact(c.rpm));
-  if (c.tpm) parts.push("tpm " + compact(c.tpm));
-  if (c.max_concurrent) parts.push("concurrent " + c.max_concurrent);
-  for (const [glob, lim] of Object.entries(c.model_limits || {})) {
-    parts.push(glob + ": " + Object.entries(lim).map(([k, v]) => k + " " + compact(v)).join(" "));
-  }
-  const budget = c.budget_usd !== null && c.budget_usd !== undefined;
-  if (budget) parts.push(money(c.budget_usd) + "/" + c.budget_period);
-  if (c.token_quota) parts.push(compact(c.token_quota) + " tokens/" + c.quota_period);
-  if (c.expires_at) parts.push("expires " + c.expires_at);
-  return parts.length ? parts.join(" · ") : "none";
-}
-
-function stateOf(c) {
-  if (c.revoked) return ["revoked", "bad"];
-  if (!c.enabled) return ["disabled", "bad"];
-  if (c.expires_at && Date.parse(c.expires_at) <= Date.now()) return ["expired", "bad"];
-  return ["active", "ok"];
-}
-
-function spendText(c) {
-  if (spend === "unavailable") return ["usage not available", "muted"];
-  if (spend === null) return ["…", "muted"];
-  const row = spend[c.id];
-  let text = costText(row);
-  if (c.budget_usd !== null && c.budget_usd !== undefined && c.budget_period === "month") {
-    text += " of " + money(c.budget_usd);
-  }
-  return [text + (row ? " · " + row.requests + " req" : ""), row && row.unpriced_requests > 0 ? "warn" : ""];
-}
-
-function clientButton(td, label, action, c, cls) {
-  const b = el("button", label, cls);
-  b.type = "button"; b.dataset.action = action; b.dataset.client = c.id;
-  b.addEventListener("click", () => clientAction(action, c));
-  td.appendChild(b);
-}
-
-function renderClients() {
-  const shown = JSON.stringify([clients, spend]);
-  if (shown === clientsShown) return;
-  clientsShown = shown;
-  const tbody = $("#clients tbody");
-  tbody.replaceChildren();
-  for (const c of clients) {
-    const tr = document.createElement("tr");
-    tr.dataset.clientId = c.id;
-    const name = cell(tr, "", "name");
-    name.appendChild(el("div", c.name));
-    name.appendChild(el("code", c.id, "muted"));
-    cell(tr, c.team, "team");
-    const [state, cls] = stateOf(c);
-    cell(tr, state, cls + " state");
-    cell(tr, "").appendChild(el("code", c.key_hint));
-    cell(tr, c.models.length ? c.models.join(", ") : "all", "models");
-    cell(tr, limitsText(c), "limits");
-    const [text, scls] = spendText(c);
-    cell(tr, text, "num spend " + scls);
-    cell(tr, c.last_used_at || "never", "muted");
-    const actions = cell(tr, "", "actions");
-    if (c.source === "config") actions.appendChild(el("span", "from config", "muted"));
-    else if (c.revoked) actions.appendChild(el("span", "revoked " + (c.revoked_at || ""), "muted"));
-    else {
-      clientButton(actions, "Rotate", "rotate", c);
-      clientButton(actions, "Revoke", "revoke", c, "danger");
-    }
-    tbody.appendChild(tr);
-  }
-}
-
-async function refreshClients() {
-  if (!token()) { say("#clients-status", "Enter the admin token to see the clients.", "warn"); return; }
-  try {
-    clients = (await api("GET", "/clients")).clients;
-    renderClients();
-    say("#clients-status", clients.length + " client(s)", "ok");
-  } catch (e) {
-    say("#clients-status", e.message, "bad");
-  }
-}
-
-// the new key: held by the box only, never stored, gone from the page once dismissed
-function showKey(title, key) {
-  $("#newkey-title").textContent = title + " — shown only this once: store it now";
-  $("#newkey-value").textContent = key;
-  $("#newkey-note").textContent = "";
-  $("#newkey").hidden = false;
-}
-
-function dismissKey() {
-  $("#newkey-value").textContent = "";
-  $("#newkey-note").textContent = "";
-  $("#newkey").hidden = true;
-}
-
-async function copyKey() {
-  const key = $("#newkey-value").textContent;
-  try {
-    await navigator.clipboard.writeText(key);
-    $("#newkey-note").textContent = "copied";
-  } catch (e) {  // no clipboard permission: select it for Ctrl+C
-    const range = document.createRange();
-    range.selectNodeContents($("#newkey-value"));
-    const sel = window.getSelection(); sel.removeAllRanges(); sel.addRange(range);
-    $("#newkey-note").textContent = "selected: press Ctrl+C";
-  }
-}
-
-function numberField(sel, name, body) {
-  const v = $(sel).value.trim();
-  if (v !== "") body[name] = Number(v);
-}
-
-async function createClient(ev) {
-  ev.preventDefault();
-  const body = { name: $("#c-name").value.trim() };
-  const team = $("#c-team").value.trim();
-  if (team) body.team = team;
-  const models = $("#c-models").value.split(",").map((m) => m.trim()).filter((m) => m);
-  if (models.length) body.models = models;
-  numberField("#c-rpm", "rpm", body);
-  numberField("#c-tpm", "tpm", body);
-  numberField("#c-conc", "max_concurrent", body);
-  numberField("#c-budget", "budget_usd", body);
-  if (body.budget_usd !== undefined) body.budget_period = $("#c-period").value;
-  try {
-    const data = await api("POST", "/clients", body);
-    $("#create-client").reset();
-    showKey("New key for " + data.client.name, data.key);
-    say("#clients-action", "created " + data.client.name + " (" + data.client.id + ")", "ok");
-  } catch (e) {
-    say("#clients-action", "create failed: " + e.message, "bad");
-  }
-  refreshClients();
-}
-
-async function clientAction(action, c) {
-  try {
-    if (action === "revoke") {
-      if (!window.confirm("Revoke " + c.name + "? Its keys stop working at once; this is final.")) return;
-      await api("POST", "/clients/" + encodeURIComponent(c.id) + "/revoke", {});
-      say("#clients-action", "revoked " + c.name, "ok");
-    } else if (action === "rotate") {
-      const grace = Number($("#grace").value || 0);
-      const data = await api("POST", "/clients/" + encodeURIComponent(c.id) + "/rotate", { grace_s: grace });
-      showKey("New key for " + data.client.name + " (the previous one works " + grace + " s more)", data.key);
-      say("#clients-action", "rotated " + c.name, "ok");
-    }
-  } catch (e) {
-    say("#clients-action", action + " " + c.name + " failed: " + e.message, "bad");
-  }
-  refreshClients();
-}
-
-// ------------------------------------------------------------------------------------------ usage
-
-const dayOf = (t) => new Date(t).toISOString().slice(0, 10);
-const monthStart = () => dayOf(Date.now()).slice(0, 8) + "01";
-const lastDays = () => Array.from({ length: DAYS }, (_, i) => dayOf(Date.now() - (DAYS - 1 - i) * 86400000));
-const METRICS = {
-  requests: { label: "Requests", value: (r) => r.requests, text: String },
-  tokens: { label: "Tokens (prompt + completion)", value: (r) => r.prompt_tokens + r.completion_tokens,
-            text: String },
-  cost: { label: "Cost (USD)", value: (r) => r.cost_usd || 0, text: (v, r) => costText(r) },
-};
-let series = null;  // [{client, rows: {day: row}}] for the last DAYS days
-
-function unavailable() {
-  usageAvailable = false;
-  spend = "unavailable";
-  series = null;
-  renderClients();
-  $("#chart").replaceChildren();
-  $("#legend").replaceChildren();
-  $("#usage-table caption").textContent = "";
-  $("#usage-table thead tr").replaceChildren();
-  $("#usage-table tbody").replaceChildren();
-  say("#usage-status", "usage not available (this gateway has no usage report)", "muted");
-}
-
-async function refreshUsage() {
-  if (!token() || !usageAvailable) return;
-  const days = lastDays();
-  try {
-    const month = await api("GET", "/usage?group_by=client&from=" + monthStart());
-    spend = {};
-    for (const row of month.rows) spend[row.client_id || row.client] = row;  // client_id: docs/usage.md
-    renderClients();
-    const shown = clients.slice();
-    const answers = await Promise.all(shown.map((c) => api("GET", "/usage?group_by=day&client="
-      + encodeURIComponent(c.id) + "&from=" + days[0])));
-    series = shown.map((c, i) => {
-      const rows = {};
-      for (const row of answers[i].rows) rows[row.day] = row;
-      return { client: c, rows };
-    });
-    drawUsage(days);
-    say("#usage-status", "Updated " + new Date().toLocaleTimeString(), "ok");
-  } catch (e) {
-    if (e.status === 404 && e.code !== "client_not_found") unavailable();
-    else say("#usage-status", "usage: " + e.message, "bad");
-  }
-}
-
-function drawUsage(days) {
-  if (!series) return;
-  const metric = METRICS[$("#metric").value];
-  const W = 760, H = 260, L = 56, R = 24, T = 12, B = 34;
-  const values = series.map((s) => days.map((d) => s.rows[d] ? metric.value(s.rows[d]) : 0));
-  const max = Math.max(0, ...values.flat());
-  const top = max > 0 ? max * 1.1 : 1;
-  const x = (i) => L + (days.length > 1 ? i * (W - L - R) / (days.length - 1) : 0);
+// a time chart: series = [{name, color, values: [...], kind: "bar"|"line"}], stacked bars, lines on top
+function timeChart(times, series, opts) {
+  const W = opts.width || 760, H = opts.height || 200, L = 56, R = 16, T = 12, B = 28;
+  const bars = series.filter((s) => s.kind === "bar"), lines = series.filter((s) => s.kind !== "bar");
+  const stack = times.map((_, i) => bars.reduce((a, s) => a + (s.values[i] || 0), 0));
+  const max = Math.max(0, ...stack, ...lines.flatMap((s) => s.values.filter((v) => v !== null)));
+  const tick = niceStep(max / 4), top = tick * Math.max(1, Math.ceil(max / tick));
+  const n = Math.max(1, times.length);
+  const x = (i) => L + i * (W - L - R) / n;
   const y = (v) => T + (H - T - B) * (1 - v / top);
-  const fmt = (v) => $("#metric").value === "cost" ? money(v) : compact(Math.round(v));
-
-  const chart = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img",
-                             "aria-labelledby": "chart-title" });
-  svg("title", { id: "chart-title" }, chart).textContent = metric.label + " per day per client";
-  for (let k = 0; k <= 4; k++) {
-    const v = top * k / 4;
-    svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e2e4ea" }, chart);
-    svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, chart).textContent = fmt(v);
+  const c = svg("svg", { viewBox: "0 0 " + W + " " + H, width: W, height: H, role: "img" });
+  svg("title", {}, c).textContent = opts.title;
+  for (let v = 0; v <= top + tick / 2; v += tick) {
+    svg("line", { x1: L, x2: W - R, y1: y(v), y2: y(v), stroke: "#e2e4ea" }, c);
+    svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, c).textContent = (opts.fmt || fmtNum)(v);
   }
-  days.forEach((d, i) => {
-    if (i % 2 === (days.length - 1) % 2) {
-      svg("text", { x: x(i), y: H - B + 16, "text-anchor": "middle" }, chart).textContent = d.slice(5);
+  const every = Math.max(1, Math.ceil(n / 8));
+  times.forEach((t, i) => {
+    if (i % every) return;
+    svg("text", { x: x(i), y: H - B + 16, "text-anchor": "start" }, c).textContent = clock(t);
+  });
+  const bw = (W - L - R) / n;
+  times.forEach((_, i) => {
+    let base = 0;
+    for (const s of bars) {
+      const v = s.values[i] || 0;
+      if (!v) continue;
+      svg("rect", { x: x(i) + 0.5, y: y(base + v), width: Math.max(1, bw - 1), height: y(base) - y(base + v),
+                    fill: s.color, "data-series": s.name }, c);
+      base += v;
     }
   });
-  const legend = $("#legend");
-  legend.replaceChildren();
-  series.forEach((s, n) => {
-    const color = COLORS[n % COLORS.length];
-    const g = svg("g", { class: "series", "data-client": s.client.id }, chart);
-    svg("polyline", { points: values[n].map((v, i) => x(i) + "," + y(v)).join(" "), fill: "none",
-                      stroke: color, "stroke-width": 2 }, g);
-    values[n].forEach((v, i) => {
-      const dot = svg("circle", { cx: x(i), cy: y(v), r: 3, fill: color, "data-day": days[i],
-                                  "data-value": v }, g);
-      svg("title", {}, dot).textContent = s.client.name + " " + days[i] + ": " + fmt(v);
-    });
+  for (const s of lines) {
+    const pts = s.values.map((v, i) => v === null ? null : (x(i) + bw / 2) + "," + y(v)).filter((p) => p);
+    if (pts.length) svg("polyline", { points: pts.join(" "), fill: "none", stroke: s.color, "stroke-width": 2,
+                                      "data-series": s.name }, c);
+  }
+  const wrap = el("div", null, "chart");
+  wrap.appendChild(c);
+  const legend = el("ul", null, "legend");
+  for (const s of series) {
     const li = el("li", null);
     const sw = el("span", null, "swatch");
-    sw.style.background = color;
-    li.append(sw, document.createTextNode(s.client.name));
+    sw.style.background = s.color;
+    li.append(sw, document.createTextNode(s.name));
     legend.appendChild(li);
-  });
-  $("#chart").replaceChildren(chart);
-
-  // the same numbers as a table: one row per day, one column per client
-  $("#usage-table caption").textContent = metric.label + " per day per client (UTC)";
-  const head = $("#usage-table thead tr");
-  head.replaceChildren(el("th", "Day"));
-  for (const s of series) head.appendChild(el("th", s.client.name, "num"));
-  const tbody = $("#usage-table tbody");
-  tbody.replaceChildren();
-  for (const d of days.slice().reverse()) {
-    const tr = document.createElement("tr");
-    tr.dataset.day = d;
-    cell(tr, d);
-    for (const s of series) {
-      const row = s.rows[d];
-      cell(tr, row ? metric.text(metric.value(row), row) : (metric === METRICS.cost ? money(0) : "0"), "num");
-    }
-    tbody.appendChild(tr);
   }
+  wrap.appendChild(legend);
+  return wrap;
 }
+function niceStep(raw) {  // 1, 2 or 5 times a power of ten, at least 1
+  if (!(raw > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(raw))), f = raw / p;
+  return Math.max(1, (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p);
+}
+const fmtNum = (v) => v >= 1e6 ? (v / 1e6).toFixed(1) + "M" : v >= 1e3 ? (v / 1e3).toFixed(1) + "k"
+  : Number.isInteger(v) || v >= 10 ? String(Math.round(v)) : v.toFixed(1);
 
-// ------------------------------------------------------------------------------------------ wiring
+// ------------------------------------------------------------------------------- tabs and routing
 
-function refresh() { refreshKeys(); refreshClients(); }
+const TABS = {};
+let current = null;
+function registerTab(id, spec) { TABS[id] = spec; }
+function go(hash) { if (location.hash === hash) route(); else location.hash = hash; }
+function route() {
+  const [id, ...rest] = location.hash.replace(/^#/, "").split("/");
+  const tab = TABS[id] ? id : Object.keys(TABS)[0];
+  current = tab;
+  for (const p of document.querySelectorAll("section.tab")) p.hidden = p.id !== "panel-" + tab;
+  for (const b of document.querySelectorAll("nav#tabs button")) {
+    const selected = b.dataset.tab === tab || (tab === "key" && b.dataset.tab === "keys");
+    b.setAttribute("aria-selected", String(selected));
+  }
+  if (TABS[tab].show) TABS[tab].show(decodeURIComponent(rest.join("/")));
+}
+function poll() { if (current && TABS[current].poll) TABS[current].poll(); }
 
+for (const b of document.querySelectorAll("nav#tabs button")) {
+  b.addEventListener("click", () => go("#" + b.dataset.tab));
+}
 $("#login").addEventListener("submit", (ev) => {
   ev.preventDefault();
   sessionStorage.setItem(STORE, $("#token").value.trim());
   $("#token").value = "";
-  usageAvailable = true;
-  refreshKeys();
-  refreshClients().then(refreshUsage);
+  for (const t of Object.values(TABS)) if (t.login) t.login();
+  route();
 });
 $("#forget").addEventListener("click", () => {
   sessionStorage.removeItem(STORE);
-  $("#keys tbody").replaceChildren(); $("#clients tbody").replaceChildren();
-  clients = []; clientsShown = ""; series = null;
-  refresh();
+  for (const t of Object.values(TABS)) if (t.forget) t.forget();
+  route();
 });
-$("#create-client").addEventListener("submit", createClient);
-$("#newkey-copy").addEventListener("click", copyKey);
-$("#newkey-dismiss").addEventListener("click", dismissKey);
-$("#metric").addEventListener("change", () => drawUsage(lastDays()));
-refreshKeys();
-refreshClients().then(refreshUsage);
-setInterval(refresh, POLL_MS);
-setInterval(refreshUsage, USAGE_POLL_MS);
+"""
+
+START_SCRIPT = r"""
+window.addEventListener("hashchange", route);
+route();
+setInterval(poll, POLL_MS);
+"""
+
+SHELL = """
+<header>
+<h1>keyrelay admin</h1>
+<div class="meta">version {version} · config <code>{source}</code> · refreshes every {poll_s:g} s</div>
+<form id="login">
+  <label for="token">Admin token</label>
+  <input id="token" type="password" autocomplete="off" size="36" placeholder="server.admin_token">
+  <button id="save" type="submit">Use token</button>
+  <button id="forget" type="button">Forget</button>
+</form>
+<nav id="tabs" role="tablist">{nav}</nav>
+</header>
+<main>
+<div id="messages" aria-live="polite"></div>
+{panels}
+</main>
 """
 
 PAGE = """<!doctype html>
@@ -590,7 +330,7 @@ PAGE = """<!doctype html>
 <title>keyrelay admin</title>
 <style nonce="{nonce}">{style}</style>
 </head>
-<body data-poll-ms="{poll_ms}" data-usage-poll-ms="{usage_poll_ms}" data-usage-days="{days}">
+<body data-poll-ms="{poll_ms}">
 {body}
 <script nonce="{nonce}">{script}</script>
 </body>
@@ -598,12 +338,24 @@ PAGE = """<!doctype html>
 """
 
 
+# the tabs, in order: the first is the default route
+TABS: list[Tab] = [dashboard_keys.TAB, dashboard_keys.KEY_PAGE, dashboard_clients.TAB, dashboard_catalog.TAB,
+                   dashboard_audit.AUDIT, dashboard_audit.OPERATIONS]
+
+
 def render_page(source: str, nonce: str) -> str:
-    body = BODY.format(version=escape(__version__), source=escape(source), poll_s=POLL_MS / 1000,
-                       usage_poll_s=USAGE_POLL_MS / 1000, days=USAGE_DAYS)
-    return PAGE.format(nonce=nonce, style=STYLE + dashboard_catalog.STYLE, body=body + dashboard_catalog.BODY,
-                       script=SCRIPT + dashboard_catalog.SCRIPT, poll_ms=POLL_MS,
-                       usage_poll_ms=USAGE_POLL_MS, days=USAGE_DAYS)
+    all_tabs = TABS
+    nav = "".join(f'<button type="button" role="tab" id="tab-{t.id}" data-tab="{t.id}">'
+                  f'{escape(t.title)}</button>' for t in all_tabs if t.nav)
+    panels = "\n".join(f'<section class="tab" id="panel-{t.id}" role="tabpanel" hidden>{t.body}</section>'
+                       for t in all_tabs)
+    body = SHELL.format(version=escape(__version__), source=escape(source), poll_s=POLL_MS / 1000, nav=nav,
+                        panels=panels)
+    style = STYLE + "".join(t.style for t in all_tabs)
+    # each tab's script in a block of its own: its names cannot clash with another tab's
+    script = CORE_SCRIPT + "".join(f"\n// ---- tab: {t.id}\n{{\n{t.script}\n}}\n" for t in all_tabs)
+    script += START_SCRIPT
+    return PAGE.format(nonce=nonce, style=style, body=body, script=script, poll_ms=POLL_MS)
 
 
 @bp.get("")

@@ -1,9 +1,11 @@
-"""The dashboard's Catalog panel (appended to the page by ``dashboard.render_page``): search the model
+"""The dashboard's Catalog tab (``dashboard.TABS``): search the model
 catalog (``GET /admin/api/catalog?provider=&free=true&q=``), prices per 1M tokens, context window, input
 modalities, a free badge; each source's state; a Refresh button (``POST /admin/api/catalog/refresh``).
 Every value is inserted with textContent, never as HTML. It uses the page script's helpers ($, api, el,
 cell, say, token)."""
 from __future__ import annotations
+
+from proxy.api.dashboard_tab import Tab
 
 STYLE = """
   .free { display: inline-block; padding: 0 .4rem; border-radius: 3px; background: #176c2e; color: #fff;
@@ -23,13 +25,13 @@ BODY = """
 <div id="catalog-sources" class="muted"></div>
 <div id="catalog-action" role="status"></div>
 <div id="catalog-status" role="status"></div>
-<table id="catalog">
+<div class="table-wrap"><table id="catalog">
   <thead><tr>
     <th>Provider</th><th>Model</th><th class="num">Context</th><th class="num">Max output</th><th>Input</th>
     <th class="num">Input $/1M</th><th class="num">Output $/1M</th><th>Free</th><th>Source</th>
   </tr></thead>
   <tbody></tbody>
-</table>
+</table></div>
 """
 
 SCRIPT = r"""
@@ -106,6 +108,7 @@ $("#cat-q").addEventListener("input", () => {
 $("#cat-provider").addEventListener("change", refreshCatalog);
 $("#cat-free").addEventListener("change", refreshCatalog);
 $("#cat-refresh").addEventListener("click", refreshSources);
-$("#login").addEventListener("submit", () => setTimeout(refreshCatalog, 0));
-refreshCatalog();
+registerTab("catalog", { show: refreshCatalog });
 """
+
+TAB = Tab("catalog", "Catalog", BODY, SCRIPT, STYLE)

@@ -27,13 +27,14 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from .. import errors
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
 from ..store.runtime_keys import RuntimeKeyRow
 from . import breaker, cooldown, scoring, selection, snapshot
 from .diagnosis import Verdict, diagnose, judge, no_key_error
+from .history import HistoryBuffer
 from .ids import key_id, scrub
 from .learn import Learned
 from .pacing import Pacer
@@ -42,6 +43,9 @@ from .quota import soonest as quota_soonest
 from .specs import Key, KeySettings, KeySpec
 from .state import STATUS_INVALID, STATUS_OK, KeyState
 from .vault import NoSecretKey, UndecryptableSecret, Vault
+
+if TYPE_CHECKING:
+    from ..store.history import HistoryTx
 
 log = logging.getLogger("keyrelay.keys")
 
@@ -123,6 +127,7 @@ class KeyPool:
         self._cooldowns: dict[str, dict[str, float]] = {}
         self._pending: dict[str, _Pending] = {}
         self._retry: list[tuple[Tx, str]] = []
+        self._history = HistoryBuffer()  # per key and model rollups, written with the counters
         self._wrr: dict[str, dict[str, float]] = {}  # smooth-WRR running state per provider
         self._offset = os.getpid() if worker_offset is None else worker_offset
         self._data_version: int | None = None
@@ -262,12 +267,13 @@ class KeyPool:
 
     def record(self, key_id: str, model: str, outcome: str, *, latency_ms: float | None = None,
                retry_after: float | None = None, daily: bool = False, error: str | None = None,
-               tokens: int = 0, limits: Sequence[Learned] = ()) -> None:
+               status: int | None = None, tokens: int = 0, limits: Sequence[Learned] = ()) -> None:
         """Account one upstream attempt made with ``key_id``; transitions are persisted at once.
 
         ``tokens``: what an answer used (counted for the scope's token windows); ``limits``: what the
         answer revealed about the quota (learned for the key's scope). A quota failure cools down every
-        key of the scope (a project's keys share its quota) for that model."""
+        key of the scope (a project's keys share its quota) for that model. ``status`` (the upstream's
+        HTTP status) and ``tokens`` also feed the key's history."""
         if outcome not in errors.OUTCOMES:
             raise ValueError(f"unknown outcome {outcome!r}")
         s = self.settings
@@ -280,6 +286,8 @@ class KeyPool:
                 log.warning("record() for unknown key %s ignored", key_id)
                 return
             err = scrub(error, self._secrets.get(key_id), s.max_error_len)
+            self._history.add(now, key_id, st.provider, model, outcome, latency_ms=latency_ms,
+                              status=status, tokens=tokens)
             p = self._pending.setdefault(key_id, _Pending())
             p.requests += 1
             p.last_used_at = now
@@ -298,6 +306,8 @@ class KeyPool:
             if nb != st.breaker:
                 if nb.state != st.breaker.state:
                     changes.append((f"circuit {nb.state}", f"after {outcome}" + (f": {err}" if err else "")))
+                if nb.state == breaker.OPEN and st.breaker.state != breaker.OPEN and nb.open_until:
+                    self._history.period(key_id, "circuit_open", "", now, nb.open_until)
                 st.breaker = nb
                 writes.append((self._tx_breaker(key_id, outcome, now), key_id))
             if outcome == errors.QUOTA:
@@ -312,6 +322,7 @@ class KeyPool:
                         if kid == key_id:
                             changes.append(("cooldown", why))
                         cds[model] = until
+                        self._history.period(kid, "cooldown", model, now, until)
                         self._cooldowns[kid] = bounded_cooldowns(cds, now)
                         writes.append((self._tx_cooldown(kid, model, until, now), kid))
             elif outcome == errors.AUTH and st.status != STATUS_INVALID:
@@ -436,6 +447,7 @@ class KeyPool:
                 return True
             retry, self._retry = self._retry, []
             pending, self._pending = self._pending, {}
+            history = self._history.take()
         for i, (fn, kid) in enumerate(retry):
             try:
                 with self.store.transaction(timeout) as tx:
@@ -445,18 +457,21 @@ class KeyPool:
                 with self._lock:
                     self._retry[:0] = retry[i:]
                     self._merge_back(pending)
+                    self._history.put_back(*history)
                 return False
             self.reload_key(kid)
         self.pacer.flush(timeout)
-        if not pending:
+        if not pending and not history[0] and not history[1]:
             return True
         try:
             with self.store.transaction(timeout) as tx:
                 self._flush_counters(tx, pending)
+                cast("HistoryTx", tx).add_history(*history)
         except StoreUnavailable as exc:
             log.warning("key counters flush deferred: %s", exc)
             with self._lock:
                 self._merge_back(pending)
+                self._history.put_back(*history)
             return False
         with self._lock:
             for kid in pending:
@@ -650,7 +665,7 @@ class KeyPool:
         return {
             "id": st.id, "provider": st.provider, "label": st.label, "retired": st.retired,
             "enabled": st.enabled, "disabled_reason": st.disabled_reason,
-            "status": st.status, "status_reason": st.status_reason,
+            "status": st.status, "status_reason": st.status_reason, "status_at": st.status_at,
             "weight": st.weight,
             "health": round(scoring.current(st.health, st.health_at, now, s.health_half_life_s), 3),
             "circuit": circuit, "circuit_seconds_left": None if left is None else round(left, 1),
@@ -658,7 +673,9 @@ class KeyPool:
             "requests": st.requests, "errors": st.errors,
             "latency_ms_avg": (round(st.latency_ms_total / st.latency_samples, 1)
                                if st.latency_samples else None),
-            "last_error": st.last_error, "last_used_at": st.last_used_at,
+            "last_error": st.last_error, "last_error_at": st.last_error_at, "last_used_at": st.last_used_at,
+            "cooldowns_until": {m: u for m, u in sorted(self._cooldowns.get(st.id, {}).items()) if u > now},
+            "circuit_until": None if left is None else now + left,
             "usable": self._judge(st, None, now, frozenset()).usable,
             **self._origin(st.id),
         }

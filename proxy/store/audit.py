@@ -23,6 +23,12 @@ class SqlAudit:
                  "before": json.loads(b) if b else None, "after": json.loads(a) if a else None}
                 for i, at, actor, action, kid, b, a in (tuple(r) for r in rows)]
 
+    def last_actions(self, action: str) -> dict[str, dict]:
+        """Per key, who did ``action`` last and when: ``{key_id: {"actor", "at"}}``."""
+        rows = self._run("SELECT key_id, actor, at FROM audit WHERE id IN (SELECT MAX(id) FROM audit"
+                         " WHERE action = ? AND key_id IS NOT NULL GROUP BY key_id)", (action,)).fetchall()
+        return {kid: {"actor": actor, "at": at} for kid, actor, at in (tuple(r) for r in rows)}
+
 
 def _json(obj: dict | None) -> str | None:
     return None if obj is None else json.dumps(obj, sort_keys=True)

@@ -7,6 +7,7 @@ from .audit import SqlAudit
 from .cache import SqlCache
 from .catalog import SqlCatalog
 from .clients import SqlClients
+from .history import SqlHistory
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
@@ -15,7 +16,7 @@ from .usage import SqlUsage
 
 
 class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
-            SqlCache):
+            SqlCache, SqlHistory):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -113,3 +113,24 @@ def test_audit_limit_validation(app):
     assert_error(api(app, "GET", "/audit", query_string={"limit": "0"}), 400, "limit")
     assert_error(api(app, "GET", "/audit", query_string={"limit": "abc"}), 400, "limit")
     assert len(api(app, "GET", "/audit", query_string={"limit": "2"}).json["audit"]) <= 2
+
+
+def test_keys_carry_one_state_and_the_summary_and_history_refuses_bad_parameters(app):
+    r = api(app, "GET", "/keys")
+    body = r.json
+    assert {k["state"] for k in body["keys"]} == {"usable"}
+    for key in body["keys"]:
+        assert {"state_reason", "state_until", "state_models", "disabled_by", "disabled_at", "last_error_at",
+                "cooldowns_until", "circuit_until"} <= set(key)
+    kid = body["keys"][0]["id"]
+    assert api(app, "POST", f"/keys/{kid}/disable", json={"reason": "why"}).status_code == 200
+    key = api(app, "GET", f"/keys/{kid}").json["key"]
+    assert (key["state"], key["state_reason"], key["disabled_by"]) == ("disabled", "why", "admin@127.0.0.1")
+    assert body["summary"] and all({"provider", "model", "usable", "keys", "soonest_recovery_s"} <= set(s)
+                                   for s in body["summary"])
+    h = api(app, "GET", f"/keys/{kid}/history?window=2h&step=10m").json
+    assert len(h["points"]) == 12 and h["totals"]["requests"] == 0 and h["resolution_s"] == 60
+    for query, param in (("window=0h", "window"), ("step=30s", "step"), ("window=31d&step=1h", "window"),
+                         ("by=client", "by"), ("model=", "model")):
+        r = api(app, "GET", "/history?" + query)
+        assert r.status_code == 400 and r.json["error"]["param"] == param, (query, r.json)

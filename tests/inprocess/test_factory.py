@@ -28,8 +28,8 @@ def test_start_background_starts_the_flusher_and_revalidation_once(make_app):
     gateway.start_background()
     gateway.start_background()
     started = sorted(t.name for t in threading.enumerate() if t.name not in before)
-    assert started == ["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-key-flush",
-                       "keyrelay-revalidate", "keyrelay-usage-flush"]
+    assert started == ["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-history-prune",
+                       "keyrelay-key-flush", "keyrelay-revalidate", "keyrelay-usage-flush"]
 
 
 def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request(tmp_path):
@@ -50,8 +50,8 @@ def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request
     proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
-    background = str(["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-key-flush",
-                      "keyrelay-revalidate", "keyrelay-usage-flush"])
+    background = str(["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-history-prune",
+                      "keyrelay-key-flush", "keyrelay-revalidate", "keyrelay-usage-flush"])
     assert proc.stdout.splitlines() == ["JsonFormatter []", background]
 
 

@@ -63,13 +63,14 @@ def test_dashboard_disables_a_key(gw, page):
     before = keys(gw)
     target = next(k for k in before.values() if k["label"] == "backup")
     row = page.locator(f"#keys tbody tr[data-key-id='{target['id']}']")
-    assert row.locator("td").nth(3).inner_text() == f"{SECRETS[1][:4]}…{SECRETS[1][-3:]}"
-    assert row.locator("td.enabled").inner_text() == "yes"
+    assert f"{SECRETS[1][:4]}…{SECRETS[1][-3:]}" in row.locator("td.key .hint").inner_text()
+    assert row.get_attribute("data-state") == "usable"
 
     page.fill("#reason", "disabled from the browser")
     row.locator("button[data-action='disable']").click()
     page.wait_for_selector(f"#keys tbody tr[data-key-id='{target['id']}'] button[data-action='enable']")
-    assert "disabled from the browser" in row.locator("td.enabled").inner_text()
+    assert "disabled from the browser" in row.locator("td.state").inner_text()
+    assert "by admin@127.0.0.1" in row.locator("td.state").inner_text()
 
     after = keys(gw)
     assert after[target["id"]]["enabled"] is False

@@ -36,7 +36,7 @@ def test_catalog_panel_searches_filters_and_refreshes(gw):
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-        page.goto(server.url + "/admin")
+        page.goto(server.url + "/admin#catalog")  # the Catalog tab
         page.fill("#token", TOKEN)
         page.click("#save")
         page.wait_for_selector("#catalog tbody tr >> nth=17")  # the 18 OpenRouter entries

@@ -88,7 +88,7 @@ class Dashboard:
             dialog.dismiss()
 
     def login(self) -> None:
-        self.page.goto(self.gw.url + "/admin")
+        self.page.goto(self.gw.url + "/admin#clients")  # the Clients tab
         self.page.wait_for_selector("#clients-status:has-text('admin token')")
         self.page.fill("#token", TOKEN)
         self.page.click("#save")
