@@ -4,6 +4,7 @@ a stream's time to first byte and duration under their own names. One gevent wor
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import requests
@@ -98,6 +99,12 @@ def test_stream_logs_time_to_first_byte_and_duration(tmp_path, mock):
                           json={"model": "flash", "stream": True,
                                 "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 200 and b"[DONE]" in r.content
-        logs = lines(gw)
-    line = next(ln for ln in logs if ln.get("event") == "request" and ln["path"] == "/v1/chat/completions")
+        deadline = time.monotonic() + 5  # a stream's line is written after its last byte went out
+        while True:
+            found = [ln for ln in lines(gw) if ln.get("event") == "request"
+                     and ln["path"] == "/v1/chat/completions"]
+            if found or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+    line = found[0]
     assert 0 < line["ttfb_ms"] <= line["duration_ms"]

@@ -7,7 +7,6 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from flask import Flask
 
 from proxy.config import ConfigError, TargetConfig, parse_config
 from proxy.providers import http
@@ -67,35 +66,27 @@ def test_ca_file_must_hold_a_certificate(tmp_path):
 
 
 def test_relay_call_carries_the_deadline_and_the_providers_transport(monkeypatch):
-    from proxy.relay import Relay
+    from proxy.relay import Relay, Trace
 
     cfg = config(proxy="", timeouts={"connect": 1, "first_byte": 2, "idle": 3, "keepalive_expiry": 4})
     relay = Relay(cfg, pool=None)
     provider = cfg.providers[0]
     deadline = time.monotonic() + 7
-    call = relay._call(provider, TargetConfig("g", "m"), SimpleNamespace(secret="sk"), deadline)
+    call = relay._call(provider, TargetConfig("g", "m"), SimpleNamespace(secret="sk"), deadline, Trace())
     t = call.timeouts
     assert (t.connect, t.first_byte, t.idle, t.deadline) == (1, 2, 3, deadline)
     assert call.transport is http.transport_for(provider)
     assert call.transport.keepalive_expiry == 4 and call.transport.http_proxy is None
-    again = relay._call(provider, TargetConfig("g", "m"), SimpleNamespace(secret="sk"), deadline)
+    again = relay._call(provider, TargetConfig("g", "m"), SimpleNamespace(secret="sk"), deadline, Trace())
     assert again.transport is call.transport  # built once per provider
 
 
-def test_admin_key_listing_shows_tls_verify_false():
-    from proxy.api import admin
-
-    class Pool:
-        def describe(self):
-            return [{"id": "k1", "provider": "g"}, {"id": "k2", "provider": "other"}]
-
-    cfg = parse_config({"server": {"admin_token": "admin-token-0123456789"}, "providers": [
-        {"name": "g", "type": "openai", "keys": ["sk-test-0123456789"], "tls": {"verify": False}},
-        {"name": "other", "type": "openai", "keys": ["sk-test-9876543210"]}]})
-    app = Flask("t")
-    app.extensions["keyrelay"] = SimpleNamespace(config=cfg, pool=Pool())
-    app.register_blueprint(admin.bp)
-    auth = {"Authorization": "Bearer admin-token-0123456789"}
-    resp = app.test_client().get("/admin/api/keys", headers=auth)
-    keys = {k["id"]: k for k in resp.get_json()["keys"]}
-    assert keys["k1"]["tls_verify"] is False and "tls_verify" not in keys["k2"]
+def test_admin_key_listing_shows_tls_verify_false(make_app):
+    client = make_app({"server": {"admin_token": "admin-token-0123456789"}, "providers": [
+        {"name": "g", "type": "openai", "base_url": "https://127.0.0.1:9/v1", "keys": ["sk-test-0123456789"],
+         "tls": {"verify": False}},
+        {"name": "other", "type": "openai", "base_url": "https://127.0.0.1:9/v1",
+         "keys": ["sk-test-9876543210"]}]})
+    resp = client.get("/admin/api/keys", headers={"Authorization": "Bearer admin-token-0123456789"})
+    keys = {k["provider"]: k for k in resp.get_json()["keys"]}
+    assert keys["g"]["tls_verify"] is False and "tls_verify" not in keys["other"]
