@@ -7,10 +7,11 @@ from .audit import SqlAudit
 from .clients import SqlClients
 from .keys import SqlKeys
 from .limits import SqlLimits
+from .responses import SqlResponses
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlResponses):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
