@@ -18,6 +18,7 @@ from flask import Blueprint, Response, g
 from proxy.api import responses_shape as shape
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.errors import BadRequest, GatewayError, NotFound
+from proxy.providers.base import Adapter, Call, native_anthropic
 from proxy.store.base import KeyStore
 from proxy.store.responses import ResponseTx
 
@@ -82,8 +83,19 @@ def create() -> Response:
             _save(store, client_id, response, [*history, *turn, shape.assistant_turn(response["output"])])
 
     if body.get("stream"):
-        return stream_response(_events(relay.chat_stream(req, trace), rid, body, remember), trace)
-    response = shape.complete(rid, body, relay.chat(req, trace))
+        def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[dict]:
+            if native_anthropic(adapter) is not None and (forced := shape.schema_as_tool(r)) is not None:
+                return shape.tool_chunks_as_text(adapter.chat_stream(call, forced))
+            return adapter.chat_stream(call, r)
+
+        return stream_response(_events(relay.stream(req, trace, open_stream), rid, body, remember), trace)
+
+    def complete(adapter: Adapter, call: Call, r: dict) -> dict:
+        if native_anthropic(adapter) is not None and (forced := shape.schema_as_tool(r)) is not None:
+            return shape.tool_as_text(adapter.chat(call, forced))
+        return adapter.chat(call, r)
+
+    response = shape.complete(rid, body, relay.complete(req, trace, complete))
     remember(response)
     return routed(response, trace)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from proxy.api.shapes import invalid_type, invalid_value, missing, opt, opt_int, opt_num, req_obj, req_str
@@ -358,6 +359,60 @@ def complete(rid: str, body: dict, completion: dict, created_at: int | None = No
     return response_object(rid, body, created_at=created_at or int(time.time()),
                            output=output_items(completion), finish_reason=choices[0].get("finish_reason"),
                            raw_usage=completion.get("usage"))
+
+
+# ---------------------------------------------------------------------------------------- json_schema by tool
+# An upstream whose chat translation has no structured output (Anthropic Messages) is asked for the schema
+# as one forced tool call, and the call's arguments come back as the output text (the usual way to get
+# schema-shaped JSON from the Messages API).
+
+
+def schema_as_tool(req: dict) -> dict | None:
+    """``req`` asking for its ``json_schema`` as a forced tool call, or None (no schema, or own tools)."""
+    fmt = req.get("response_format") or {}
+    if fmt.get("type") != "json_schema" or req.get("tools"):
+        return None
+    schema = fmt.get("json_schema") or {}
+    name = schema.get("name") or "response"
+    tool = {"type": "function", "function": {"name": name, "parameters": schema.get("schema") or {},
+                                             "description": "Give the answer as this JSON object."}}
+    out = {k: v for k, v in req.items() if k != "response_format"}
+    return {**out, "tools": [tool], "tool_choice": {"type": "function", "function": {"name": name}}}
+
+
+def tool_as_text(completion: dict) -> dict:
+    """A ``chat.completion`` for a ``schema_as_tool`` request: the call's arguments as the content (any
+    text beside the call is not the answer)."""
+    for choice in completion.get("choices") or []:
+        message = choice.get("message") or {}
+        calls = message.pop("tool_calls", None) or []
+        if calls:
+            message["content"] = "".join((c.get("function") or {}).get("arguments") or "" for c in calls)
+            choice["finish_reason"] = "stop" if choice.get("finish_reason") == "tool_calls" else \
+                choice.get("finish_reason")
+    return completion
+
+
+def tool_chunks_as_text(chunks: Iterator[dict]) -> Iterator[dict]:
+    """The chunks of a ``schema_as_tool`` stream, the call's argument fragments as content deltas (any
+    text beside the call is not the answer: dropped, as ``tool_as_text`` does)."""
+    try:
+        for chunk in chunks:
+            for choice in chunk.get("choices") or []:
+                delta = choice.get("delta") or {}
+                calls = delta.pop("tool_calls", None) or []
+                text = "".join((c.get("function") or {}).get("arguments") or "" for c in calls)
+                if text:
+                    delta["content"] = text
+                else:
+                    delta.pop("content", None)
+                if choice.get("finish_reason") == "tool_calls":
+                    choice["finish_reason"] = "stop"
+            yield chunk
+    finally:
+        closer = getattr(chunks, "close", None)
+        if closer is not None:
+            closer()
 
 
 # ---------------------------------------------------------------------------------------- stream

@@ -29,7 +29,8 @@ GOOD = "gem-native-key-good"
 KEYS = {"sdk": new_key(), "rpm2": new_key()}
 WEATHER = types.FunctionDeclaration(
     name="get_weather", description="Weather for a city",
-    parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")}, required=["city"]))
+    parameters=types.Schema(type="OBJECT", properties={"city": types.Schema(type="STRING")},
+                            required=["city"]))
 
 
 @pytest.fixture(scope="module")
