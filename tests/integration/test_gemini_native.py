@@ -22,7 +22,7 @@ from google.genai import types
 
 from proxy.clients.model import config_client_id, new_key
 from tests.harness import Server
-from tests.mock_upstream import error, thought_signature
+from tests.mock_upstream import error, hold, reset_after, thought_signature
 
 LIMITED = "gem-native-key-limited"  # always answers 429: the relay must rotate past it
 GOOD = "gem-native-key-good"
@@ -92,6 +92,25 @@ def test_stream_sse_is_passed_through_event_by_event(gw, mock):
     assert "stream these words please" in "".join(c.text or "" for c in chunks)
     assert chunks[-1].candidates[0].finish_reason == "STOP"
     assert chunks[-1].usage_metadata.total_token_count > 0
+
+
+def test_stream_is_unbuffered_and_a_late_failure_is_an_error_event(gw, mock):
+    url = gw.url + "/v1beta/models/flash:streamGenerateContent?alt=sse"
+    body = {"contents": [{"role": "user", "parts": [{"text": "hold after the first event"}]}]}
+    mock.script(key=GOOD, behaviour=hold("native-gate", after=1), times=1)
+    with requests.post(url, json=body, headers={"x-goog-api-key": KEYS["sdk"]}, stream=True, timeout=10) as r:
+        lines = r.iter_lines()
+        first = next(line for line in lines if line)
+        assert json.loads(first[6:])["candidates"][0]["content"]["parts"][0]["text"]  # before the rest exists
+        mock.release("native-gate")
+        rest = [json.loads(line[6:]) for line in lines if line]
+    assert len(rest) == 2 and rest[-1]["candidates"][0]["finishReason"] == "STOP"
+
+    mock.script(key=GOOD, behaviour=reset_after(1), times=1)
+    with requests.post(url, json=body, headers={"x-goog-api-key": KEYS["sdk"]}, stream=True, timeout=10) as r:
+        events = [json.loads(line[6:]) for line in r.iter_lines() if line]
+    assert "candidates" in events[0]
+    assert events[-1]["error"]["code"] == 502 and events[-1]["error"]["status"] == "UNAVAILABLE"
 
 
 def test_json_array_stream_without_alt_sse(gw):

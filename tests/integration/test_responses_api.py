@@ -15,6 +15,7 @@ import requests
 
 from proxy.clients.model import config_client_id, new_key
 from tests.harness import Server
+from tests.mock_upstream import reset_after
 
 KEYS = {"alice": new_key(), "bob": new_key(), "rpm2": new_key()}
 MODELS = ["flash", "claude"]  # a Gemini and an Anthropic upstream
@@ -158,6 +159,17 @@ def test_text_format_json_schema(gw, mock, model, stream):
     else:  # the Messages API is asked for the schema as one forced tool call
         assert body["tool_choice"] == {"type": "tool", "name": "echo"}
         assert body["tools"][0]["input_schema"]["required"] == ["echo", "images"]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_a_failure_after_the_first_event_is_response_failed(gw, mock, model):
+    mock.script(dialect=UPSTREAM[model], behaviour=reset_after(1), times=1)
+    body = {"model": model, "input": "cut me short", "stream": True}
+    with requests.post(gw.url + "/v1/responses", json=body,
+                       headers={"Authorization": f"Bearer {KEYS['alice']}"}, stream=True, timeout=10) as r:
+        kinds = [line[7:].decode() for line in r.iter_lines() if line.startswith(b"event: ")]
+    assert kinds[0] == "response.created" and "response.output_text.delta" in kinds
+    assert kinds[-1] == "response.failed" and "response.completed" not in kinds
 
 
 def test_store_false_is_not_kept(gw):
