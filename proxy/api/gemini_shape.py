@@ -184,10 +184,15 @@ def _untranslatable(what: str) -> BadRequest:
                       "use a model served by a Gemini provider", code="untranslatable")
 
 
+def _present(part: dict) -> dict:
+    """The fields of a part that are there (``null`` means absent, as everywhere in the shapes)."""
+    return {k: v for k, v in part.items() if v is not None}
+
+
 def _user_parts(parts: list[dict], path: str) -> list:
     out: list = []
-    for j, part in enumerate(parts):
-        if part.get("thought"):
+    for j, part in enumerate(map(_present, parts)):
+        if part.get("thought") or not part:
             continue
         if "text" in part:
             out.append({"type": "text", "text": part["text"]})
@@ -216,8 +221,8 @@ def _messages(body: Mapping) -> list[dict]:
         parts = content["parts"]
         if content.get("role") == "model":
             texts, calls = [], []
-            for j, part in enumerate(parts):
-                if part.get("thought"):
+            for j, part in enumerate(map(_present, parts)):
+                if part.get("thought") or not part:
                     continue
                 if "functionCall" in part:
                     fc = part["functionCall"]
@@ -236,7 +241,7 @@ def _messages(body: Mapping) -> list[dict]:
             messages.append(msg)
             continue
         rest = []
-        for j, part in enumerate(parts):
+        for j, part in enumerate(map(_present, parts)):
             if "functionResponse" not in part:
                 rest.append(part)
                 continue
@@ -469,7 +474,7 @@ class GeminiEvents:
 
 
 def _embed_text(req: Mapping) -> str:
-    parts = (req.get("content") or {}).get("parts") or []
+    parts = [p for p in map(_present, (req.get("content") or {}).get("parts") or []) if p]
     for part in parts:
         if "text" not in part:
             raise _untranslatable(f"an embedding part ({next(iter(part), '?')})")
