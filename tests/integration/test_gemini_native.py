@@ -42,12 +42,14 @@ def gw(tmp_path_factory, mock):
             {"name": "gemini", "type": "gemini", "base_url": mock.url + "/v1beta", "keys": [LIMITED, GOOD],
              "models": ["gemini-2.5-flash"]},
             {"name": "compat", "type": "openai", "base_url": mock.url + "/v1", "keys": ["sk-native-compat"]},
+            {"name": "claude", "type": "anthropic", "base_url": mock.url + "/v1", "keys": ["sk-ant-native"]},
         ],
         "models": [
             {"name": "flash", "targets": [{"provider": "gemini", "model": "gemini-2.5-flash"}]},
             {"name": "gem-embed", "targets": [{"provider": "gemini", "model": "gemini-embedding-001"}]},
             {"name": "compat-chat", "targets": [{"provider": "compat", "model": "gpt-4o-mini"}]},
             {"name": "compat-embed", "targets": [{"provider": "compat", "model": "text-embedding-3-small"}]},
+            {"name": "claude", "targets": [{"provider": "claude", "model": "claude-3-5-haiku-latest"}]},
         ],
         "clients": [{"name": "sdk", "key": KEYS["sdk"]},
                     {"name": "rpm2", "key": KEYS["rpm2"], "rpm": 2}],
@@ -191,6 +193,17 @@ def test_translated_to_an_openai_upstream(gw, mock):
     with pytest.raises(genai_errors.ClientError) as exc:  # no upstream count for a non-Gemini model
         client.models.count_tokens(model="compat-chat", contents="count me")
     assert exc.value.code == 400 and exc.value.status == "INVALID_ARGUMENT"
+
+
+def test_translated_to_an_anthropic_upstream(gw, mock):
+    client = sdk(gw)
+    resp = client.models.generate_content(model="claude", contents="hello claude",
+                                          config={"system_instruction": "Be brief."})
+    assert "hello claude" in resp.text and resp.usage_metadata.total_token_count > 0
+    assert mock.find(dialect="anthropic")[-1]["body"]["system"] == "Be brief."
+    chunks = list(client.models.generate_content_stream(model="claude", contents="stream claude"))
+    assert "stream claude" in "".join(c.text or "" for c in chunks)
+    assert chunks[-1].candidates[0].finish_reason == "STOP"
 
 
 def test_untranslatable_parts_are_an_honest_400(gw):
