@@ -82,9 +82,8 @@ def _generate(model: str, body: dict, *, stream: bool) -> Response:
         items = relay.stream(req, trace, open_stream)
         if request.args.get("alt") == "sse":
             return stream_response(_sse(items, model), trace)
-        resp = Response(_json_array(items, model), mimetype="application/json")
-        if trace.route_name:
-            resp.headers["X-Keyrelay-Route"] = trace.route_name
+        resp = stream_response(_json_array(items, model), trace)
+        resp.mimetype = "application/json"
         return resp
 
     def complete(adapter: Adapter, call: Call, r: dict) -> tuple[dict, dict]:

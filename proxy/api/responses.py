@@ -130,12 +130,12 @@ def _stored(rid: str) -> dict:
 
 
 @bp.get("/responses/<rid>")
-def get(rid: str) -> Response:
+def get_response(rid: str) -> Response:
     return Response(orjson.dumps(_stored(rid)), mimetype="application/json")
 
 
 @bp.delete("/responses/<rid>")
-def delete(rid: str) -> Response:
+def delete_response(rid: str) -> Response:
     with gateway().pool.store.transaction(timeout=STORE_TIMEOUT_S) as tx:
         deleted = tx_responses(tx).delete_response(rid, _client_id(), time.time())
     if not deleted:

@@ -230,6 +230,8 @@ def test_key_in_query_and_refusals_in_geminis_envelope(gw):
     url = gw.url + "/v1beta/models/flash:generateContent"
     body = {"contents": [{"parts": [{"text": "hi"}]}]}
     assert requests.post(url, params={"key": KEYS["sdk"]}, json=body, timeout=10).status_code == 200
+    time.sleep(0.2)  # the request log line is written after the response
+    assert KEYS["sdk"] not in gw.logs()  # the request log has the path without the query
     r = requests.post(url, json=body, timeout=10)  # no key
     assert r.status_code == 401 and r.json()["error"]["status"] == "UNAUTHENTICATED"
     r = requests.post(url, headers={"x-goog-api-key": "kr-wrong"}, json=body, timeout=10)
