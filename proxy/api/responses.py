@@ -17,9 +17,10 @@ from flask import Blueprint, Response, g
 
 from proxy.api import responses_shape as shape
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
+from proxy.api.envelopes import error_response
 from proxy.errors import BadRequest, GatewayError, NotFound
 from proxy.providers.base import Adapter, Call, native_anthropic
-from proxy.store.base import KeyStore
+from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.responses import ResponseTx
 
 log = logging.getLogger("keyrelay")
@@ -79,8 +80,14 @@ def create() -> Response:
     keep = body.get("store", True)
 
     def remember(response: dict) -> None:
-        if keep and response["status"] in ("completed", "incomplete"):
+        """Keep an answer for later turns; the client has it (or is getting it) either way, so a store
+        that fails is logged, not turned into an error after the tokens were spent."""
+        if not keep or response["status"] not in ("completed", "incomplete"):
+            return
+        try:
             _save(store, client_id, response, [*history, *turn, shape.assistant_turn(response["output"])])
+        except Exception:
+            log.exception("storing a response failed", extra={"event": "response_store_error"})
 
     if body.get("stream"):
         def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[dict]:
@@ -116,10 +123,14 @@ def _events(chunks: Iterator[dict], rid: str, body: dict,
     finally:
         close(chunks)
     if events.response is not None:
-        try:
-            remember(events.response)
-        except Exception:  # the client already has its answer; the store failing must not break it
-            log.exception("storing a streamed response failed", extra={"event": "response_store_error"})
+        remember(events.response)
+
+
+@bp.errorhandler(StoreUnavailable)
+def _store_busy(exc: StoreUnavailable) -> Response:
+    log.warning("stored responses unavailable: %s", exc, extra={"event": "response_store_error"})
+    return error_response(GatewayError("The gateway cannot read or change stored responses right now; "
+                                       "retry shortly.", status=503, code="database_unavailable"))
 
 
 def _stored(rid: str) -> dict:
