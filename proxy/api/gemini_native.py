@@ -24,7 +24,8 @@ from proxy.api import gemini_shape as shape
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.openai import visible_models
 from proxy.errors import CLIENT, BadRequest, GatewayError, ModelNotFound, UpstreamError
-from proxy.providers.base import Adapter, Call
+from proxy.providers.anthropic import to_anthropic_request
+from proxy.providers.base import Adapter, Call, native_anthropic
 
 bp = Blueprint("gemini", __name__, url_prefix="/v1beta")
 bp.before_request(authenticate)
@@ -98,19 +99,28 @@ def _generate(model: str, body: dict, *, stream: bool) -> Response:
 
 
 def _count(model: str, body: dict) -> Response:
-    """Counted by the upstream itself, so only for models served by a Gemini upstream: any other count
-    would be a guess."""
+    """Counted by the upstream itself, so only for models served by a Gemini or an Anthropic upstream
+    (Messages ``count_tokens``): any other count would be a guess."""
     inner = body.get("generateContentRequest") or body
-    trace = start_trace(model, {**shape.estimate_request(inner, model), "max_tokens": 1})
+    req, untranslatable = _chat_request(inner, model, False)
+    req["max_tokens"] = 1  # admission: a count produces nothing
+    trace = start_trace(model, req)
 
     def count(adapter: Adapter, call: Call, r: dict) -> tuple[dict, dict]:
-        if (native := native_gemini(adapter)) is None:
-            raise UpstreamError(f"countTokens is only available for models served by a Gemini upstream; "
-                                f"{model!r} is not", outcome=CLIENT, status=400)
-        answer, _usage = native.native(call, "countTokens", shape.retarget("countTokens", body, call.model))
-        return answer, {}  # a count is not a use of tokens
+        if (native := native_gemini(adapter)) is not None:
+            upstream_body = shape.retarget("countTokens", body, call.model)
+            return native.native(call, "countTokens", upstream_body)[0], {}  # a count uses no tokens
+        if (anthropic := native_anthropic(adapter)) is not None:
+            if untranslatable is not None:
+                raise _refuse(untranslatable)
+            messages = to_anthropic_request(r, call.model)
+            messages.pop("max_tokens", None)  # count_tokens takes the Messages body without it
+            counted = anthropic.count_tokens(call, messages)
+            return {"totalTokens": int(counted.get("input_tokens") or 0)}, {}
+        raise UpstreamError(f"countTokens is only available for models served by a Gemini or an Anthropic "
+                            f"upstream; {model!r} is not", outcome=CLIENT, status=400)
 
-    return routed(gateway().relay.complete({"model": model}, trace, count)[0], trace)
+    return routed(gateway().relay.complete(req, trace, count)[0], trace)
 
 
 def _embed(model: str, method: str, body: dict) -> Response:

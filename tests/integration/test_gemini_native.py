@@ -204,6 +204,8 @@ def test_translated_to_an_anthropic_upstream(gw, mock):
     chunks = list(client.models.generate_content_stream(model="claude", contents="stream claude"))
     assert "stream claude" in "".join(c.text or "" for c in chunks)
     assert chunks[-1].candidates[0].finish_reason == "STOP"
+    count = client.models.count_tokens(model="claude", contents="count these four")  # Messages count_tokens
+    assert count.total_tokens == 3 and mock.count(dialect="anthropic", path="/v1/messages/count_tokens") == 1
 
 
 def test_untranslatable_parts_are_an_honest_400(gw):
