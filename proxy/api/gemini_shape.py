@@ -24,7 +24,7 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
-from proxy.api.shapes import invalid_type, invalid_value, missing, opt, req_obj
+from proxy.api.shapes import MAX_EMBEDDING_DIMENSIONS, invalid_type, invalid_value, missing, opt, req_obj
 from proxy.errors import BadRequest, GatewayError, NotFound
 
 METHODS = ("generateContent", "streamGenerateContent", "countTokens", "embedContent", "batchEmbedContents")
@@ -145,6 +145,8 @@ def validate_embed(body: dict, path: str = "") -> None:
     dims = body.get("outputDimensionality")
     if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims < 1):
         invalid_type(path + "outputDimensionality", "a positive integer", dims)
+    if dims is not None and dims > MAX_EMBEDDING_DIMENSIONS:
+        invalid_value(path + "outputDimensionality", f"at most {MAX_EMBEDDING_DIMENSIONS}")
 
 
 def validate_batch(body: dict) -> None:

@@ -153,7 +153,12 @@ GENERATE = opt_fields(
          "responseSchema": st.just({"type": "OBJECT", "properties": {"a": {"type": "STRING"}}})}),
      "safetySettings": st.just([{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}])},
 )
-GEMINI_METHODS = ["generateContent", "streamGenerateContent?alt=sse", "streamGenerateContent"]
+GEMINI_METHODS = ["generateContent", "streamGenerateContent?alt=sse", "streamGenerateContent", "countTokens"]
+G_EMBED = opt_fields({"content": st.fixed_dictionaries({"parts": st.lists(
+    st.one_of(st.fixed_dictionaries({"text": TEXT}), st.just({"inlineData": {"mimeType": "image/png",
+                                                                              "data": PNG}})),
+    min_size=1, max_size=2)})}, {"outputDimensionality": st.integers(1, 16), "taskType": st.just("QUERY")})
+G_BATCH = st.fixed_dictionaries({"requests": st.lists(G_EMBED, min_size=1, max_size=3)})
 
 
 def check_gemini(status: int, mimetype: str, raw: bytes) -> None:
@@ -175,7 +180,7 @@ def check_gemini(status: int, mimetype: str, raw: bytes) -> None:
     elif isinstance(obj, list):  # the JSON-array stream
         assert all(is_error(e) or "candidates" in e for e in obj), obj
     else:
-        assert "candidates" in obj, obj
+        assert {"candidates", "totalTokens", "embedding", "embeddings"} & set(obj), obj
 
 
 # ---------------------------------------------------------------- the runs
@@ -213,3 +218,12 @@ def test_gemini_native_bodies(client):
     paths = st.tuples(st.sampled_from(MODELS), st.sampled_from(GEMINI_METHODS)).map(
         lambda t: f"/v1beta/models/{t[0]}:{t[1]}")
     fuzz(client, st.tuples(paths, mutated(GENERATE)), check_gemini)
+
+
+def test_gemini_native_embeddings(client):
+    cases = st.one_of(
+        st.tuples(st.sampled_from(MODELS).map(lambda m: f"/v1beta/models/{m}:embedContent"),
+                  mutated(G_EMBED)),
+        st.tuples(st.sampled_from(MODELS).map(lambda m: f"/v1beta/models/{m}:batchEmbedContents"),
+                  mutated(G_BATCH)))
+    fuzz(client, cases, check_gemini)
