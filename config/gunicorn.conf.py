@@ -8,6 +8,7 @@ drain at once when told to exit (DrainingGeventWorker) and start their backgroun
 """
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -82,8 +83,13 @@ class _Logger(glogging.Logger):
     ``logconfig_dict`` is set, even with the access log off (its logger then drops the line)."""
 
     def access(self, resp, req, environ, request_time):
-        if self.cfg.accesslog:
+        if self.cfg.accesslog:  # a Gemini client may send its keyrelay key as ?key=: never log it
+            environ = {**environ, **{k: _KEY_PARAM.sub(r"\1[REDACTED]", environ.get(k) or "")
+                                     for k in ("RAW_URI", "QUERY_STRING")}}
             super().access(resp, req, environ, request_time)
+
+
+_KEY_PARAM = re.compile(r"(?i)((?:^|[?&])key=)[^&\s]*")
 
 
 logger_class = _Logger  # ~21 us less per request with the access log off (bench/RESULTS.md)

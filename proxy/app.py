@@ -166,12 +166,15 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, anthropic, client_key, envelopes, guard, openai, probes
+    from proxy.api import admin, anthropic, client_key, envelopes, gemini_native, guard, openai, probes
+    from proxy.api import responses as responses_api
 
     envelopes.install(app)
     app.register_blueprint(openai.bp)
     app.register_blueprint(client_key.bp)
     app.register_blueprint(anthropic.bp)
+    app.register_blueprint(responses_api.bp)
+    app.register_blueprint(gemini_native.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(probes.bp)
     metrics.install(app, gw)
@@ -180,7 +183,7 @@ def create_app(config: Config) -> Flask:
     return app
 
 
-DATA_PLANE = ("proxy", "anthropic")  # the blueprints whose POSTs are metered
+DATA_PLANE = ("proxy", "anthropic", "responses", "gemini")  # the blueprints whose POSTs are metered
 
 
 def _request_done(entry: dict, started: float, state: dict) -> None:

@@ -11,6 +11,7 @@ from gunicorn.http.errors import NoMoreData, ParseException
 
 from proxy.api.shapes import check_depth
 from proxy.errors import BadRequest, PayloadTooLarge
+from proxy.providers.toolkit import HeaderLookup
 from proxy.relay import Trace, check_model
 
 if TYPE_CHECKING:  # proxy.app imports the blueprints, which import this module
@@ -59,8 +60,14 @@ def read_json(required: bool = True) -> dict:
 
 
 def authenticate() -> None:
-    """The data-plane blueprints' first step: who is calling (401 before the body is even read)."""
-    g.client = gateway().clients.authenticate(request.headers)
+    """The data-plane blueprints' first step: who is calling (401 before the body is even read). Gemini
+    clients send their key as ``x-goog-api-key`` or ``?key=``: accepted on the Gemini blueprint only."""
+    headers: HeaderLookup = request.headers
+    if request.blueprint == "gemini" and not headers.get("Authorization"):
+        google_key = headers.get("x-goog-api-key") or request.args.get("key")
+        if google_key:
+            headers = {"Authorization": f"Bearer {google_key}"}
+    g.client = gateway().clients.authenticate(headers)
 
 
 def start_trace(model: str, req: dict) -> Trace:

@@ -1,4 +1,5 @@
-"""Render every error in the caller's own envelope: Anthropic for /v1/messages, OpenAI elsewhere.
+"""Render every error in the caller's own envelope: Anthropic for /v1/messages, Gemini for /v1beta/, OpenAI
+elsewhere.
 
 Werkzeug's HTML error pages (404 route, 405 method, 413 body) and unexpected exceptions are turned into
 the same JSON envelope; a traceback goes to the log, never to the client.
@@ -11,6 +12,7 @@ import logging
 from flask import Flask, Response, g, json, request
 from werkzeug.exceptions import HTTPException
 
+from proxy.api import gemini_shape
 from proxy.errors import GatewayError, NoKeyAvailable
 
 log = logging.getLogger("keyrelay")
@@ -28,7 +30,10 @@ def is_anthropic_path(path: str) -> bool:
 
 def error_response(err: GatewayError) -> Response:
     g.error_code = err.code  # for the request log line
-    body = err.anthropic_body() if is_anthropic_path(request.path) else err.openai_body()
+    if request.path.startswith("/v1beta/"):  # the Gemini-native endpoint
+        body = gemini_shape.error_body(err)
+    else:
+        body = err.anthropic_body() if is_anthropic_path(request.path) else err.openai_body()
     resp = Response(json.dumps(body), status=err.status, mimetype="application/json")
     for name, value in err.response_headers().items():
         resp.headers[name] = value

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 
 import orjson
 
-from proxy.errors import TRANSIENT, UpstreamError
+from proxy.errors import CLIENT, TRANSIENT, UpstreamError
 from proxy.providers import gemini_translate as gt
 from proxy.providers import http
 from proxy.providers import toolkit as tk
@@ -116,6 +116,64 @@ class GeminiAdapter:
 
     def probe(self, call: Call) -> None:
         self._get(call, f"{call.base_url}/models?pageSize=1")
+
+    # -- Gemini clients' own bodies (the Gemini-native endpoint) --------------------------------------
+
+    speaks_gemini = True
+
+    def native(self, call: Call, method: str, body: dict) -> tuple[dict, dict]:
+        """POST a Gemini client's body as it is to ``models/<call.model>:<method>``; (the answer as the
+        upstream sent it, an OpenAI-shaped view of its usage for the relay's accounting)."""
+        answer = self._post(call, ":" + _native_method(method), body)
+        meta = answer.get("usageMetadata")
+        return answer, ({"usage": gt.usage_from_metadata(meta)} if isinstance(meta, dict) else {})
+
+    def native_stream(self, call: Call, body: dict) -> Iterator[tuple[str, dict]]:
+        """streamGenerateContent (SSE) with a Gemini client's body: yields each event's JSON text as the
+        upstream sent it, with a view of it (its text and usage) for the relay's accounting. Nothing is
+        sent before the first next(); an embedded error raises like ``chat_stream``."""
+        resp = http.open_request("POST", self._url(call, ":streamGenerateContent", {"alt": "sse"}),
+                                 headers=self._headers(call), body=body, timeouts=call.timeouts,
+                                 transport=call.transport)
+        try:
+            if resp.status != 200:
+                error_body = http.read_error_body(resp)
+                raise gt.classify_error(resp.status, error_body, resp.headers, secret=call.key)
+            yielded = False
+            for _event, data in http.iter_sse_data(resp.iter_lines()):
+                event = _parse_event(data)
+                if "error" in event:
+                    err = gt.classify_error(_embedded_status(event), event, None, secret=call.key)
+                    if yielded:
+                        err.outcome = TRANSIENT
+                    raise err
+                yielded = True
+                yield data, _view(event)
+            if not yielded:
+                raise UpstreamError(gt.PREFIX + "empty stream", outcome=TRANSIENT, status=502)
+        finally:
+            resp.close()
+
+
+_NATIVE_METHODS = ("generateContent", "countTokens", "embedContent", "batchEmbedContents")
+
+
+def _native_method(method: str) -> str:
+    if method not in _NATIVE_METHODS:  # a fixed set: the client never picks another upstream path
+        raise UpstreamError(f"{gt.PREFIX}unknown method {method[:40]!r}", outcome=CLIENT, status=400)
+    return method
+
+
+def _view(event: dict) -> dict:
+    """A native stream event as the relay counts it: its answer text and its usage (OpenAI shape)."""
+    parts = [p for c in event.get("candidates") or [] if isinstance(c, dict)
+             for p in (c.get("content") or {}).get("parts") or [] if isinstance(p, dict)]
+    text = "".join(p["text"] for p in parts if isinstance(p.get("text"), str) and not p.get("thought"))
+    view: dict = {"choices": [{"index": 0, "delta": {"content": text}}]}
+    meta = event.get("usageMetadata")
+    if isinstance(meta, dict):
+        view["usage"] = gt.usage_from_metadata(meta)
+    return view
 
 
 def _embedded_status(obj: Any) -> int:

@@ -11,12 +11,13 @@ from .history import SqlHistory
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
+from .responses import SqlResponses
 from .runtime_keys import SqlRuntimeKeys
 from .usage import SqlUsage
 
 
 class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
-            SqlCache, SqlHistory):
+            SqlCache, SqlHistory, SqlResponses):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -108,3 +108,20 @@ def test_stream_logs_time_to_first_byte_and_duration(tmp_path, mock):
             time.sleep(0.05)
     line = found[0]
     assert 0 < line["ttfb_ms"] <= line["duration_ms"]
+
+
+def test_access_log_never_shows_a_query_string_key(tmp_path, mock):
+    client_key = "kr-" + "Q" * 43
+    cfg = config(mock)
+    cfg["server"]["access_log"] = True
+    cfg["clients"] = [{"name": "g", "key": client_key}]
+    with Server(tmp_path, cfg, workers=1) as gw:
+        r = requests.post(f"{gw.url}/v1beta/models/flash:generateContent?key={client_key}&alt=json",
+                          timeout=20, json={"contents": [{"role": "user", "parts": [{"text": "hi"}]}]})
+        assert r.status_code == 200, r.text
+        deadline = time.monotonic() + 5
+        while "generateContent?" not in gw.logs() and time.monotonic() < deadline:  # the access line
+            time.sleep(0.05)
+        logs = gw.logs()
+    assert "generateContent?key=[REDACTED]&alt=json" in logs  # the access line, scrubbed
+    assert client_key not in logs
