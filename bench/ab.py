@@ -24,6 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 PRICES = {MODEL: {"input": 0.3, "output": 2.5}}
 VARIANTS = {  # name -> (extra config, sends the client key)
     "open": ({"auth": {"mode": "open"}}, False),
+    "key only": ({"auth": {"mode": "keys"}, "prices": PRICES,
+                  "clients": [{"name": "b", "key": BENCH_CLIENT_KEY}]}, True),
     "key+rpm": ({"auth": {"mode": "keys"}, "prices": PRICES,
                  "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000}]}, True),
     "key+rpm+tpm": ({"auth": {"mode": "keys"}, "prices": PRICES,
