@@ -3,9 +3,9 @@
 A request's ``Lookup`` (``begin``): the plan (``policy``), the key (``key``), the stored answer on a
 HIT. After the relay answered, ``keep`` stores a complete answer; ``keep_chunks`` (OpenAI chunks),
 ``keep_frames`` (Anthropic SSE frames) and ``keep_gemini`` (Gemini events' JSON) pass a stream through
-and store it only when it ended complete (a stream that ended with an error, was cut short or left by its client is not stored). A store that
-cannot be reached within its short wait makes a MISS and skips the store: the cache never fails a
-request.
+and store it only when it ended complete (a stream that ended with an error, was cut short or left by
+its client is not stored). A store that cannot be reached within its short wait makes a MISS and skips
+the store: the cache never fails a request.
 
 A lookup is a read without the write lock. What hits change (an entry's last use for the LRU order,
 the hit / miss counters, entries found expired) is batched per worker and written every
