@@ -269,6 +269,12 @@ def test_responses_a_hit_is_stored_and_previous_response_id_is_keyed_by_its_turn
     moved = client.responses.with_raw_response.create(model="flash", input="and the number?",
                                                       previous_response_id=other.id)
     assert moved.headers["x-keyrelay-cache"] == "MISS"
+    # a streamed hit (no upstream call) is stored too
+    before = calls(mock)
+    with client.responses.stream(**args) as stream:
+        streamed = stream.get_final_response()
+    assert streamed.id not in (first.id, second.id) and calls(mock) == before
+    assert client.responses.retrieve(streamed.id).output_text == first.output_text
     # store: false on a hit keeps nothing
     unstored = client.responses.create(**args, store=False)
     unstored_hit = client.responses.with_raw_response.create(**args, store=False)
