@@ -21,14 +21,17 @@ import orjson
 from flask import Blueprint, Response, request
 
 from proxy.api import gemini_shape as shape
+from proxy.api import response_cache
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.openai import visible_models
+from proxy.cache.replay import replay_gemini
 from proxy.errors import CLIENT, BadRequest, GatewayError, ModelNotFound, UpstreamError
 from proxy.providers.anthropic import to_anthropic_request
 from proxy.providers.base import Adapter, Call, native_anthropic
 
 bp = Blueprint("gemini", __name__, url_prefix="/v1beta")
 bp.before_request(authenticate)
+bp.after_request(response_cache.add_headers)
 
 NATIVE = "gemini"  # stream items tagged NATIVE are an upstream event's JSON text
 
@@ -71,6 +74,8 @@ def _refuse(exc: GatewayError) -> UpstreamError:
 def _generate(model: str, body: dict, *, stream: bool) -> Response:
     req, untranslatable = _chat_request(body, model, stream)
     trace = start_trace(model, req)
+    # one entry for both methods: the stored answer is generateContent's, a stream replays it
+    cached = response_cache.begin(body, f"/v1beta/models/{model}:generateContent")
     relay = gateway().relay
     if stream:
         def open_stream(adapter: Adapter, call: Call, r: dict) -> Iterator[tuple[str | None, Any]]:
@@ -80,10 +85,11 @@ def _generate(model: str, body: dict, *, stream: bool) -> Response:
                 raise _refuse(untranslatable)
             return _tagged(None, adapter.chat_stream(call, r))
 
-        items = relay.stream(req, trace, open_stream)
+        events = iter([orjson.dumps(e) for e in replay_gemini(cached.answer)]) if cached.hit else \
+            cached.keep_gemini(_events(relay.stream(req, trace, open_stream), model))
         if request.args.get("alt") == "sse":
-            return stream_response(_sse(items, model), trace)
-        resp = stream_response(_json_array(items, model), trace)
+            return stream_response(_sse(events), trace)
+        resp = stream_response(_json_array(events), trace)
         resp.mimetype = "application/json"
         return resp
 
@@ -95,7 +101,9 @@ def _generate(model: str, body: dict, *, stream: bool) -> Response:
         completion = adapter.chat(call, r)
         return shape.from_completion(completion, model), {"usage": completion.get("usage")}
 
-    return routed(relay.complete(req, trace, complete)[0], trace)
+    if cached.hit:
+        return response_cache.hit(cached)
+    return routed(cached.keep(relay.complete(req, trace, complete)[0]), trace)
 
 
 def _count(model: str, body: dict) -> Response:
@@ -172,17 +180,23 @@ def _events(items: Iterator[tuple[str | None, Any]], model: str) -> Iterator[byt
         close(items)
 
 
-def _sse(items: Iterator[tuple[str | None, Any]], model: str) -> Iterator[bytes]:
-    for event in _events(items, model):
-        yield b"data: " + event + b"\r\n\r\n"
+def _sse(events: Iterator[bytes]) -> Iterator[bytes]:
+    try:
+        for event in events:
+            yield b"data: " + event + b"\r\n\r\n"
+    finally:
+        close(events)
 
 
-def _json_array(items: Iterator[tuple[str | None, Any]], model: str) -> Iterator[bytes]:
+def _json_array(events: Iterator[bytes]) -> Iterator[bytes]:
     """The stream without ``alt=sse``: one JSON array, sent element by element."""
     first = True
-    for event in _events(items, model):
-        yield (b"[" if first else b",\r\n") + event
-        first = False
+    try:
+        for event in events:
+            yield (b"[" if first else b",\r\n") + event
+            first = False
+    finally:
+        close(events)
     yield b"]" if not first else b"[]"
 
 

@@ -8,10 +8,11 @@ from proxy.api.common import gateway
 from proxy.cache.service import Lookup
 
 
-def begin(body: dict) -> Lookup:
+def begin(body: dict, endpoint: str | None = None) -> Lookup:
     """After ``start_trace`` (the request is admitted: a hit counts toward the client's rate limits):
-    the cache's plan and, on a HIT, the stored answer (the trace is marked ``cached``)."""
-    look = gateway().cache.begin(request.path, body, request.headers, g.get("client"), g.model)
+    the cache's plan and, on a HIT, the stored answer (the trace is marked ``cached``). ``endpoint``
+    (part of the key) defaults to the request's path."""
+    look = gateway().cache.begin(endpoint or request.path, body, request.headers, g.get("client"), g.model)
     g.cache_lookup = look
     if look.hit:
         g.trace.cached = True

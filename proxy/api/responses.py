@@ -15,9 +15,11 @@ from typing import cast
 import orjson
 from flask import Blueprint, Response, g
 
+from proxy.api import response_cache
 from proxy.api import responses_shape as shape
 from proxy.api.common import authenticate, close, gateway, read_json, routed, start_trace, stream_response
 from proxy.api.envelopes import error_response
+from proxy.cache.replay import replay_chunks
 from proxy.errors import BadRequest, GatewayError, NotFound
 from proxy.providers.base import Adapter, Call, native_anthropic
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -27,6 +29,7 @@ log = logging.getLogger("keyrelay")
 
 bp = Blueprint("responses", __name__, url_prefix="/v1")
 bp.before_request(authenticate)
+bp.after_request(response_cache.add_headers)
 
 STORE_TTL_S = 30 * 86400.0  # how long a stored response is kept (OpenAI keeps them 30 days)
 STORE_TIMEOUT_S = 2.0  # a store write waits at most this long for the lock (cooperatively)
@@ -75,6 +78,7 @@ def create() -> Response:
         history = found[1]
     req, turn = shape.to_chat_request(body, history)
     trace = start_trace(body["model"], req)
+    cached = response_cache.begin(cache_body(body, history))  # caches the chat completion behind it
     relay = gateway().relay
     rid = shape.new_id("resp")
     keep = body.get("store", True)
@@ -95,16 +99,27 @@ def create() -> Response:
                 return shape.tool_chunks_as_text(adapter.chat_stream(call, forced))
             return adapter.chat_stream(call, r)
 
-        return stream_response(_events(relay.stream(req, trace, open_stream), rid, body, remember), trace)
+        chunks = iter(replay_chunks(cached.answer)) if cached.hit else \
+            cached.keep_chunks(relay.stream(req, trace, open_stream))
+        return stream_response(_events(chunks, rid, body, remember), trace)
 
     def complete(adapter: Adapter, call: Call, r: dict) -> dict:
         if native_anthropic(adapter) is not None and (forced := shape.schema_as_tool(r)) is not None:
             return shape.tool_as_text(adapter.chat(call, forced))
         return adapter.chat(call, r)
 
-    response = shape.complete(rid, body, relay.complete(req, trace, complete))
+    completion = cached.answer if cached.hit else cached.keep(relay.complete(req, trace, complete))
+    response = shape.complete(rid, body, completion)  # a hit too is a new response (id, store)
     remember(response)
     return routed(response, trace)
+
+
+def cache_body(body: dict, history: list[dict]) -> dict:
+    """What the response cache keys: the body, with ``previous_response_id`` replaced by the earlier
+    turns it resolved to (an id names different turns for different clients; the turns are the request)."""
+    if not body.get("previous_response_id"):
+        return body
+    return {**{k: v for k, v in body.items() if k != "previous_response_id"}, "previous_turns": history}
 
 
 def _events(chunks: Iterator[dict], rid: str, body: dict,

@@ -7,6 +7,11 @@
 * Anthropic: ``assemble_events`` folds the message events into the message (None without
   ``message_stop``, or after an ``error`` event); ``replay_events`` gives the legal event order back:
   message_start, per block content_block_start / _delta / _stop, message_delta, message_stop.
+* Gemini: ``assemble_gemini`` folds ``streamGenerateContent`` events into the ``generateContent``
+  answer (None after an error event, or when a candidate has no ``finishReason``); ``replay_gemini``
+  streams it back, one part per event, the finish reason and usage in the last.
+* The Responses API caches the chat completion behind its answer: its streams are the OpenAI chunks
+  above, turned into typed events by ``responses_shape.ResponseEvents`` (docs/cache.md).
 """
 from __future__ import annotations
 
@@ -195,3 +200,64 @@ def _block_events(block: dict) -> tuple[dict, list[dict]]:
             deltas.append({"type": "signature_delta", "signature": block["signature"]})
         return {**block, "thinking": "", "signature": ""}, deltas
     return block, []  # redacted_thinking, server tool blocks...: whole in their start event
+
+
+# ---------------------------------------------------------------------------------------------- Gemini
+
+_GEMINI_TEXT_KEYS = frozenset({"text", "thought"})  # a part of only these keys concatenates with the last
+
+
+def assemble_gemini(events: Iterable[dict]) -> dict | None:
+    """Fold ``streamGenerateContent`` events (each a ``GenerateContentResponse``) into the
+    ``generateContent`` answer they stand for: parts appended in order (consecutive plain text parts
+    joined), every other field from the latest event that has it. None when an event is an ``error`` or
+    a candidate ended without ``finishReason`` (the stream was cut)."""
+    out: dict[str, Any] = {}
+    candidates: dict[int, dict] = {}
+    for event in events:
+        if "error" in event:
+            return None
+        for k, v in event.items():
+            if k != "candidates":
+                out[k] = v
+        for cand in event.get("candidates") or []:
+            i = int(cand.get("index", 0))
+            have = candidates.setdefault(i, {"content": {"role": "model", "parts": []}, "index": i})
+            for k, v in cand.items():
+                if k == "content":
+                    _fold_parts(have["content"], v or {})
+                elif k != "index":
+                    have[k] = v
+    if not candidates or any("finishReason" not in c for c in candidates.values()):
+        return None
+    return {"candidates": [candidates[i] for i in sorted(candidates)], **out}
+
+
+def _fold_parts(content: dict, delta: dict) -> None:
+    if delta.get("role"):
+        content["role"] = delta["role"]
+    parts = content["parts"]
+    for part in delta.get("parts") or []:
+        last = parts[-1] if parts else None
+        if (last is not None and isinstance(part.get("text"), str) and part.keys() <= _GEMINI_TEXT_KEYS
+                and last.keys() <= _GEMINI_TEXT_KEYS and isinstance(last.get("text"), str)
+                and bool(last.get("thought")) == bool(part.get("thought"))):
+            last["text"] += part["text"]
+        else:
+            parts.append(dict(part))
+
+
+def replay_gemini(answer: dict) -> list[dict]:
+    """A ``generateContent`` answer as stream events: one part per event, the last one with the
+    candidate's ``finishReason`` (and its other fields) and the ``usageMetadata``, as Gemini streams."""
+    candidates = answer.get("candidates") or []
+    parts = ((candidates[0].get("content") or {}).get("parts") or []) if len(candidates) == 1 else []
+    if len(parts) < 2:
+        return [answer]  # one event says it all (several candidates, a single part, none)
+    cand, rest = candidates[0], {k: v for k, v in answer.items() if k != "candidates"}
+    head = {k: v for k, v in rest.items() if k in ("modelVersion", "responseId")}
+    role = (cand.get("content") or {}).get("role", "model")
+    events = [{"candidates": [{"content": {"role": role, "parts": [p]}, "index": cand.get("index", 0)}],
+               **head} for p in parts[:-1]]
+    events.append({"candidates": [{**cand, "content": {"role": role, "parts": [parts[-1]]}}], **rest})
+    return events

@@ -1,11 +1,11 @@
 """``ResponseCache``: one per worker (``Gateway.cache``); every entry lives in the shared store.
 
 A request's ``Lookup`` (``begin``): the plan (``policy``), the key (``key``), the stored answer on a
-HIT. After the relay answered, ``keep`` stores a complete answer; ``keep_chunks`` (OpenAI chunks) and
-``keep_frames`` (Anthropic SSE frames) pass a stream through and store it only when it ended complete
-(a stream that ended with an error, was cut short or left by its client is not stored). A store that
-cannot be reached within its short wait makes a MISS and skips the store: the cache never fails a
-request.
+HIT. After the relay answered, ``keep`` stores a complete answer; ``keep_chunks`` (OpenAI chunks),
+``keep_frames`` (Anthropic SSE frames) and ``keep_gemini`` (Gemini events' JSON) pass a stream through
+and store it only when it ended complete (a stream that ended with an error, was cut short or left by
+its client is not stored). A store that cannot be reached within its short wait makes a MISS and skips
+the store: the cache never fails a request.
 
 A lookup is a read without the write lock. What hits change (an entry's last use for the LRU order,
 the hit / miss counters, entries found expired) is batched per worker and written every
@@ -26,7 +26,7 @@ import orjson
 from proxy.cache import policy
 from proxy.cache.key import SHORT, cache_key
 from proxy.cache.policy import HIT, Plan
-from proxy.cache.replay import assemble_chunks, assemble_events
+from proxy.cache.replay import assemble_chunks, assemble_events, assemble_gemini
 from proxy.clients.model import Client
 from proxy.config import Config
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -105,6 +105,12 @@ class Lookup:
         the stream ended with ``message_stop`` and no ``error`` event."""
         return self._tap(frames, lambda seen: assemble_events(_frame(f) for f in seen)) if self.storing \
             else frames
+
+    def keep_gemini(self, events: Iterator[bytes]) -> Iterator[bytes]:
+        """Gemini stream events (each one event's JSON), passed through; the ``generateContent`` answer
+        they make is stored once the stream ended with every candidate finished and no error event."""
+        return self._tap(events, lambda seen: assemble_gemini(orjson.loads(e) for e in seen)) \
+            if self.storing else events
 
     def _tap(self, items: Iterator[Any], assemble: Callable[[list], dict | None]) -> Iterator[Any]:
         seen: list = []
