@@ -15,6 +15,7 @@ from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
+from proxy.inspect.ring import Inspector
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, run_revalidation
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
@@ -32,16 +33,19 @@ class Gateway:
     shutting_down: threading.Event = field(default_factory=threading.Event)
     keys: KeyAdmin = field(init=False)  # operator actions, audit, snapshots
     clients: Gate = field(init=False)  # client keys, limits, usage
+    inspector: Inspector = field(init=False)  # captures, the ring, transforms (proxy/inspect/)
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.keys = KeyAdmin(self.pool)
         self.clients = Gate(self.config, self.pool.store)
+        self.inspector = Inspector(self.config, self.pool.store)
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters) and release the database."""
+        """Flush what is batched (usage records, captures, key counters) and release the database."""
         self.clients.close()
+        self.inspector.close()
         self.pool.close()
 
     def probe(self, key: Key) -> dict:
@@ -78,6 +82,7 @@ class Gateway:
             )
             self.pool.start_flusher()
             self.clients.start()
+            self.inspector.start()
             self._revalidator.start()
 
 
@@ -135,9 +140,10 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, anthropic, client_key, envelopes, guard, openai, probes
+    from proxy.api import admin, anthropic, client_key, envelopes, guard, inspect, openai, probes
 
     envelopes.install(app)
+    app.register_blueprint(inspect.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(client_key.bp)
     app.register_blueprint(anthropic.bp)
@@ -157,6 +163,8 @@ def _request_done(entry: dict, started: float, state: dict) -> None:
     settlement of its admission and its usage record."""
     latency_ms = (time.monotonic() - started) * 1000
     trace = state.get("trace")
+    if state.get("exchange") is not None:  # the inspector's capture, the bodies for the log line
+        state["gateway"].inspector.done(state["exchange"], trace, entry)
     _log_request(entry, latency_ms, trace)
     if entry.pop("_metered", False):
         try:
@@ -225,10 +233,12 @@ def _install_request_log(app: Flask) -> None:
             resp.headers.update(admission.headers)
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
+        started = state.get("started", time.monotonic())
+        exchange = app.extensions["keyrelay"].inspector.response(state, request, resp) \
+            if request.blueprint in DATA_PLANE else None
         done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
                 "admission": admission, "wall_started": state.get("wall_started"),
-                "gateway": app.extensions["keyrelay"]}
-        started = state.get("started", time.monotonic())
+                "gateway": app.extensions["keyrelay"], "exchange": exchange}
         if resp.is_streamed:  # log when the stream has ended, with its whole story
             resp.call_on_close(lambda: _request_done(entry, started, done))
         else:

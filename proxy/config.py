@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -20,6 +20,10 @@ import yaml
 
 from proxy import model_names
 from proxy.clients.model import PERIODS, Client, ModelLimit, config_client_id, key_hint
+
+if TYPE_CHECKING:
+    from proxy.inspect.settings import InspectorConfig, LoggingConfig
+    from proxy.transforms import Transforms
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
@@ -116,6 +120,7 @@ class ProviderConfig:
     chunk_delay_ms: float = 0.0  # mock only: pause between stream chunks
     proxy: str | None = None  # None: HTTPS_PROXY / HTTP_PROXY / NO_PROXY from the environment; "": none
     tls: TlsConfig = field(default_factory=TlsConfig)
+    transforms: Transforms | None = field(default=None, hash=False, compare=False)  # proxy/transforms.py
 
 
 @dataclass(frozen=True)
@@ -130,6 +135,7 @@ class ModelConfig:
     name: str
     targets: tuple[TargetConfig, ...]
     strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
+    transforms: Transforms | None = field(default=None, hash=False, compare=False)  # wins over the provider's
 
 
 @dataclass(frozen=True)
@@ -178,6 +184,8 @@ class Config:
     accounting: AccountingConfig = field(default_factory=AccountingConfig)
     clients: tuple[ClientConfig, ...] = ()
     prices: dict[str, PriceConfig] = field(default_factory=dict, hash=False, compare=False)
+    inspector: InspectorConfig = field(default_factory=lambda: _inspect().InspectorConfig(), compare=False)
+    logging: LoggingConfig = field(default_factory=lambda: _inspect().LoggingConfig(), compare=False)
 
     @property
     def open_access(self) -> bool:
@@ -260,12 +268,27 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     accounting = _accounting(obj.sub("accounting", {}))
     clients = _clients(obj.list("clients", []))
     prices = _prices(obj.sub("prices", {}))
+    inspector = _inspect().parse_inspector(obj.sub("inspector", {}))
+    logging = _inspect().parse_logging(obj.sub("logging", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices)
+                  auth, accounting, clients, prices, inspector, logging)
+
+
+def _inspect() -> Any:
+    """proxy.inspect.settings, imported late (it imports this module for ConfigError and _Obj)."""
+    from proxy.inspect import settings
+
+    return settings
+
+
+def _transforms(o: _Obj) -> Transforms | None:
+    from proxy.transforms import parse_transforms
+
+    return parse_transforms(o.sub("transforms", {}))
 
 
 class _Obj:
@@ -549,6 +572,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             chunk_delay_ms=o.num("chunk_delay_ms", 0.0),
             proxy=_proxy(o),
             tls=_tls(o.sub("tls", {})),
+            transforms=_transforms(o),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
@@ -597,9 +621,10 @@ def _models(
                 targets.append(target)
             elif target.provider not in skipped:
                 raise ConfigError(f"{t.at('provider')}: unknown provider {_quote(target.provider)}")
+        transforms = _transforms(o)
         o.done()
         if targets:
-            models.append(ModelConfig(name, tuple(targets), strategy))
+            models.append(ModelConfig(name, tuple(targets), strategy, transforms))
     return models
 
 

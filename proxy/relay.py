@@ -63,6 +63,7 @@ class Trace:
     first_byte_ms: float | None = None
     usage: Usage | None = None  # tokens, as the upstream reported them (merged over a stream's events)
     streamed_chars: int = 0  # text relayed to the client so far (sizes a stream cut short)
+    hook: Any = None  # proxy.inspect.capture.Exchange: transforms and capture of this request, or None
 
     @property
     def route_name(self) -> str | None:
@@ -120,7 +121,8 @@ class Relay:
 
     def complete(self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Any]) -> Any:
         """One whole answer from the first target and key that can give it."""
-        return self._run(req, trace, op)
+        result = self._run(req, trace, op)
+        return trace.hook.answer(result) if trace.hook is not None else result
 
     def stream(
         self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Iterator[Any]]
@@ -221,7 +223,7 @@ class Relay:
                     if failed:
                         self.observer.retry("key" if failed[0] == target else "target", target)
                     attempts += 1
-                    call = self._call(provider, target, key, deadline)
+                    call = self._call(provider, target, key, deadline, trace)
                     started = time.monotonic()
                     try:
                         result = op(adapter, call, {**req, "model": target.model})
@@ -243,15 +245,19 @@ class Relay:
             raise failed[1]
         raise _merge_no_key(no_key)
 
-    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float) -> Call:
+    def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float,
+              trace: Trace) -> Call:
         t = provider.timeouts
+        transport = http.transport_for(provider)
+        if trace.hook is not None:  # the inspector's tap and the transforms on this attempt
+            transport = trace.hook.attempt(target, key.id, transport)
         return Call(
             base_url=provider.base_url,
             model=target.model,
             key=key.secret,
             timeouts=Timeouts(t.connect, t.first_byte, t.idle, deadline),  # the transport clips to deadline
             headers=provider.headers,
-            transport=http.transport_for(provider),
+            transport=transport,
         )
 
     def _usage(self, trace: Trace, target: TargetConfig, item: Any) -> None:
@@ -278,15 +284,16 @@ class Relay:
                       key_id: str) -> Iterator[Any]:
         started = time.monotonic()
         outcome, error = OK, None
+        emit = trace.hook.chunk if trace.hook is not None else _same  # response transforms, capture
         try:
             if first is not _EMPTY:
                 self._usage(trace, target, first)
                 trace.streamed_chars += _text_len(first)
-                yield first
+                yield emit(first)
             for item in gen:
                 self._usage(trace, target, item)
                 trace.streamed_chars += _text_len(item)
-                yield item
+                yield emit(item)
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise
@@ -302,6 +309,10 @@ class Relay:
             _close(gen)
             latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
             self._record(trace, target, key_id, outcome, latency, error)
+
+
+def _same(item: Any) -> Any:
+    return item
 
 
 def check_model(name: object) -> str:

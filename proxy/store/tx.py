@@ -5,12 +5,13 @@ from typing import Any
 
 from .audit import SqlAudit
 from .clients import SqlClients
+from .inspector import SqlInspector
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .usage import SqlUsage
 
 
-class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage):
+class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlUsage, SqlInspector):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
