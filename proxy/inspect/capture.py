@@ -61,10 +61,10 @@ class AttemptTap:
             body = tf.apply_rules(self.rules.request, body, self.exchange.request_id)
         return headers, body, omit
 
-    def connected(self, sock: socket.socket | ssl.SSLSocket | None) -> None:
+    def connected(self, sock: socket.socket | ssl.SSLSocket, reused: bool) -> None:
         self.t_connected = time.monotonic()
-        self.reused = sock is None
-        if sock is not None and self.record:
+        self.reused = reused
+        if self.record:
             try:
                 self.server_ip = str(sock.getpeername()[0])
             except (OSError, IndexError):

@@ -161,6 +161,8 @@ def attempt_timings(tap: AttemptTap, latency_ms: float | None) -> dict:
         filled.append(last)
     if filled[-1] < filled[-2]:
         filled[-1] = filled[-2]
+    if tap.reused:  # no connect phase: taking the pooled connection counts as sending
+        filled[1] = filled[0]
     connect = _ms(filled[0], filled[1])
     send, wait, receive = _ms(filled[1], filled[2]), _ms(filled[2], filled[3]), _ms(filled[3], filled[4])
     if tap.t_head is None:  # no answer: the time went into waiting for one

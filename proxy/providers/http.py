@@ -237,8 +237,8 @@ class Tap(Protocol):
         """(headers, body, transport default headers to leave out) to send instead."""
         ...
 
-    def connected(self, sock: socket.socket | ssl.SSLSocket | None) -> None:
-        """A connection is ready (None: a pooled one is reused)."""
+    def connected(self, sock: socket.socket | ssl.SSLSocket, reused: bool) -> None:
+        """A connection is ready: a new one, or one ``reused`` from the pool."""
 
     def sent(self, raw: bytes) -> None:
         """The request's bytes (head and body) went out."""
@@ -795,13 +795,13 @@ def open_request(
     conn = _POOL.get(target.key)
     reused = conn is not None
     if tap is not None and conn is not None:
-        tap.connected(None)
+        tap.connected(conn.sock, True)
     while True:
         if conn is None:
             try:
                 conn = _connect(target, min(time.monotonic() + timeouts.connect, timeouts.deadline))
                 if tap is not None:
-                    tap.connected(conn.sock)
+                    tap.connected(conn.sock, False)
             except TimeoutError:
                 raise UpstreamError("upstream connect timed out", outcome=TRANSIENT, status=504) from None
             except ProxyRefused as exc:

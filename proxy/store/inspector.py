@@ -1,8 +1,9 @@
 """Portable SQL for the traffic inspector's ring (part of ``SqlTx``): one row per captured transaction.
 
-The ring is bounded by the flush that inserts: in the same transaction, everything older than the newest
-``max_entries`` rows, and than the newest rows whose bytes add up to at most ``max_bytes``, is deleted
-(oldest first, by id: ids grow across workers, so "oldest" is the same for all of them).
+The ring is bounded by the flush that inserts: in the same transaction, every row past the newest
+``max_entries``, or past the newest rows whose bytes add up to at most ``max_bytes``, is deleted. Age is
+the request's start (``at``, then id): a capture another worker flushes late still takes its place in
+time, and is the one dropped when it is the oldest.
 """
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ SUMMARY_COLUMNS = ("id", "at", "request_id", "model", "client_id", "route", "sta
 
 _INSERT = (f"INSERT INTO inspector_entries({', '.join(ENTRY_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")
+
+
+_NEWEST = "ORDER BY at DESC, id DESC"
+_TRIM = ("DELETE FROM inspector_entries WHERE id IN (SELECT id FROM ("
+         f"SELECT id, ROW_NUMBER() OVER ({_NEWEST}) AS n,"
+         f" SUM(bytes) OVER ({_NEWEST} ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total"
+         " FROM inspector_entries) AS ring WHERE n > ? OR total > ?)")
 
 
 class InspectorTx(Protocol):
@@ -35,17 +43,8 @@ class SqlInspector:
         """Insert ``rows`` (ENTRY_COLUMNS) and trim the ring; how many old rows were dropped."""
         for row in rows:
             self._run(_INSERT, tuple(row))
-        dropped = 0
-        cur = self._run("DELETE FROM inspector_entries WHERE id <= (SELECT id FROM inspector_entries"
-                        " ORDER BY id DESC LIMIT 1 OFFSET ?)", (max_entries,))
-        dropped += max(cur.rowcount, 0)
-        row = self._run("SELECT id FROM (SELECT id, SUM(bytes) OVER (ORDER BY id DESC) AS total"
-                        " FROM inspector_entries) AS ring WHERE total > ? ORDER BY id DESC LIMIT 1",
-                        (max_bytes,)).fetchone()
-        if row is not None:
-            cur = self._run("DELETE FROM inspector_entries WHERE id <= ?", (row[0],))
-            dropped += max(cur.rowcount, 0)
-        return dropped
+        cur = self._run(_TRIM, (max_entries, max_bytes))
+        return max(cur.rowcount, 0)
 
     def captures(self, limit: int, model: str | None = None, client_id: str | None = None,
                  status: tuple[int, int] | None = None, since: float | None = None,
@@ -68,7 +67,7 @@ class SqlInspector:
         sql = f"SELECT {', '.join(cols)} FROM inspector_entries"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY id DESC LIMIT ?"
+        sql += f" {_NEWEST} LIMIT ?"
         rows = self._run(sql, params + [limit]).fetchall()
         return [dict(zip(cols, r, strict=True)) for r in rows]
 
