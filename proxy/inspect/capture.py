@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from proxy import transforms as tf
+
+MAX_CHUNKS = 20_000  # client stream items kept per capture
 
 if TYPE_CHECKING:
     import socket
@@ -112,8 +112,7 @@ class Exchange:
     t0: float = field(default_factory=time.monotonic)
     attempts: list[AttemptTap] = field(default_factory=list)
     chunks: list[tuple[float, Any]] = field(default_factory=list)  # the client's stream, as relayed
-    chunk_bytes: int = 0
-    chunks_cut: bool = False
+    chunks_cut: bool = False  # past MAX_CHUNKS (record.py cuts at max_body_bytes)
     t_response: float | None = None
     method: str = ""
     path: str = ""
@@ -161,9 +160,7 @@ class Exchange:
             payload = _payload(item)
             if payload is not None:
                 self.chunks.append((time.monotonic(), payload))
-                self.chunk_bytes += 64  # a rough share; record.py cuts exactly
-                if len(self.chunks) > 100_000:
-                    self.chunks_cut = True
+                self.chunks_cut = len(self.chunks) >= MAX_CHUNKS
         return item
 
 
@@ -184,5 +181,3 @@ def _map_payload(item: Any, fn: Any) -> Any:
     return item
 
 
-def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)

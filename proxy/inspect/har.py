@@ -109,10 +109,11 @@ def entries(doc: dict, base_url: str = "http://keyrelay") -> list[dict]:
     """The HAR entries of one stored transaction: the client exchange, then each upstream attempt."""
     client = doc["client"]
     creq = client["request"]
-    url = base_url.rstrip("/") + (creq.get("path") or "/") + (f"?{creq['query']}" if creq.get("query") else "")
+    query = creq.get("query") or ""
+    url = base_url.rstrip("/") + (creq.get("path") or "/") + (f"?{query}" if query else "")
     common = {"request_id": doc["request_id"], "route": doc.get("route"), "client_id": doc.get("client_id"),
               "model": doc.get("model")}
-    out = [_entry(doc["started_at"], {**creq, "url": url, "queryString": _query(creq.get("query") or "", False)},
+    out = [_entry(doc["started_at"], {**creq, "url": url, "queryString": _query(query, False)},
                   client["response"], client["timings"], None,
                   {**common, "kind": "client", "attempt": 0, "key_id": doc.get("key_id"),
                    "outcome": doc.get("outcome")})]

@@ -83,7 +83,8 @@ def cut(text: str, limit: int, mime: str) -> dict:
     data = text.encode()
     if len(data) <= limit:
         return {"text": text, "size": len(data), "truncated": False, "mime": mime}
-    return {"text": data[:limit].decode("utf-8", "ignore"), "size": len(data), "truncated": True, "mime": mime}
+    return {"text": data[:limit].decode("utf-8", "ignore"), "size": len(data), "truncated": True,
+            "mime": mime}
 
 
 def json_text(value: Any, settings: InspectorConfig) -> str:
@@ -120,7 +121,8 @@ def _redact_event(text: str, settings: InspectorConfig) -> str:
         if line.startswith("data:"):
             data = line[5:].strip()
             try:
-                line = "data: " + orjson.dumps(redact_json(orjson.loads(data), settings.redact_paths)).decode()
+                redacted = redact_json(orjson.loads(data), settings.redact_paths)
+                line = "data: " + orjson.dumps(redacted).decode()
             except orjson.JSONDecodeError:
                 pass
         lines.append(line)
@@ -130,7 +132,8 @@ def _redact_event(text: str, settings: InspectorConfig) -> str:
 def stream_chunks(events: Sequence[tuple[float, str]], t0: float, settings: InspectorConfig,
                   secrets: Sequence[str]) -> tuple[list[dict], bool]:
     """(chunks with their arrival in ms after ``t0``, cut) within ``max_body_bytes`` all together."""
-    out, total = [], 0
+    out: list[dict] = []
+    total = 0
     for t, text in events:
         text = scrub(_redact_event(text, settings), secrets)
         total += len(text.encode())
@@ -195,7 +198,8 @@ def attempt_doc(n: int, tap: AttemptTap, attempt: Attempt | None, settings: Insp
         response["body"] = {"text": text, "size": len(data), "truncated": cut_off or tap.cut,
                             "mime": "text/event-stream"}
     elif tap.status is not None:
-        response["body"] = body_text(data, settings, secrets, tap.headers.get("content-type", "application/json"))
+        mime = tap.headers.get("content-type", "application/json")
+        response["body"] = body_text(data, settings, secrets, mime)
         if tap.cut and response["body"] is not None:
             response["body"]["truncated"] = True
     return {
@@ -241,7 +245,8 @@ def transaction(ex: Exchange, trace: Trace | None, t_done: float, settings: Insp
             for i, tap in enumerate(taps)]
     route = trace.route_name if trace else None
     return {
-        "request_id": ex.request_id, "started_at": ex.started_at, "model": ex.model, "client_id": ex.client_id,
+        "request_id": ex.request_id, "started_at": ex.started_at, "model": ex.model,
+        "client_id": ex.client_id,
         "route": route, "key_id": trace.key_id if trace else None, "status": ex.status,
         "outcome": attempts[-1].outcome if attempts else None, "stream": ex.stream,
         "duration_ms": _ms(ex.t0, t_done), "attempts": docs,

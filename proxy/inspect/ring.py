@@ -83,9 +83,9 @@ class Inspector:
         """The Exchange of a request being served (None when nothing is captured, logged or transformed)."""
         store = self.wanted(request_id, model, client_id)
         log_bodies = self.config.logging.bodies
-        model_cfg = self.config.model(model) if model else None
         if not (store or log_bodies or self.any_transforms):
             return None
+        model_cfg = self.config.model(model) if model else None
         recording = store or log_bodies
         presented = presented_key(headers) if recording else None
         ex = Exchange(

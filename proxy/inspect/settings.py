@@ -1,4 +1,4 @@
-"""``inspector:`` and ``logging:`` config sections (parsed by ``proxy.config``, every error naming its path)."""
+"""The ``inspector:`` and ``logging:`` config sections, parsed by ``proxy.config`` (errors name paths)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

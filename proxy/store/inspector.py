@@ -50,7 +50,8 @@ class SqlInspector:
                  status: tuple[int, int] | None = None, since: float | None = None,
                  docs: bool = False) -> list[dict]:
         """Newest first; ``status`` is an inclusive range."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if model is not None:
             where.append("model = ?")
             params.append(model)
@@ -73,7 +74,8 @@ class SqlInspector:
 
     def capture(self, entry_id: int) -> dict | None:
         cols = SUMMARY_COLUMNS + ("doc",)
-        row = self._run(f"SELECT {', '.join(cols)} FROM inspector_entries WHERE id = ?", (entry_id,)).fetchone()
+        row = self._run(f"SELECT {', '.join(cols)} FROM inspector_entries WHERE id = ?",
+                        (entry_id,)).fetchone()
         return dict(zip(cols, row, strict=True)) if row else None
 
     def clear_captures(self) -> int:

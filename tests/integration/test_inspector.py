@@ -32,8 +32,8 @@ def user(text: str) -> list[dict]:
 def wait_entries(gw: Server, n: int, timeout: float = 10.0, **params: str) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
-        rows = requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H, params={"limit": "1000", **params},
-                            timeout=10).json()["data"]
+        rows = requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H,
+                            params={"limit": "1000", **params}, timeout=10).json()["data"]
         if len(rows) >= n or time.monotonic() > deadline:
             return rows
         time.sleep(0.1)
@@ -97,8 +97,8 @@ def test_har_of_a_failover_and_a_stream(har_gw, mock):
     for e in entries:
         by_req.setdefault(e["_keyrelay"]["request_id"], []).append(e)
     failover, stream = by_req["har-failover"], by_req["har-stream"]
-    assert [(e["_keyrelay"]["kind"], e["_keyrelay"]["attempt"], e["response"]["status"]) for e in failover] == \
-        [("client", 0, 200), ("upstream", 1, 503), ("upstream", 2, 200)]
+    steps = [(e["_keyrelay"]["kind"], e["_keyrelay"]["attempt"], e["response"]["status"]) for e in failover]
+    assert steps == [("client", 0, 200), ("upstream", 1, 503), ("upstream", 2, 200)]
     assert [e["_keyrelay"]["outcome"] for e in failover] == ["ok", "transient", "ok"]
     assert failover[1]["_keyrelay"]["key_id"] != failover[2]["_keyrelay"]["key_id"]
     for e in entries:
@@ -155,7 +155,8 @@ def test_the_ring_holds_max_entries_across_two_workers(tmp_path, mock):
         session = requests.Session()
         pids = set()
         for i in range(14):
-            r = session.post(gw.url + "/v1/chat/completions", headers={**CLIENT_H, "X-Request-ID": f"ring-{i:02d}"},
+            r = session.post(gw.url + "/v1/chat/completions",
+                             headers={**CLIENT_H, "X-Request-ID": f"ring-{i:02d}"},
                              json={"model": "gpt", "messages": user(f"n{i}")}, timeout=30)
             assert r.status_code == 200
             pids.add(requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H, timeout=10)
@@ -185,15 +186,17 @@ def test_sample_half_captures_the_requests_whose_id_hashes_below_it(tmp_path, mo
 # ---------------------------------------------------------------------------------------------- header modes
 
 ANSWER = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                       "finish_reason": "stop"}],
           "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
 MODES = {
     "none": None,
     "passthrough": {"mode": "passthrough"},
     "whitelist": {"mode": "whitelist", "allow": ["x-trace-id", "Cookie"]},
     "blacklist": {"mode": "blacklist", "deny": ["x-internal", "accept"]},
-    "shaped": {"mode": "whitelist", "allow": ["x-trace-id", "user-agent"], "force": {"x-team": "core",
-               "x-trace-id": "forced"}, "add": {"x-source": "keyrelay", "x-team": "ignored"}, "drop": ["user-agent"]},
+    "shaped": {"mode": "whitelist", "allow": ["x-trace-id", "user-agent"],
+               "force": {"x-team": "core", "x-trace-id": "forced"},
+               "add": {"x-source": "keyrelay", "x-team": "ignored"}, "drop": ["user-agent"]},
 }
 CLIENT_SENDS = {"X-Trace-Id": "trace-1", "X-Internal": "secret-ish", "User-Agent": "client-sdk/9",
                 "Cookie": "session=abc", "X-Goog-Api-Key": "client-goog-secret", "Accept": "application/json"}
@@ -219,7 +222,8 @@ def test_header_modes_send_exactly_the_expected_headers(tmp_path):
             providers.append(p)
             models.append({"name": f"m-{mode}", "targets": [{"provider": p["name"], "model": "gpt-4o-mini"}]})
         config = {"server": {"admin_token": ADMIN}, "auth": {"mode": "keys"},
-                  "clients": [{"name": "tester", "key": CLIENT_KEY}], "providers": providers, "models": models}
+                  "clients": [{"name": "tester", "key": CLIENT_KEY}], "providers": providers,
+                  "models": models}
         with Server(tmp_path, config) as gw:
             for mode in MODES:
                 n = len(up.headers)
@@ -232,16 +236,17 @@ def test_header_modes_send_exactly_the_expected_headers(tmp_path):
                 for name, value in EXPECTED[mode].items():
                     if value is not None:
                         assert got[name].startswith(value), (mode, name)
-                assert got["authorization"] == f"Bearer {OAI_KEY}", mode  # the upstream key, never the client's
+                assert got["authorization"] == f"Bearer {OAI_KEY}", mode  # the upstream key, not the client's
                 assert "cookie" not in got and "x-goog-api-key" not in got and "x-api-key" not in got
                 assert CLIENT_KEY not in json.dumps(got)
 
 
 # ---------------------------------------------------------------------------------------------- transforms
 
+SAFETY = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
 REQUEST_GEMINI = [
     {"set": "$.generationConfig.maxOutputTokens", "value": 1024},
-    {"add": "$.safetySettings", "value": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]},
+    {"add": "$.safetySettings", "value": SAFETY},
     {"drop": "$.generationConfig.temperature"},
     {"regex": "(?i)secret-\\w+", "replace": "[removed]", "path": "$.contents[*].parts[*].text"},
 ]

@@ -46,8 +46,9 @@ def test_a_bad_jsonpath_or_regex_names_its_rule(bad, field):
     ({"drop": "$.a", "extra": 1}, "providers[0].transforms.request[0].extra: unknown option"),
 ])
 def test_malformed_rules_name_their_field(bad, message):
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+    with pytest.raises(ConfigError) as exc:
         parse_config(provider({"request": [bad]}))
+    assert str(exc.value).startswith(message)
 
 
 def test_header_settings_are_checked():
@@ -95,9 +96,10 @@ def test_check_config_exits_2_naming_the_rule(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- bodies
 
+SAFETY = [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]
 ISSUE_RULES = {"request": [
     {"set": "$.generationConfig.maxOutputTokens", "value": 1024},
-    {"add": "$.safetySettings", "value": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]},
+    {"add": "$.safetySettings", "value": SAFETY},
     {"drop": "$.logprobs"},
     {"regex": "(?i)secret-\\w+", "replace": "[removed]", "path": "$.contents[*].parts[*].text"},
 ]}
@@ -109,9 +111,10 @@ def test_each_request_rule_on_a_gemini_body():
     body = {"contents": [{"role": "user", "parts": [{"text": "a SECRET-abc b"}, {"text": "secret-x"}]}],
             "generationConfig": {"temperature": 0.5, "maxOutputTokens": 9}, "logprobs": True}
     out = tf.apply_rules(rules, body)
-    assert out == {"contents": [{"role": "user", "parts": [{"text": "a [removed] b"}, {"text": "[removed]"}]}],
+    parts = [{"text": "a [removed] b"}, {"text": "[removed]"}]
+    assert out == {"contents": [{"role": "user", "parts": parts}],
                    "generationConfig": {"temperature": 0.5, "maxOutputTokens": 1024},
-                   "safetySettings": [{"category": "HARM_CATEGORY_HARASSMENT", "threshold": "BLOCK_NONE"}]}
+                   "safetySettings": SAFETY}
     assert body["logprobs"] is True and body["generationConfig"]["maxOutputTokens"] == 9  # never in place
 
 
@@ -127,7 +130,8 @@ def test_add_keeps_what_is_there_and_set_creates_missing_objects():
 def test_each_request_rule_on_an_openai_body():
     rules = compiled({"request": [
         {"set": "$.max_tokens", "value": 64}, {"add": "$.user", "value": "keyrelay"},
-        {"drop": "$.logprobs"}, {"regex": "secret-\\w+", "replace": "[removed]", "path": "$.messages[*].content"},
+        {"drop": "$.logprobs"},
+        {"regex": "secret-\\w+", "replace": "[removed]", "path": "$.messages[*].content"},
     ]}).request
     assert rules is not None
     out = tf.apply_rules(rules, {"model": "m", "max_tokens": 4000, "logprobs": True,
@@ -139,8 +143,8 @@ def test_each_request_rule_on_an_openai_body():
 def test_a_regex_without_path_edits_every_string():
     rules = compiled({"response": [{"regex": "foo", "replace": "bar"}]}).response
     assert rules is not None
-    assert tf.apply_rules(rules, {"a": "foo", "b": [{"c": "xfoo"}], "n": 1}) == {"a": "bar", "b": [{"c": "xbar"}],
-                                                                             "n": 1}
+    out = tf.apply_rules(rules, {"a": "foo", "b": [{"c": "xfoo"}], "n": 1})
+    assert out == {"a": "bar", "b": [{"c": "xbar"}], "n": 1}
 
 
 def test_a_rule_failing_at_run_time_is_skipped_and_logged(caplog):
@@ -174,8 +178,9 @@ ADAPTER = {"x-goog-api-key": "upstream-key"}
     ({"mode": "passthrough"}, {"x-trace-id": "t1", "x-internal": "i", "user-agent": "sdk/1"}),
     ({"mode": "whitelist", "allow": ["X-Trace-Id", "authorization"]}, {"x-trace-id": "t1"}),
     ({"mode": "blacklist", "deny": ["x-internal"]}, {"x-trace-id": "t1", "user-agent": "sdk/1"}),
-    ({"mode": "passthrough", "force": {"x-trace-id": "forced"}, "add": {"x-source": "keyrelay", "x-internal": "no"},
-      "drop": ["user-agent"]}, {"x-trace-id": "forced", "x-internal": "i", "x-source": "keyrelay"}),
+    ({"mode": "passthrough", "force": {"x-trace-id": "forced"},
+      "add": {"x-source": "keyrelay", "x-internal": "no"}, "drop": ["user-agent"]},
+     {"x-trace-id": "forced", "x-internal": "i", "x-source": "keyrelay"}),
 ])
 def test_header_modes(settings, expected):
     rules = compiled({"headers": settings}).headers
