@@ -10,6 +10,7 @@ CREATE TABLE IF NOT EXISTS inspector_entries (
     route       TEXT,                        -- provider/model that answered
     status      INTEGER,
     outcome     TEXT,
+    duration_ms REAL,                        -- the client's whole exchange
     bytes       INTEGER NOT NULL,            -- length of doc
     doc         BLOB NOT NULL
 );

@@ -10,6 +10,7 @@ sessionStorage) and polls the admin API:
 - Usage: requests, tokens or cost per day per client over the last 14 days, an SVG line chart drawn with
   ``createElementNS`` and the same numbers as a table (``GET /admin/api/usage?group_by=day&client=<id>``,
   every 10 s). While the usage report answers 404 the panels say "usage not available" and stop asking.
+- Traffic: the inspector's captures, one transaction with its timing bar and bodies (``dashboard_traffic``).
 
 Every value is inserted with textContent or as an SVG attribute, never as HTML; the CSP allows only this
 page's nonce (no inline handlers, no eval, nothing external).
@@ -22,6 +23,7 @@ from html import escape
 from flask import Blueprint, Response, current_app
 
 from proxy import __version__
+from proxy.api import dashboard_traffic as traffic
 
 bp = Blueprint("admin_dashboard", __name__)
 
@@ -589,7 +591,8 @@ PAGE = """<!doctype html>
 def render_page(source: str, nonce: str) -> str:
     body = BODY.format(version=escape(__version__), source=escape(source), poll_s=POLL_MS / 1000,
                        usage_poll_s=USAGE_POLL_MS / 1000, days=USAGE_DAYS)
-    return PAGE.format(nonce=nonce, style=STYLE, body=body, script=SCRIPT, poll_ms=POLL_MS,
+    return PAGE.format(nonce=nonce, style=STYLE + traffic.STYLE, body=body + traffic.BODY,
+                       script=SCRIPT + traffic.SCRIPT, poll_ms=POLL_MS,
                        usage_poll_ms=USAGE_POLL_MS, days=USAGE_DAYS)
 
 

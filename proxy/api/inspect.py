@@ -76,7 +76,8 @@ def _query(default_limit: int, docs: bool = False) -> list[dict]:
 def _summary(row: dict) -> dict:
     return {"id": row["id"], "started_at": row["at"], "request_id": row["request_id"],
             "model": row["model"] or None, "client_id": row["client_id"] or None, "route": row["route"],
-            "status": row["status"], "outcome": row["outcome"], "bytes": row["bytes"]}
+            "status": row["status"], "outcome": row["outcome"], "duration_ms": row["duration_ms"],
+            "bytes": row["bytes"]}
 
 
 def _har_response() -> Response:

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from proxy.relay import Attempt, Trace
 
 REDACTED = "[REDACTED]"
+UNREDACTABLE = "[not stored: could not be redacted]"  # JSON that does not parse (cut while captured)
 _KEY_PARAM = re.compile(r"([?&](?:key|api_key|api-key|access_token)=)[^&#]*", re.IGNORECASE)
 
 
@@ -73,8 +74,8 @@ def body_text(raw: bytes | str | None, settings: InspectorConfig, secrets: Seque
     if text and settings.redact_paths and text.lstrip()[:1] in ("{", "["):
         try:
             text = orjson.dumps(redact_json(orjson.loads(text), settings.redact_paths)).decode()
-        except orjson.JSONDecodeError:
-            pass
+        except orjson.JSONDecodeError:  # never store what the redact paths could not be applied to
+            return {"text": UNREDACTABLE, "size": len(text.encode()), "truncated": True, "mime": mime}
     text = scrub(text, secrets)
     return cut(text, settings.max_body_bytes, mime)
 
@@ -124,7 +125,8 @@ def _redact_event(text: str, settings: InspectorConfig) -> str:
                 redacted = redact_json(orjson.loads(data), settings.redact_paths)
                 line = "data: " + orjson.dumps(redacted).decode()
             except orjson.JSONDecodeError:
-                pass
+                if data[:1] in ("{", "["):
+                    line = "data: " + UNREDACTABLE
         lines.append(line)
     return "\n".join(lines)
 

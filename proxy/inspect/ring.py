@@ -35,6 +35,7 @@ log = logging.getLogger("keyrelay")
 
 FLUSH_INTERVAL_S = 0.25
 MAX_QUEUE = 2000  # finished captures waiting for the flusher per worker
+MAX_QUEUE_BYTES = 64 * 1024 * 1024  # and the bytes they hold (about)
 MAX_BATCH = 200  # captures per flush transaction
 
 
@@ -48,6 +49,12 @@ def sampled(request_id: str, sample: float) -> bool:
     return h / 2**64 < sample
 
 
+def held_bytes(ex: Exchange) -> int:
+    """About how much memory a finished capture holds until it is flushed."""
+    return (len(ex.body) + len(ex.response_body or b"") + 256 * len(ex.chunks)
+            + sum(len(t.raw) + t.kept for t in ex.attempts))
+
+
 class Inspector:
     def __init__(self, config: Config, store: KeyStore, *, flush_interval_s: float = FLUSH_INTERVAL_S,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -58,7 +65,8 @@ class Inspector:
         self.provider_transforms = {p.name: p.transforms for p in config.providers}
         self.any_transforms = any(p.transforms for p in config.providers) or \
             any(m.transforms for m in config.models)
-        self._queue: list[tuple[Exchange, Any, float]] = []
+        self._queue: list[tuple[Exchange, Any, float, int]] = []
+        self._queued_bytes = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
@@ -135,12 +143,14 @@ class Inspector:
             entry["response_body"] = (client["response"]["body"] or {}).get("text")
         if not ex.store:
             return
+        size = held_bytes(ex)
         with self._lock:
-            if len(self._queue) < MAX_QUEUE:
-                self._queue.append((ex, trace, now))
+            if len(self._queue) < MAX_QUEUE and self._queued_bytes + size <= MAX_QUEUE_BYTES:
+                self._queue.append((ex, trace, now, size))
+                self._queued_bytes += size
                 return
             self.dropped += 1
-        log.warning("inspector capture dropped: %d waiting", MAX_QUEUE,
+        log.warning("inspector capture dropped: the flush queue is full",
                     extra={"event": "inspector_dropped", "request_id": ex.request_id})
 
     # -- the flusher ---------------------------------------------------------------------------------
@@ -154,7 +164,7 @@ class Inspector:
         doc = record.transaction(ex, trace, t_done, self.settings, secrets)
         data = record.encode(doc, secrets)
         return (ex.started_at, ex.request_id, ex.model or "", ex.client_id or "", doc["route"], ex.status,
-                doc["outcome"], len(data), data)
+                doc["outcome"], doc["duration_ms"], len(data), data)
 
     def flush(self, timeout: float | None = None) -> bool:
         if not self._flush_lock.acquire(timeout=-1 if timeout is None else timeout):
@@ -163,10 +173,11 @@ class Inspector:
             while True:
                 with self._lock:
                     batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+                    self._queued_bytes -= sum(b[3] for b in batch)
                 if not batch:
                     return True
                 rows = []
-                for ex, trace, t_done in batch:
+                for ex, trace, t_done, _size in batch:
                     try:
                         rows.append(self._row(ex, trace, t_done))
                     except Exception:  # one capture that cannot be built must not hold the others
@@ -180,6 +191,7 @@ class Inspector:
                 except StoreUnavailable as exc:
                     with self._lock:
                         self._queue[:0] = batch
+                        self._queued_bytes += sum(b[3] for b in batch)
                     log.warning("inspector flush deferred: %s", exc, extra={"event": "inspector_deferred"})
                     return False
         finally:
@@ -226,6 +238,7 @@ class Inspector:
     def clear(self) -> int:
         with self._lock:
             self._queue.clear()
+            self._queued_bytes = 0
         with self.store.transaction() as tx:
             return cast(InspectorTx, tx).clear_captures()
 

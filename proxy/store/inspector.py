@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-ENTRY_COLUMNS = ("at", "request_id", "model", "client_id", "route", "status", "outcome", "bytes", "doc")
-SUMMARY_COLUMNS = ("id", "at", "request_id", "model", "client_id", "route", "status", "outcome", "bytes")
+SUMMARY_COLUMNS = ("id", "at", "request_id", "model", "client_id", "route", "status", "outcome",
+                   "duration_ms", "bytes")
+ENTRY_COLUMNS = (*SUMMARY_COLUMNS[1:], "doc")
 
 _INSERT = (f"INSERT INTO inspector_entries({', '.join(ENTRY_COLUMNS)})"
            f" VALUES ({', '.join('?' * len(ENTRY_COLUMNS))})")

@@ -144,7 +144,8 @@ def store(tmp_path):
 
 
 def _rows(n: int, size: int = 10, start: int = 0) -> list[tuple]:
-    return [(float(i), f"r{i}", "m", "", None, 200, "ok", size, b"x" * size) for i in range(start, start + n)]
+    return [(float(i), f"r{i}", "m", "", None, 200, "ok", 1.0, size, b"x" * size)
+            for i in range(start, start + n)]
 
 
 def test_the_ring_keeps_the_newest_max_entries(store):
@@ -167,7 +168,7 @@ def test_the_ring_keeps_within_max_bytes(store):
 
 def test_ring_filters(store):
     rows = _rows(4)
-    rows[1] = (1.0, "r1", "other", "c_9", None, 429, "quota", 10, b"y")
+    rows[1] = (1.0, "r1", "other", "c_9", None, 429, "quota", 1.0, 10, b"y")
     with store.transaction() as tx:
         cast(InspectorTx, tx).add_captures(rows, max_entries=100, max_bytes=10**6)
     with store.snapshot() as tx:
@@ -181,3 +182,11 @@ def test_ring_filters(store):
         assert one is not None and one["doc"] == b"x" * 10
     with store.transaction() as tx:
         assert cast(InspectorTx, tx).clear_captures() == 4
+
+
+def test_json_the_redact_paths_cannot_parse_is_not_stored():
+    s = settings(redact=["$.messages[*].content"])
+    out = record.body_text(b'{"messages": [{"content": "private and cut', s, ())
+    assert out is not None and out["text"] == record.UNREDACTABLE and out["truncated"] is True
+    event = record.stream_chunks([(1.0, 'data: {"messages": [{"content": "priv')], 0.0, s, ())[0]
+    assert event == [{"time_ms": 1000.0, "text": "data: " + record.UNREDACTABLE}]
