@@ -123,6 +123,7 @@ class Inspector:
         if not ex.recording:
             return ex
         ex.t_response = time.monotonic()
+        ex.started_at = state.get("wall_started") or ex.started_at
         ex.method, ex.path = request.method, request.path
         ex.query = request.query_string.decode("latin-1")
         # only a body the request already read (never read one here: a refused body stays unread)

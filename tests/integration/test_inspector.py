@@ -147,6 +147,31 @@ def test_v1_inspect_is_the_har_for_the_admin_only(har_gw):
     assert requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H, timeout=10).json()["entries"] == 0
 
 
+def test_refused_requests_are_captured_too_without_the_key_they_presented(har_gw):
+    gw = har_gw
+    wrong = "kr-" + "W" * 43
+    r = requests.post(gw.url + "/v1/chat/completions",
+                      headers={"Authorization": f"Bearer {wrong}", "X-Request-ID": "refused-401"},
+                      json={"model": "flash", "messages": user("x")}, timeout=10)
+    assert r.status_code == 401
+    r = requests.post(gw.url + "/v1/chat/completions", headers={**CLIENT_H, "X-Request-ID": "refused-400"},
+                      json={"model": "flash", "messages": "not a list"}, timeout=10)
+    assert r.status_code == 400
+    deadline = time.monotonic() + 10
+    while True:
+        rows = {row["request_id"]: row for row in wait_entries(gw, 1)}
+        if {"refused-401", "refused-400"} <= set(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert rows["refused-401"]["status"] == 401 and rows["refused-400"]["status"] == 400
+    detail = requests.get(gw.url + f"/admin/api/inspect/{rows['refused-401']['id']}", headers=ADMIN_H,
+                          timeout=10).json()["transaction"]
+    assert detail["attempts"] == [] and detail["client"]["response"]["status"] == 401
+    assert wrong not in json.dumps(detail)
+    db = b"".join(p.read_bytes() for p in gw.dir.glob("keyrelay.db*"))
+    assert wrong.encode() not in db
+
+
 # ---------------------------------------------------------------------------------------------- ring, sample
 
 
