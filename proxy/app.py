@@ -233,12 +233,12 @@ def _install_request_log(app: Flask) -> None:
             resp.headers.update(admission.headers)
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
-        started = state.get("started", time.monotonic())
         exchange = app.extensions["keyrelay"].inspector.response(state, request, resp) \
-            if request.blueprint in DATA_PLANE else None
+            if request.blueprint in DATA_PLANE and request.method == "POST" else None
         done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
                 "admission": admission, "wall_started": state.get("wall_started"),
                 "gateway": app.extensions["keyrelay"], "exchange": exchange}
+        started = state.get("started", time.monotonic())
         if resp.is_streamed:  # log when the stream has ended, with its whole story
             resp.call_on_close(lambda: _request_done(entry, started, done))
         else:
