@@ -100,7 +100,7 @@ class Exchange:
     request_id: str
     model: str | None
     client_id: str | None
-    client_headers: list[tuple[str, str]]  # as the client sent them (credentials dropped when recorded)
+    client_headers: Any  # (name, value) pairs as the client sent them (the request's own Headers at first)
     transforms: dict[tuple[str, str], tf.Transforms]  # (provider, model) -> merged; filled lazily
     model_transforms: tf.Transforms | None
     provider_transforms: dict[str, tf.Transforms | None]

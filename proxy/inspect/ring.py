@@ -98,7 +98,7 @@ class Inspector:
         presented = presented_key(headers) if recording else None
         ex = Exchange(
             request_id=request_id, model=model, client_id=client_id,
-            client_headers=list(headers.items()), transforms={},
+            client_headers=headers, transforms={},
             model_transforms=model_cfg.transforms if model_cfg else None,
             provider_transforms=self.provider_transforms, store=store, log_bodies=log_bodies,
             keep_bytes=4 * self.settings.max_body_bytes + 65536, secrets=(presented,) if presented else (),
@@ -124,6 +124,7 @@ class Inspector:
             return ex
         ex.t_response = time.monotonic()
         ex.started_at = state.get("wall_started") or ex.started_at
+        ex.client_headers = list(request.headers.items())
         ex.method, ex.path = request.method, request.path
         ex.query = request.query_string.decode("latin-1")
         # only a body the request already read (never read one here: a refused body stays unread)

@@ -34,7 +34,6 @@ interpret; response header names are lower-cased. Errors never contain keys or p
 from __future__ import annotations
 
 import base64
-import copy
 import ipaddress
 import logging
 import math
@@ -280,7 +279,8 @@ class Transport:
         self._targets: dict[str, _Target] = {}
 
     def tapped(self, tap: Tap) -> Transport:
-        clone = copy.copy(self)  # shares the pool keys and the target cache
+        clone = object.__new__(Transport)  # shares the pool keys and the target cache
+        clone.__dict__.update(self.__dict__)
         clone.tap = tap
         return clone
 
