@@ -246,10 +246,10 @@ class Relay:
         raise _merge_no_key(no_key)
 
     def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float,
-              trace: Trace) -> Call:
+              trace: Trace | None = None) -> Call:
         t = provider.timeouts
         transport = http.transport_for(provider)
-        if trace.hook is not None:  # the inspector's tap and the transforms on this attempt
+        if trace is not None and trace.hook is not None:  # the inspector's tap and the transforms on this attempt
             transport = trace.hook.attempt(target, key.id, transport)
         return Call(
             base_url=provider.base_url,
