@@ -172,6 +172,34 @@ def test_refused_requests_are_captured_too_without_the_key_they_presented(har_gw
     assert wrong.encode() not in db
 
 
+def test_anthropic_messages_are_captured_with_their_translated_attempts(har_gw, mock):
+    gw = har_gw
+    body = {"model": "flash", "max_tokens": 50, "messages": [{"role": "user", "content": "from claude sdk"}]}
+    r = requests.post(gw.url + "/v1/messages", headers={**CLIENT_H, "X-Request-ID": "msg-plain"}, json=body,
+                      timeout=30)
+    assert r.status_code == 200, r.text
+    with requests.post(gw.url + "/v1/messages", headers={**CLIENT_H, "X-Request-ID": "msg-stream"},
+                       json={**body, "stream": True}, stream=True, timeout=30) as s:
+        assert b"message_stop" in b"".join(s.iter_content(None))
+    deadline = time.monotonic() + 10
+    while True:
+        rows = {row["request_id"]: row for row in wait_entries(gw, 1)}
+        if {"msg-plain", "msg-stream"} <= set(rows) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for rid, stream in (("msg-plain", False), ("msg-stream", True)):
+        tx = requests.get(gw.url + f"/admin/api/inspect/{rows[rid]['id']}", headers=ADMIN_H,
+                          timeout=10).json()["transaction"]
+        assert tx["client"]["request"]["path"] == "/v1/messages" and tx["status"] == 200
+        (attempt,) = tx["attempts"]
+        assert ":streamGenerateContent" in attempt["request"]["url"] if stream else \
+            ":generateContent" in attempt["request"]["url"]
+        assert "from claude sdk" in attempt["request"]["body"]["text"]  # the Gemini body as sent
+        assert ("chunks" in tx["client"]["response"]) is stream
+        if stream:
+            assert len(attempt["response"]["chunks"]) >= 1 and len(tx["client"]["response"]["chunks"]) >= 2
+
+
 # ---------------------------------------------------------------------------------------------- ring, sample
 
 
