@@ -203,23 +203,38 @@ def test_anthropic_messages_are_captured_with_their_translated_attempts(har_gw, 
 # ---------------------------------------------------------------------------------------------- ring, sample
 
 
+def pinned_sessions(gw: Server) -> list[requests.Session]:
+    """One keep-alive session per worker (gunicorn keeps a connection on the worker that accepted it)."""
+    out: dict[str, requests.Session] = {}
+    for _ in range(60):
+        session = requests.Session()
+        pid = session.get(gw.url + "/admin/api/inspect?limit=1", headers=ADMIN_H,
+                          timeout=10).headers["X-Keyrelay-Worker"]
+        if pid in out:
+            session.close()
+        else:
+            out[pid] = session
+        if len(out) == 2:
+            return list(out.values())
+    pytest.fail("could not reach both workers")
+
+
 def test_the_ring_holds_max_entries_across_two_workers(tmp_path, mock):
     with Server(tmp_path, base_config(mock.url, max_entries=5)) as gw:
-        session = requests.Session()
-        pids = set()
-        for i in range(14):
-            r = session.post(gw.url + "/v1/chat/completions",
-                             headers={**CLIENT_H, "X-Request-ID": f"ring-{i:02d}"},
-                             json={"model": "gpt", "messages": user(f"n{i}")}, timeout=30)
+        sessions = pinned_sessions(gw)
+        for i in range(14):  # alternately through each worker: both capture, both trim the one ring
+            r = sessions[i % 2].post(gw.url + "/v1/chat/completions",
+                                     headers={**CLIENT_H, "X-Request-ID": f"ring-{i:02d}"},
+                                     json={"model": "gpt", "messages": user(f"n{i}")}, timeout=30)
             assert r.status_code == 200
-            pids.add(requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H, timeout=10)
-                     .headers["X-Keyrelay-Worker"])
         time.sleep(0.8)  # every worker's flush interval (0.25 s) has passed
         rows = wait_entries(gw, 5)
         assert [r["request_id"] for r in rows] == [f"ring-{i:02d}" for i in range(13, 8, -1)]
         listing = requests.get(gw.url + "/admin/api/inspect", headers=ADMIN_H, timeout=10).json()
         assert listing["entries"] == 5
-        assert len(pids) == 2, "both workers answered"
+        served = {json.loads(line)["pid"] for line in gw.logs().splitlines()
+                  if '"ring-' in line and '"event":"request"' in line}
+        assert len(served) == 2, "both workers served (and captured) requests"
 
 
 def test_sample_half_captures_the_requests_whose_id_hashes_below_it(tmp_path, mock):
