@@ -249,7 +249,7 @@ class Relay:
               trace: Trace | None = None) -> Call:
         t = provider.timeouts
         transport = http.transport_for(provider)
-        if trace is not None and trace.hook is not None:  # the inspector's tap and the transforms on this attempt
+        if trace is not None and trace.hook is not None:  # the inspector's tap, the transforms
             transport = trace.hook.attempt(target, key.id, transport)
         return Call(
             base_url=provider.base_url,

@@ -101,7 +101,6 @@ class Exchange:
     model: str | None
     client_id: str | None
     client_headers: Any  # (name, value) pairs as the client sent them (the request's own Headers at first)
-    transforms: dict[tuple[str, str], tf.Transforms]  # (provider, model) -> merged; filled lazily
     model_transforms: tf.Transforms | None
     provider_transforms: dict[str, tf.Transforms | None]
     store: bool  # record this exchange in the ring
@@ -128,12 +127,8 @@ class Exchange:
         return self.store or self.log_bodies
 
     def rules_for(self, target: TargetConfig) -> tf.Transforms:
-        key = (target.provider, target.model)
-        hit = self.transforms.get(key)
-        if hit is None:
-            hit = tf.merge(self.provider_transforms.get(target.provider), self.model_transforms)
-            self.transforms[key] = hit
-        return hit
+        """The target provider's transforms, with the requested model's sections winning."""
+        return tf.merge(self.provider_transforms.get(target.provider), self.model_transforms)
 
     # -- the relay's hooks ---------------------------------------------------------------------------
 

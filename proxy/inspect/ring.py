@@ -18,7 +18,6 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from proxy.clients.auth import presented_key
@@ -56,11 +55,10 @@ def held_bytes(ex: Exchange) -> int:
 
 
 class Inspector:
-    def __init__(self, config: Config, store: KeyStore, *, flush_interval_s: float = FLUSH_INTERVAL_S,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: Config, store: KeyStore, *,
+                 flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
         self.config, self.settings, self.store = config, config.inspector, store
         self.flush_interval_s = flush_interval_s
-        self.clock = clock
         self.secrets = tuple(config.secrets())
         self.provider_transforms = {p.name: p.transforms for p in config.providers}
         self.any_transforms = any(p.transforms for p in config.providers) or \
@@ -98,7 +96,7 @@ class Inspector:
         presented = presented_key(headers) if recording else None
         ex = Exchange(
             request_id=request_id, model=model, client_id=client_id,
-            client_headers=headers, transforms={},
+            client_headers=headers,
             model_transforms=model_cfg.transforms if model_cfg else None,
             provider_transforms=self.provider_transforms, store=store, log_bodies=log_bodies,
             keep_bytes=4 * self.settings.max_body_bytes + 65536, secrets=(presented,) if presented else (),

@@ -69,7 +69,7 @@ def test_sse_events_keep_their_arrival_and_the_limit():
 
 def _exchange(**kw: object) -> Exchange:
     ex = Exchange(request_id="rid-1", model="flash", client_id="c_1", client_headers=[("Authorization",
-                  f"Bearer {CLIENT_KEY}"), ("x-trace", "t")], transforms={}, model_transforms=None,
+                  f"Bearer {CLIENT_KEY}"), ("x-trace", "t")], model_transforms=None,
                   provider_transforms={}, store=True, log_bodies=False, keep_bytes=1 << 20,
                   secrets=(CLIENT_KEY,))
     ex.t0, ex.started_at = 100.0, 1_800_000_000.0
