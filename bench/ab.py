@@ -75,8 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mock_url = mock.stdout.readline().rsplit("listening on ", 1)[1].strip()  # type: ignore[union-attr]
         runs: dict[str, tuple[str, bool]] = {}
-        if a.baseline is not None:
-            p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
+        if a.baseline is not None:  # an old checkout may know no auth section; this set's needs one
+            base_extra = {"auth": {"mode": "open"}} if a.set == "inspector" else {}
+            p, url = serve(a.baseline.resolve(), mock_url, base_extra, tmp)
             procs.append(p)
             runs["baseline"] = (url, False)
         variants = SETS[a.set]
