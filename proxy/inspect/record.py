@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 REDACTED = "[REDACTED]"
 UNREDACTABLE = "[not stored: could not be redacted]"  # JSON that does not parse (cut while captured)
+_KEYLIKE = re.compile(r"\b(?:sk-|gsk_|AIza)[-_A-Za-z0-9*.]{6,}")  # as proxy/providers/openai.py
 _KEY_PARAM = re.compile(r"([?&](?:key|api_key|api-key|access_token)=)[^&#]*", re.IGNORECASE)
 
 
@@ -201,6 +202,8 @@ def attempt_doc(n: int, tap: AttemptTap, attempt: Attempt | None, settings: Insp
                             "mime": "text/event-stream"}
     elif tap.status is not None:
         mime = tap.headers.get("content-type", "application/json")
+        if tap.status >= 400:  # upstreams echo keys in errors, even masked ("sk-VKMIs***...wjh3")
+            data = _KEYLIKE.sub(REDACTED, data.decode("utf-8", "replace")).encode()
         response["body"] = body_text(data, settings, secrets, mime)
         if tap.cut and response["body"] is not None:
             response["body"]["truncated"] = True

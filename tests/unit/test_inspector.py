@@ -190,3 +190,11 @@ def test_json_the_redact_paths_cannot_parse_is_not_stored():
     assert out is not None and out["text"] == record.UNREDACTABLE and out["truncated"] is True
     event = record.stream_chunks([(1.0, 'data: {"messages": [{"content": "priv')], 0.0, s, ())[0]
     assert event == [{"time_ms": 1000.0, "text": "data: " + record.UNREDACTABLE}]
+
+
+def test_keys_an_upstream_echoes_in_an_error_are_not_stored():
+    ex = _exchange()
+    body = b'{"error": {"message": "Incorrect API key: sk-VKMIs***wjh3"}}'
+    tap = _tap(ex, 100.0, 401, False, [(100.01, body)], "application/json")
+    doc = record.attempt_doc(1, tap, None, settings(), ())
+    assert "VKMIs" not in doc["response"]["body"]["text"] and "[REDACTED]" in doc["response"]["body"]["text"]
