@@ -243,7 +243,7 @@ def client_doc(ex: Exchange, t_done: float, settings: InspectorConfig, secrets: 
 
 def transaction(ex: Exchange, trace: Trace | None, t_done: float, settings: InspectorConfig,
                 secrets: Sequence[str]) -> dict:
-    secrets = tuple(sorted({*secrets, *ex.secrets}, key=len, reverse=True))  # longest first
+    """The stored document of one exchange; ``secrets`` (longest first) include the presented client key."""
     attempts = list(trace.attempts) if trace else []
     taps = ex.attempts
     docs = [attempt_doc(i + 1, tap, attempts[i] if i < len(attempts) else None, settings, secrets)

@@ -104,9 +104,9 @@ def test_a_transaction_as_har_validates_and_adds_up():
     trace = Trace(attempts=[Attempt("g", "gemini-2.5-flash", "k_0123456789", "transient", 20.0, "boom"),
                             Attempt("g", "gemini-2.5-flash", "k_0123456789", "ok", 30.0)],
                   route=TargetConfig("g", "gemini-2.5-flash"), key_id="k_0123456789")
-    secrets = (KEY,)
+    secrets = (CLIENT_KEY, KEY)
     doc = record.transaction(ex, trace, 100.07, settings(), secrets)
-    data = record.encode(doc, (*secrets, CLIENT_KEY))
+    data = record.encode(doc, secrets)
     assert KEY.encode() not in data and CLIENT_KEY.encode() not in data
     log = har.har([orjson.loads(data)])
     jsonschema.validate(log, SCHEMA, format_checker=jsonschema.FormatChecker())
