@@ -51,10 +51,12 @@ def safe_url(url: str, secrets: Iterable[str] = ()) -> str:
     return scrub(_KEY_PARAM.sub(r"\1" + REDACTED, url), secrets)
 
 
-def safe_headers(headers: Iterable[tuple[str, str]], secrets: Iterable[str]) -> list[list[str]]:
+def safe_headers(headers: Any, secrets: Iterable[str]) -> list[list[str]]:
+    """(name, value) pairs (or a mapping / Headers), credentials as "[REDACTED]", secrets scrubbed."""
     secrets = tuple(secrets)
+    pairs = headers.items() if hasattr(headers, "items") else headers
     return [[name, REDACTED if name.lower() in CREDENTIALS else scrub(str(value), secrets)]
-            for name, value in headers]
+            for name, value in pairs]
 
 
 def redact_json(doc: Any, paths: Sequence[Any]) -> Any:

@@ -9,7 +9,8 @@ capture from the request to the ring in the store, and reads the ring for the ad
   (``capture.py``). When it ended, the capture is queued (at most ``MAX_QUEUE``; past it captures are
   dropped and counted); a background flusher every ``FLUSH_INTERVAL_S`` builds the documents (parse,
   redact, cut, serialize: ``record.py``) and writes them in one transaction, which also trims the ring to
-  ``max_entries`` / ``max_bytes``. A locked database keeps the queue for the next flush.
+  ``max_entries`` / ``max_bytes`` (at most MAX_BATCH captures, about MAX_BATCH_BYTES, per transaction:
+  the write lock is never held long). A locked database keeps the queue for the next flush.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ log = logging.getLogger("keyrelay")
 FLUSH_INTERVAL_S = 0.25
 MAX_QUEUE = 2000  # finished captures waiting for the flusher per worker
 MAX_QUEUE_BYTES = 64 * 1024 * 1024  # and the bytes they hold (about)
-MAX_BATCH = 200  # captures per flush transaction
+MAX_BATCH = 100  # captures per flush transaction
+MAX_BATCH_BYTES = 1024 * 1024  # and about the bytes they hold: the write lock is held a few ms at most
 
 
 def sampled(request_id: str, sample: float) -> bool:
@@ -172,8 +174,12 @@ class Inspector:
         try:
             while True:
                 with self._lock:
-                    batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-                    self._queued_bytes -= sum(b[3] for b in batch)
+                    n, held = 0, 0
+                    while n < min(MAX_BATCH, len(self._queue)) and (n == 0 or held < MAX_BATCH_BYTES):
+                        held += self._queue[n][3]
+                        n += 1
+                    batch, self._queue = self._queue[:n], self._queue[n:]
+                    self._queued_bytes -= held
                 if not batch:
                     return True
                 rows = []

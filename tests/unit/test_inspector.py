@@ -198,3 +198,54 @@ def test_keys_an_upstream_echoes_in_an_error_are_not_stored():
     tap = _tap(ex, 100.0, 401, False, [(100.01, body)], "application/json")
     doc = record.attempt_doc(1, tap, None, settings(), ())
     assert "VKMIs" not in doc["response"]["body"]["text"] and "[REDACTED]" in doc["response"]["body"]["text"]
+
+
+def _ring(tmp_path, **inspector: object):
+    from proxy.inspect.ring import Inspector
+    from proxy.store import db
+
+    path = tmp_path / "flush.db"
+    conn = db.connect(str(path))
+    db.migrate(conn)
+    conn.close()
+    cfg = parse_config({"providers": [{"name": "m", "type": "mock"}],
+                        "inspector": {"enabled": True, **inspector}})
+    store = SQLiteStore(path, lock_wait_s=0.2)
+    return Inspector(cfg, store), store, path
+
+
+def _finish(ins, rid: str) -> None:
+    ex = ins.begin(rid, "m", None, {"Authorization": f"Bearer {CLIENT_KEY}"})
+    assert ex is not None
+    ex.method, ex.path, ex.status, ex.body = "POST", "/v1/chat/completions", 200, b'{"model":"m"}'
+    ins.done(ex, None, {})
+
+
+def test_a_locked_database_keeps_the_captures_for_the_next_flush(tmp_path):
+    import sqlite3
+
+    ins, store, path = _ring(tmp_path, max_entries=3)
+    for i in range(5):
+        _finish(ins, f"lock-{i}")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        assert ins.flush() is False and ins.pending() == 5
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert ins.flush() is True and ins.pending() == 0
+    assert [r["request_id"] for r in ins.entries(10)] == ["lock-4", "lock-3", "lock-2"]
+    assert CLIENT_KEY.encode() not in path.read_bytes() + Path(f"{path}-wal").read_bytes()
+    store.close()
+
+
+def test_the_flush_queue_is_bounded(tmp_path, monkeypatch):
+    from proxy.inspect import ring
+
+    monkeypatch.setattr(ring, "MAX_QUEUE", 3)
+    ins, store, _ = _ring(tmp_path)
+    for i in range(5):
+        _finish(ins, f"q-{i}")
+    assert ins.pending() == 3 and ins.dropped == 2
+    store.close()
