@@ -326,6 +326,8 @@ REQUEST_OPENAI = [
 ]
 VOWELS = [{"regex": "[aeiou]", "replace": "*", "path": "$.choices[*].message.content"},
           {"regex": "[aeiou]", "replace": "*", "path": "$.choices[*].delta.content"}]
+SHAPED = [{"set": "$.system_fingerprint", "value": "fp_keyrelay"}, {"add": "$.service_tier", "value": "kr"},
+          {"add": "$.object", "value": "never-replaces"}, {"drop": "$.choices[*].logprobs"}, *VOWELS]
 
 
 @pytest.fixture(scope="module")
@@ -346,6 +348,10 @@ def tf_gw(tmp_path_factory, mock):
             {"name": "gpt", "targets": [{"provider": "compat", "model": "gpt-4o-mini"}]},
             {"name": "gpt-plain", "targets": [{"provider": "compat", "model": "gpt-4o-mini"}],
              "transforms": {"response": []}},  # the model's (empty) list wins over the provider's
+            {"name": "flash-shaped", "targets": [{"provider": "gem", "model": "gemini-2.5-flash"}],
+             "transforms": {"response": SHAPED}},
+            {"name": "gpt-shaped", "targets": [{"provider": "compat", "model": "gpt-4o-mini"}],
+             "transforms": {"response": SHAPED}},
         ],
     }
     with Server(tmp_path_factory.mktemp("inspect-tf"), config) as gw:
@@ -403,3 +409,30 @@ def test_response_transforms_on_an_answer_and_on_a_stream(tf_gw, mock, model, di
     assert len(mock.find(dialect=dialect)) == 2  # the mock answered plainly, the client got it transformed
     plain = "flash" if dialect == "gemini" else "gpt-plain"
     assert stream_text(tf_gw, {"model": plain, "messages": user("hello there")}) == "echo: hello there"
+
+
+def stream_chunks(gw: Server, body: dict) -> list[dict]:
+    with requests.post(gw.url + "/v1/chat/completions", headers=CLIENT_H, json={**body, "stream": True},
+                       stream=True, timeout=30) as r:
+        assert r.status_code == 200, r.text
+        raw = b"".join(r.iter_content(None)).decode()
+    return [json.loads(line[6:]) for line in raw.splitlines() if line.startswith("data: {")]
+
+
+@pytest.mark.parametrize("model, dialect", [("flash-shaped", "gemini"), ("gpt-shaped", "openai")])
+def test_each_response_rule_on_an_answer_and_on_each_stream_chunk(tf_gw, mock, model, dialect):
+    mock.clear()
+    answer = chat(tf_gw, {"model": model, "messages": user("hello there")}).json()
+    assert answer["system_fingerprint"] == "fp_keyrelay" and answer["service_tier"] == "kr"
+    assert answer["object"] == "chat.completion"  # add: only where absent
+    assert "logprobs" not in answer["choices"][0]
+    assert answer["choices"][0]["message"]["content"] == "*ch*: h*ll* th*r*"
+    chunks = stream_chunks(tf_gw, {"model": model, "messages": user("hello there")})
+    assert len(chunks) >= 3
+    for c in chunks:
+        assert c["system_fingerprint"] == "fp_keyrelay" and c["service_tier"] == "kr"
+        assert c["object"] == "chat.completion.chunk"
+        assert all("logprobs" not in choice for choice in c["choices"])
+    text = "".join((choice["delta"].get("content") or "") for c in chunks for choice in c["choices"])
+    assert text == "*ch*: h*ll* th*r*"
+    assert [c["status"] for c in mock.find(dialect=dialect)] == [200, 200]  # the upstream answered plainly
