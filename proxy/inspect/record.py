@@ -100,14 +100,19 @@ def json_text(value: Any, settings: InspectorConfig) -> str:
 # ---------------------------------------------------------------------------------------------- streams
 
 
-def sse_events(pieces: Sequence[tuple[float, bytes]]) -> list[tuple[float, str]]:
-    """Server-sent events from the body pieces as they arrived: (arrival of its last byte, text)."""
+_SSE_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
+_LINE_END = re.compile(rb"\r?\n")
+
+
+def sse_events(pieces: Sequence[tuple[float, bytes]], end: re.Pattern = _SSE_END) -> list[tuple[float, str]]:
+    """Server-sent events (or, with ``_LINE_END``, NDJSON lines) from the body pieces as they arrived:
+    (arrival of its last byte, text)."""
     events: list[tuple[float, str]] = []
     buf = b""
     for t, piece in pieces:
         buf += piece
         while True:
-            m = re.search(rb"\r\n\r\n|\n\n|\r\r", buf)
+            m = end.search(buf)
             if m is None:
                 break
             events.append((t, buf[: m.start()].decode("utf-8", "replace")))
@@ -122,14 +127,14 @@ def _redact_event(text: str, settings: InspectorConfig) -> str:
         return text
     lines = []
     for line in text.splitlines():
-        if line.startswith("data:"):
-            data = line[5:].strip()
+        if line.startswith(("data:", "{")):
+            data = line[5:].strip() if line.startswith("data:") else line
             try:
                 redacted = redact_json(orjson.loads(data), settings.redact_paths)
-                line = "data: " + orjson.dumps(redacted).decode()
+                line = ("data: " if line.startswith("data:") else "") + orjson.dumps(redacted).decode()
             except orjson.JSONDecodeError:
                 if data[:1] in ("{", "["):
-                    line = "data: " + UNREDACTABLE
+                    line = ("data: " if line.startswith("data:") else "") + UNREDACTABLE
         lines.append(line)
     return "\n".join(lines)
 
@@ -193,15 +198,18 @@ def _raw_request(raw: bytes) -> tuple[list[tuple[str, str]], bytes]:
 def attempt_doc(n: int, tap: AttemptTap, attempt: Attempt | None, settings: InspectorConfig,
                 secrets: Sequence[str]) -> dict:
     headers, body = _raw_request(tap.raw)
-    stream = "text/event-stream" in tap.headers.get("content-type", "") or "alt=sse" in tap.url
+    kind = tap.headers.get("content-type", "")
+    ndjson = "ndjson" in kind  # Ollama streams one JSON object per line
+    stream = ndjson or "text/event-stream" in kind or "alt=sse" in tap.url
     response: dict[str, Any] = {"status": tap.status, "headers": safe_headers(tap.headers.items(), secrets)}
     data = b"".join(p for _, p in tap.pieces)
     if stream and tap.status == 200:
-        chunks, cut_off = stream_chunks(sse_events(tap.pieces), tap.t0, settings, secrets)
+        events = sse_events(tap.pieces, _LINE_END if ndjson else _SSE_END)
+        chunks, cut_off = stream_chunks(events, tap.t0, settings, secrets)
         response["chunks"] = chunks
-        text = "\n\n".join(c["text"] for c in chunks)
+        text = ("\n" if ndjson else "\n\n").join(c["text"] for c in chunks)
         response["body"] = {"text": text, "size": len(data), "truncated": cut_off or tap.cut,
-                            "mime": "text/event-stream"}
+                            "mime": kind or "text/event-stream"}
     elif tap.status is not None:
         mime = tap.headers.get("content-type", "application/json")
         if tap.status >= 400:  # upstreams echo keys in errors, even masked ("sk-VKMIs***...wjh3")

@@ -249,3 +249,12 @@ def test_the_flush_queue_is_bounded(tmp_path, monkeypatch):
         _finish(ins, f"q-{i}")
     assert ins.pending() == 3 and ins.dropped == 2
     store.close()
+
+
+def test_ndjson_streams_are_events_per_line_and_redacted():
+    s = settings(redact=["$.message.content"])
+    pieces = [(1.0, b'{"message": {"content": "se'), (1.2, b'cret"}}\n{"done": true}\n')]
+    events = record.sse_events(pieces, record._LINE_END)
+    assert [t for t, _ in events] == [1.2, 1.2]
+    chunks, _ = record.stream_chunks(events, 1.0, s, ())
+    assert [c["text"] for c in chunks] == ['{"message":{"content":"[REDACTED]"}}', '{"done":true}']
