@@ -14,4 +14,4 @@ CREATE TABLE IF NOT EXISTS inspector_entries (
     bytes       INTEGER NOT NULL,            -- length of doc
     doc         BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS inspector_entries_at ON inspector_entries(at);
+CREATE INDEX IF NOT EXISTS inspector_entries_age ON inspector_entries(at, id, bytes);  -- covers the trim
