@@ -29,8 +29,11 @@ class AttemptTap:
     """One upstream call (``proxy.providers.http.Tap``): transforms its request, records its exchange."""
 
     def __init__(self, exchange: Exchange, target: TargetConfig, key_id: str, rules: tf.Transforms) -> None:
-        self.exchange, self.target, self.key_id, self.rules = exchange, target, key_id, rules
-        self.record = exchange.store
+        # no reference back to the exchange: no cycle, so a flushed capture is freed at once (refcounts),
+        # not by the garbage collector's full passes
+        self.target, self.key_id, self.rules = target, key_id, rules
+        self.request_id, self.client_headers = exchange.request_id, exchange.client_headers
+        self.record, self.keep_bytes = exchange.store, exchange.keep_bytes
         self.started_at = time.time()
         self.t0 = time.monotonic()
         self.t_connected: float | None = None
@@ -56,9 +59,9 @@ class AttemptTap:
         self.method, self.url = method, url
         omit: frozenset[str] = frozenset()
         if self.rules.headers is not None:
-            headers, omit = tf.upstream_headers(self.rules.headers, headers, self.exchange.client_headers)
+            headers, omit = tf.upstream_headers(self.rules.headers, headers, self.client_headers)
         if self.rules.request and body is not None:
-            body = tf.apply_rules(self.rules.request, body, self.exchange.request_id)
+            body = tf.apply_rules(self.rules.request, body, self.request_id)
         return headers, body, omit
 
     def connected(self, sock: socket.socket | ssl.SSLSocket, reused: bool) -> None:
@@ -86,7 +89,7 @@ class AttemptTap:
             return
         if not self.record:
             return
-        if self.kept < self.exchange.keep_bytes:
+        if self.kept < self.keep_bytes:
             self.pieces.append((now, chunk))
             self.kept += len(chunk)
         else:
