@@ -2,9 +2,12 @@
 one gevent worker each, the same bench mock, measured alternately so machine drift hits all alike.
 
     .venv/bin/python -m bench.ab [--baseline /path/to/old/checkout] [--rounds 3] [-n 4000] [-c 16]
+    .venv/bin/python -m bench.ab --set inspector [--rounds 3]   # issue 16: inspector off vs sample 1.0
 
 The baseline checkout runs from its own directory with this venv's Python (its `proxy` package is the
-one imported). Prints the median requests/s and worker CPU per request of each variant.
+one imported); it is optional. Prints the median requests/s and worker CPU per request of each variant
+of the set (``auth``: open vs client keys; ``inspector``: off vs capturing every request), relative to
+the set's first variant.
 """
 from __future__ import annotations
 
@@ -32,12 +35,17 @@ VARIANTS = {  # name -> (extra config, sends the client key)
                      "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000,
                                   "tpm": 10**12}]}, True),
     "key+rpm+tpm+budget": ({"auth": {"mode": "keys"}, "prices": PRICES,
-                            "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000, "tpm": 10**12,
-                                         "budget_usd": 1_000_000}]}, True),
+                            "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000,
+                                         "tpm": 10**12, "budget_usd": 1_000_000}]}, True),
     "key+all limits": ({"auth": {"mode": "keys"}, "prices": PRICES,
                         "clients": [{"name": "b", "key": BENCH_CLIENT_KEY, "rpm": 10_000_000, "tpm": 10**12,
                                      "max_concurrent": 10_000, "budget_usd": 1_000_000}]}, True),
 }
+INSPECTOR_VARIANTS = {  # the same open gateway; only the inspector differs
+    "inspector off": ({"auth": {"mode": "open"}}, False),
+    "inspector 1.0": ({"auth": {"mode": "open"}, "inspector": {"enabled": True, "sample": 1.0}}, False),
+}
+SETS = {"auth": VARIANTS, "inspector": INSPECTOR_VARIANTS}
 
 
 def worker_cpu(pid: int) -> float:
@@ -66,6 +74,7 @@ def serve(repo: Path, mock_url: str, extra: dict, tmp: Path) -> tuple[subprocess
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--baseline", type=Path, help="also an older keyrelay checkout (open, no client key)")
+    ap.add_argument("--set", choices=sorted(SETS), default="auth", help="which variants to compare")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("-n", type=int, default=4000)
     ap.add_argument("-c", type=int, default=16)
@@ -76,11 +85,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         mock_url = mock.stdout.readline().rsplit("listening on ", 1)[1].strip()  # type: ignore[union-attr]
         runs: dict[str, tuple[str, bool]] = {}
-        if a.baseline:
-            p, url = serve(a.baseline.resolve(), mock_url, {}, tmp)
+        if a.baseline is not None:  # an old checkout may know no auth section; this set's needs one
+            base_extra = {"auth": {"mode": "open"}} if a.set == "inspector" else {}
+            p, url = serve(a.baseline.resolve(), mock_url, base_extra, tmp)
             procs.append(p)
             runs["baseline"] = (url, False)
-        for name, (extra, keyed) in VARIANTS.items():
+        variants = SETS[a.set]
+        for name, (extra, keyed) in variants.items():
             p, url = serve(REPO, mock_url, extra, tmp)
             procs.append(p)
             runs[name] = (url, keyed)
@@ -105,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(a.rounds):
             for name in runs:
                 results[name].append(load(name, a.n))
-        base = statistics.median(r[0] for r in results["open"])
+        first = next(iter(variants))
+        base = statistics.median(r[0] for r in results[first])
         for name, rs in results.items():
             rps = statistics.median(r[0] for r in rs)
             cpu = statistics.median(r[1] for r in rs)
-            print(f"{name:15} {rps:8.1f} req/s  {cpu:.3f} ms CPU/req  {rps / base:5.2f} x open  "
+            print(f"{name:15} {rps:8.1f} req/s  {cpu:.3f} ms CPU/req  {rps / base:5.2f} x {first}  "
                   f"errors {sum(r[2] for r in rs)}  runs {[round(r[0]) for r in rs]}", flush=True)
     finally:
         for p in reversed(procs):

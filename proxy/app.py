@@ -18,6 +18,7 @@ from proxy.clients.gate import Gate
 from proxy.clients.model import Finished
 from proxy.config import Config
 from proxy.errors import UpstreamError
+from proxy.inspect.ring import Inspector
 from proxy.keys import Key, KeyAdmin, KeyPool, KeySettings, KeySpec, history_jobs, run_revalidation
 from proxy.keys.runtime import RuntimeKeys, vault_for
 from proxy.observability.metrics import endpoint as url_rule
@@ -42,6 +43,7 @@ class Gateway:
     tracing: Tracing | None = None  # OpenTelemetry, started with the background work when configured
     runtime: RuntimeKeys = field(init=False)  # upstream keys added / removed at runtime
     cache: ResponseCache = field(init=False)  # the response cache (entries in the store)
+    inspector: Inspector = field(init=False)  # captures, the ring, transforms (proxy/inspect/)
     _revalidator: threading.Thread | None = field(default=None, init=False, repr=False)
     _pruner: threading.Thread | None = field(default=None, init=False, repr=False)
     _start_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -54,14 +56,17 @@ class Gateway:
         self.clients.usage.fallback_price = self.catalog.price  # config prices still win
         self.runtime = RuntimeKeys.for_config(self.pool, self.config)
         self.cache = ResponseCache(self.config, self.pool.store)
+        self.inspector = Inspector(self.config, self.pool.store)
 
     def close(self) -> None:
-        """Flush what is batched (usage records, key counters, cache uses, spans); release the database."""
+        """Flush what is batched (usage records, captures, key counters, cache uses, spans); release the
+        database."""
         if self.tracing is not None:
             self.tracing.close()
         self.catalog.close()
         self.clients.close()
         self.cache.close()
+        self.inspector.close()
         self.pool.close()
 
     def probe(self, key: Key) -> dict:
@@ -106,6 +111,7 @@ class Gateway:
             if self.tracing is None:
                 self.tracing = Tracing.from_config(self.config.tracing)
             self.cache.start()
+            self.inspector.start()
             self._revalidator.start()
             self._pruner.start()  # key history past its retention (proxy/keys/history_jobs.py)
 
@@ -166,10 +172,21 @@ def create_app(config: Config) -> Flask:
     gw = Gateway(config, pool, Relay(config, pool, observer=metrics.RelayMetrics()))
     app.extensions["keyrelay"] = gw
 
-    from proxy.api import admin, anthropic, client_key, envelopes, gemini_native, guard, openai, probes
+    from proxy.api import (
+        admin,
+        anthropic,
+        client_key,
+        envelopes,
+        gemini_native,
+        guard,
+        inspect,
+        openai,
+        probes,
+    )
     from proxy.api import responses as responses_api
 
     envelopes.install(app)
+    app.register_blueprint(inspect.bp)
     app.register_blueprint(openai.bp)
     app.register_blueprint(client_key.bp)
     app.register_blueprint(anthropic.bp)
@@ -191,6 +208,8 @@ def _request_done(entry: dict, started: float, state: dict) -> None:
     settlement of its admission and its usage record."""
     latency_ms = (time.monotonic() - started) * 1000
     trace = state.get("trace")
+    if state.get("exchange") is not None:  # the inspector's capture, the bodies for the log line
+        state["gateway"].inspector.done(state["exchange"], trace, entry)
     _log_request(entry, latency_ms, trace)
     if state.get("spans") is not None:
         state["spans"].end(entry["status"], entry.get("client_id"), state.get("model"))
@@ -310,10 +329,12 @@ def _install_request_log(app: Flask) -> None:
             resp.headers.update(admission.headers)
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
+        exchange = app.extensions["keyrelay"].inspector.response(state, request, resp) \
+            if request.blueprint in DATA_PLANE and request.method == "POST" else None
         done = {"trace": state.get("trace"), "client": client, "model": state.get("model"),
                 "spans": state.get("spans"),
                 "admission": admission, "wall_started": state.get("wall_started"),
-                "gateway": app.extensions["keyrelay"]}
+                "gateway": app.extensions["keyrelay"], "exchange": exchange}
         started = state.get("started", time.monotonic())
         if resp.is_streamed:  # log when the stream has ended, with its whole story
             resp.call_on_close(lambda: _request_done(entry, started, done))

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -21,6 +21,10 @@ import yaml
 
 from proxy import model_names
 from proxy.clients.model import PERIODS, Client, ModelLimit, config_client_id, key_hint
+
+if TYPE_CHECKING:
+    from proxy.inspect.settings import InspectorConfig, LoggingConfig
+    from proxy.transforms import Transforms
 
 REPO_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_DIR / "config" / "keyrelay.yaml"
@@ -125,6 +129,7 @@ class ProviderConfig:
     tls: TlsConfig = field(default_factory=TlsConfig)
     catalog: str | None = None  # openrouter | models.dev:<provider id>; None: matched by type and base_url
     limits: dict[str, dict[str, int]] = field(default_factory=dict)  # model (glob, "*") → {rpm, tpm, ...}
+    transforms: Transforms | None = field(default=None, hash=False, compare=False)  # proxy/transforms.py
 
 
 @dataclass(frozen=True)
@@ -165,6 +170,7 @@ class ModelConfig:
     strategy: str = "fallback"  # fallback: in order; weighted: first pick by weight, rest in order
     free_pool: FreePoolConfig | None = None  # targets come from the catalog's free models
     cache: CacheConfig | None = None  # this model's own cache settings (merged over the global ones)
+    transforms: Transforms | None = field(default=None, hash=False, compare=False)  # wins over the provider's
 
 
 CATALOG_SOURCES = ("models.dev", "openrouter")
@@ -242,6 +248,8 @@ class Config:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
+    inspector: InspectorConfig = field(default_factory=lambda: _inspect().InspectorConfig(), compare=False)
+    logging: LoggingConfig = field(default_factory=lambda: _inspect().LoggingConfig(), compare=False)
 
     @property
     def open_access(self) -> bool:
@@ -358,12 +366,27 @@ def parse_config(data: Any, source: str = "<memory>") -> Config:
     prices = _prices(obj.sub("prices", {}))
     catalog = _catalog(obj.sub("catalog", {}))
     tracing = _tracing(obj.sub("tracing", {}))
+    inspector = _inspect().parse_inspector(obj.sub("inspector", {}))
+    logging = _inspect().parse_logging(obj.sub("logging", {}))
     obj.done()
     if not providers:
         raise ConfigError("providers: at least one provider is required")
     notices += _auth_notices(auth, clients, providers)
     return Config(server, tuple(providers), tuple(models), key_manager, retry, source, tuple(notices),
-                  auth, accounting, clients, prices, catalog, tracing, cache)
+                  auth, accounting, clients, prices, catalog, tracing, cache, inspector, logging)
+
+
+def _inspect() -> Any:
+    """proxy.inspect.settings, imported late (it imports this module for ConfigError and _Obj)."""
+    from proxy.inspect import settings
+
+    return settings
+
+
+def _transforms(o: _Obj) -> Transforms | None:
+    from proxy.transforms import parse_transforms
+
+    return parse_transforms(o.sub("transforms", {}))
 
 
 class _Obj:
@@ -699,6 +722,7 @@ def _providers(items: list[tuple[Any, str]]) -> tuple[list[ProviderConfig], set[
             tls=_tls(o.sub("tls", {})),
             catalog=_catalog_ref(o),
             limits=_quota_limits(o.sub("limits", {})),
+            transforms=_transforms(o),
         )
         o.done()
         if ptype not in KEYLESS_TYPES and not keys:
@@ -757,9 +781,11 @@ def _models(
             elif target.provider not in skipped:
                 raise ConfigError(f"{t.at('provider')}: unknown provider {_quote(target.provider)}")
         model_cache = None if o.get("cache") is None else _cache(o.sub("cache", {}), cache, name)
+        transforms = _transforms(o)
         o.done()
         if targets:
-            models.append(ModelConfig(name, tuple(targets), strategy, cache=model_cache))
+            models.append(ModelConfig(name, tuple(targets), strategy, cache=model_cache,
+                                      transforms=transforms))
     return models
 
 

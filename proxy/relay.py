@@ -70,6 +70,7 @@ class Trace:
     skipped: list[dict] = field(default_factory=list)  # targets the catalog pre-check skipped, and why
     limits: list = field(default_factory=list)  # quota limits the answering upstream revealed
     cached: bool = False  # answered from the response cache (proxy/cache): no upstream call, $0
+    hook: Any = None  # proxy.inspect.capture.Exchange: transforms and capture of this request, or None
 
     @property
     def route_name(self) -> str | None:
@@ -131,7 +132,8 @@ class Relay:
 
     def complete(self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Any]) -> Any:
         """One whole answer from the first target and key that can give it."""
-        return self._run(req, trace, op)
+        result = self._run(req, trace, op)
+        return trace.hook.answer(result) if trace.hook is not None else result
 
     def stream(
         self, req: dict, trace: Trace, op: Callable[[Adapter, Call, dict], Iterator[Any]]
@@ -262,18 +264,21 @@ class Relay:
         raise _merge_no_key(no_key)
 
     def _call(self, provider: ProviderConfig, target: TargetConfig, key: Key, deadline: float,
-              trace: Trace) -> Call:
+              trace: Trace | None = None) -> Call:
         t = provider.timeouts
         headers = provider.headers
-        if trace.attempt_spans is not None:  # the trace continues upstream (traceparent)
+        transport = http.transport_for(provider)
+        if trace is not None and trace.attempt_spans is not None:  # the trace continues upstream
             headers = {**headers, **trace.attempt_spans.headers}
+        if trace is not None and trace.hook is not None:  # the inspector's tap, the transforms
+            transport = trace.hook.attempt(target, key.id, transport)
         return Call(
             base_url=provider.base_url,
             model=target.model,
             key=key.secret,
             timeouts=Timeouts(t.connect, t.first_byte, t.idle, deadline),  # the transport clips to deadline
             headers=headers,
-            transport=http.transport_for(provider),
+            transport=transport,
         )
 
     def _usage(self, trace: Trace, target: TargetConfig, item: Any) -> None:
@@ -306,15 +311,16 @@ class Relay:
                       key_id: str) -> Iterator[Any]:
         started = time.monotonic()
         outcome, error = OK, None
+        emit = trace.hook.chunk if trace.hook is not None else _same  # response transforms, capture
         try:
             if first is not _EMPTY:
                 self._usage(trace, target, first)
                 trace.streamed_chars += _text_len(first)
-                yield first
+                yield emit(first)
             for item in gen:
                 self._usage(trace, target, item)
                 trace.streamed_chars += _text_len(item)
-                yield item
+                yield emit(item)
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise
@@ -330,6 +336,10 @@ class Relay:
             _close(gen)
             latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
             self._record(trace, target, key_id, outcome, latency, error)
+
+
+def _same(item: Any) -> Any:
+    return item
 
 
 def check_model(name: object) -> str:

@@ -14,6 +14,7 @@ class RecordingUpstream:
     def __init__(self, status: int = 404, body: bytes | dict = b'{"error": {"message": "not found"}}',
                  content_type: str = "application/json") -> None:
         self.requests: list[tuple[str, str, bytes]] = []  # (method, path + query, body)
+        self.headers: list[dict[str, str]] = []  # each request's headers (names lower-cased)
         self.answer(status, body, content_type)
         upstream = self
 
@@ -22,6 +23,7 @@ class RecordingUpstream:
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
                 upstream.requests.append((self.command, self.path, body))
+                upstream.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, kind, payload = upstream.reply
                 self.send_response(status)
                 self.send_header("content-type", kind)

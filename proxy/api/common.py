@@ -74,8 +74,11 @@ def start_trace(model: str, req: dict) -> Trace:
     """Begin one relayed request: its model name passes the grammar (400), the client may use the model
     (403) and is within its limits and budget (429); ``req`` (OpenAI shape) sizes the token reservation."""
     g.model = check_model(model)
-    g.trace = Trace(spans=g.get("spans"))
-    g.admission = gateway().clients.admit(g.get("client"), g.model, req)
+    client = g.get("client")
+    g.trace = Trace(spans=g.get("spans"),
+                    hook=gateway().inspector.begin(g.request_id, g.model, client.id if client else None,
+                                                   request.headers, g.get("started")))
+    g.admission = gateway().clients.admit(client, g.model, req)
     return g.trace
 
 

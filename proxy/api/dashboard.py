@@ -21,7 +21,7 @@ from html import escape
 from flask import Blueprint, Response, current_app
 
 from proxy import __version__
-from proxy.api import dashboard_audit, dashboard_catalog, dashboard_clients, dashboard_keys
+from proxy.api import dashboard_audit, dashboard_catalog, dashboard_clients, dashboard_keys, dashboard_traffic
 from proxy.api.dashboard_tab import Tab
 
 bp = Blueprint("admin_dashboard", __name__)
@@ -340,7 +340,7 @@ PAGE = """<!doctype html>
 
 # the tabs, in order: the first is the default route
 TABS: list[Tab] = [dashboard_keys.TAB, dashboard_keys.KEY_PAGE, dashboard_clients.TAB, dashboard_catalog.TAB,
-                   dashboard_audit.AUDIT, dashboard_audit.OPERATIONS]
+                   dashboard_traffic.TAB, dashboard_audit.AUDIT, dashboard_audit.OPERATIONS]
 
 
 def render_page(source: str, nonce: str) -> str:

@@ -47,7 +47,7 @@ import time
 import zlib
 from collections.abc import Iterator, Mapping
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import unquote, urlsplit
 
 import orjson
@@ -227,11 +227,36 @@ def _no_proxy_rules(value: str) -> list:
     return rules
 
 
+class Tap(Protocol):
+    """Sees one upstream exchange and may reshape its request first (the inspector and the transforms,
+    ``proxy.inspect.capture``). Each method only copies references and times: no I/O, nothing slow."""
+
+    def request(self, method: str, url: str, headers: dict[str, str],
+                body: dict | None) -> tuple[dict[str, str], dict | None, frozenset[str]]:
+        """(headers, body, transport default headers to leave out) to send instead."""
+        ...
+
+    def connected(self, sock: socket.socket | ssl.SSLSocket, reused: bool) -> None:
+        """A connection is ready: a new one, or one ``reused`` from the pool."""
+
+    def sent(self, raw: bytes) -> None:
+        """The request's bytes (head and body) went out."""
+
+    def head(self, status: int, headers: dict[str, str]) -> None:
+        """The response head arrived."""
+
+    def data(self, chunk: bytes) -> None:
+        """Decoded body bytes arrived (b"": the body ended)."""
+
+
 class Transport:
     """How one provider reaches its upstream: proxy, TLS and keep-alive expiry, resolved at construction.
 
     ``proxy``: None = HTTPS_PROXY / HTTP_PROXY / NO_PROXY from ``env`` (default os.environ), "" = none,
-    else an http:// proxy URL used for every upstream (NO_PROXY does not apply to it)."""
+    else an http:// proxy URL used for every upstream (NO_PROXY does not apply to it). ``tapped(tap)``:
+    the same transport for one call, with a ``Tap`` watching (and maybe reshaping) it."""
+
+    tap: Tap | None = None
 
     def __init__(self, *, proxy: str | None = "", verify: bool = True, ca_file: str | None = None,
                  keepalive_expiry: float = _DEFAULT_EXPIRY, env: Mapping[str, str] | None = None) -> None:
@@ -252,6 +277,12 @@ class Transport:
                         log.warning("%s_PROXY is not an http:// proxy URL: ignored", scheme.upper())
             self.no_proxy = _no_proxy_rules(_env(env, "no_proxy"))
         self._targets: dict[str, _Target] = {}
+
+    def tapped(self, tap: Tap) -> Transport:
+        clone = object.__new__(Transport)  # shares the pool keys and the target cache
+        clone.__dict__.update(self.__dict__)
+        clone.tap = tap
+        return clone
 
     def _bypass(self, host: str, port: int) -> bool:
         host = host.lower()
@@ -439,7 +470,7 @@ class StreamResponse:
     """An open upstream response whose body is read incrementally."""
 
     def __init__(self, conn: _Conn, status: int, headers: dict[str, str], framing: str, length: int,
-                 keep_alive: bool, timeouts: Timeouts) -> None:
+                 keep_alive: bool, timeouts: Timeouts, tap: Tap | None = None) -> None:
         self._conn: _Conn | None = conn
         self.status = status
         self.headers = headers
@@ -448,6 +479,7 @@ class StreamResponse:
         self._crlf = False  # chunked: the current chunk's data was read, its CRLF not yet
         self._keep = keep_alive
         self._timeouts = timeouts
+        self._tap = tap
         self._done = framing == "length" and length == 0
         encoding = headers.get("content-encoding", "").strip().lower()
         self._inflate = (zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in ("gzip", "x-gzip")
@@ -546,6 +578,14 @@ class StreamResponse:
 
     def read1(self) -> bytes:
         """The next decoded body bytes as soon as some arrived; b"" at the end."""
+        data = self._read1()
+        if self._tap is not None:
+            self._tap.data(data)
+            if not data:
+                self._tap = None
+        return data
+
+    def _read1(self) -> bytes:
         while True:
             data = self._raw1()
             if self._inflate is None:
@@ -604,6 +644,9 @@ class StreamResponse:
 
     def close(self) -> None:
         """Done with the answer: a fully read body returns its connection to the pool, else it is dropped."""
+        if self._tap is not None:
+            self._tap.data(b"")
+            self._tap = None
         self._keep = self._keep and self._done
         self._release()
 
@@ -685,12 +728,17 @@ def _content_length(value: str) -> int:
     return int(n)
 
 
-def _exchange(conn: _Conn, request: bytes, method: str, timeouts: Timeouts) -> StreamResponse:
+def _exchange(conn: _Conn, request: bytes, method: str, timeouts: Timeouts,
+              tap: Tap | None = None) -> StreamResponse:
     _settimeout(conn.sock, conn.until)
     conn.sock.sendall(request)
+    if tap is not None:
+        tap.sent(request)
     status, headers, keep = _head(conn)
+    if tap is not None:
+        tap.head(status, headers)
     if method == "HEAD" or status in (204, 304):
-        return StreamResponse(conn, status, headers, "length", 0, keep, timeouts)
+        return StreamResponse(conn, status, headers, "length", 0, keep, timeouts, tap)
     te = headers.get("transfer-encoding")
     length = headers.get("content-length")
     if te is not None:
@@ -698,15 +746,16 @@ def _exchange(conn: _Conn, request: bytes, method: str, timeouts: Timeouts) -> S
             raise ProtocolError("both content-length and transfer-encoding")
         if te.strip().lower() != "chunked":
             raise ProtocolError("unsupported transfer-encoding")
-        return StreamResponse(conn, status, headers, "chunked", 0, keep, timeouts)
+        return StreamResponse(conn, status, headers, "chunked", 0, keep, timeouts, tap)
     if length is not None:
-        return StreamResponse(conn, status, headers, "length", _content_length(length), keep, timeouts)
-    return StreamResponse(conn, status, headers, "close", 0, False, timeouts)
+        return StreamResponse(conn, status, headers, "length", _content_length(length), keep, timeouts, tap)
+    return StreamResponse(conn, status, headers, "close", 0, False, timeouts, tap)
 
 
-def _encode_request(method: str, target: _Target, headers: dict[str, str], payload: bytes | None) -> bytes:
+def _encode_request(method: str, target: _Target, headers: dict[str, str], payload: bytes | None,
+                    omit: frozenset[str] = frozenset()) -> bytes:
     lines = [f"{method} {target.line}"]
-    ua = ae = False
+    ua, ae = "user-agent" in omit, "accept-encoding" in omit
     for name, value in headers.items():
         value = str(value)
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
@@ -735,16 +784,24 @@ def open_request(
     transport: Transport | None = None,
 ) -> StreamResponse:
     """Send a request and return once the response head arrived (within first_byte and the deadline)."""
+    tap = transport.tap if transport is not None else None
+    omit: frozenset[str] = frozenset()
+    if tap is not None:
+        headers, body, omit = tap.request(method, url, headers, body)
     payload = None if body is None else orjson.dumps(body)
     hdrs = {"content-type": "application/json", **headers} if payload is not None else dict(headers)
     target = (transport or _DIRECT).target(url)
-    raw = _encode_request(method, target, hdrs, payload)
+    raw = _encode_request(method, target, hdrs, payload, omit)
     conn = _POOL.get(target.key)
     reused = conn is not None
+    if tap is not None and conn is not None:
+        tap.connected(conn.sock, True)
     while True:
         if conn is None:
             try:
                 conn = _connect(target, min(time.monotonic() + timeouts.connect, timeouts.deadline))
+                if tap is not None:
+                    tap.connected(conn.sock, False)
             except TimeoutError:
                 raise UpstreamError("upstream connect timed out", outcome=TRANSIENT, status=504) from None
             except ProxyRefused as exc:
@@ -757,7 +814,7 @@ def open_request(
         conn.until = min(time.monotonic() + timeouts.first_byte, timeouts.deadline)
         conn.step = math.inf
         try:
-            return _exchange(conn, raw, method, timeouts)
+            return _exchange(conn, raw, method, timeouts, tap)
         except TimeoutError:
             conn.close()
             raise UpstreamError("upstream did not answer in time", outcome=TRANSIENT, status=504) from None

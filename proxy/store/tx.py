@@ -8,6 +8,7 @@ from .cache import SqlCache
 from .catalog import SqlCatalog
 from .clients import SqlClients
 from .history import SqlHistory
+from .inspector import SqlInspector
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
@@ -17,7 +18,7 @@ from .usage import SqlUsage
 
 
 class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
-            SqlCache, SqlHistory, SqlResponses):
+            SqlCache, SqlHistory, SqlResponses, SqlInspector):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 

@@ -1,0 +1,1 @@
+"""The traffic inspector: per-request captures (``capture``), the shared ring (``ring``), HAR (``har``)."""
