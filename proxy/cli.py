@@ -18,7 +18,9 @@ from proxy import __version__
 from proxy.config import REPO_DIR, ConfigError, load_config
 
 if TYPE_CHECKING:
+    from proxy.config import Config
     from proxy.keys import KeyAdmin
+    from proxy.store.sqlite import SQLiteStore
 
 GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
 
@@ -173,23 +175,33 @@ def _print_client(view: dict) -> None:
         print(f"{name}: {'' if value is None else value}")
 
 
-def cmd_clients(args: argparse.Namespace) -> int:
-    """Client keys over the configured database (like ``keyrelay snapshot``); a key is printed once."""
-    import time
-
-    from proxy.clients.registry import ClientRegistry, client_view
-    from proxy.errors import GatewayError
+def _open_store(args: argparse.Namespace) -> tuple[Config, SQLiteStore] | int:
+    """The configured database, migrated, with its config; or the exit code after saying why not."""
     from proxy.store import db
     from proxy.store.base import StoreUnavailable
     from proxy.store.sqlite import SQLiteStore
 
     try:
         config = load_config(_config_path(args.config))
-        store = SQLiteStore(config.server.database)
+        return config, SQLiteStore(config.server.database)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
     except (db.DatabaseError, StoreUnavailable) as exc:
         return _fail(str(exc), 1)
+
+
+def cmd_clients(args: argparse.Namespace) -> int:
+    """Client keys over the configured database (like ``keyrelay snapshot``); a key is printed once."""
+    import time
+
+    from proxy.clients.registry import ClientRegistry, client_view
+    from proxy.errors import GatewayError
+    from proxy.store.base import StoreUnavailable
+
+    opened = _open_store(args)
+    if isinstance(opened, int):
+        return opened
+    config, store = opened
     try:
         reg = ClientRegistry(store, time.time)
         reg.sync_config(config.clients)
@@ -238,17 +250,12 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     from proxy.catalog import refresh, view
     from proxy.catalog.parse import CatalogFormatError
     from proxy.catalog.service import Catalog
-    from proxy.store import db
     from proxy.store.base import StoreUnavailable
-    from proxy.store.sqlite import SQLiteStore
 
-    try:
-        config = load_config(_config_path(args.config))
-        store = SQLiteStore(config.server.database)
-    except ConfigError as exc:
-        return _fail(f"config error: {exc}")
-    except (db.DatabaseError, StoreUnavailable) as exc:
-        return _fail(str(exc), 1)
+    opened = _open_store(args)
+    if isinstance(opened, int):
+        return opened
+    config, store = opened
     try:
         if args.action == "import":
             try:
