@@ -23,7 +23,8 @@ import logging
 import math
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from ..store.base import KeyStore, KeyTx, StoreUnavailable
 from . import quota
@@ -154,8 +155,8 @@ class Pacer:
         tz, day = self._day(provider, now)
         try:
             with self.store.transaction(ADMIT_WAIT_S) as tx:
-                if lease is not None and lease.granted > lease.used:  # give the day back what was not used
-                    tx.refund_quota_day(scope, model, lease.day, lease.granted - lease.used)
+                if lease is not None and lease.granted > lease.used:  # give back what was not used
+                    _refund(tx, scope, model, lease, lease.granted - lease.used)
                 usage = Usage(*tx.quota_usage(scope, model, now - quota.MINUTE_S, day))
                 found = quota.blocks(lims, usage, now, tz)
                 if found:
@@ -193,14 +194,14 @@ class Pacer:
             unused = []
             for (scope, model), lease in self._leases.items():
                 if now > lease.at + LEASE_S and lease.granted > lease.used:
-                    unused.append((scope, model, lease.day, lease.granted - lease.used))
+                    unused.append((scope, model, replace(lease), lease.granted - lease.used))
                     lease.granted = lease.used  # kept: its size still sizes the next slice
         try:
             with self.store.transaction(timeout) as tx:
                 for (scope, model, day, at), (n, tokens) in pending.items():
                     tx.add_quota_use(scope, model, at, day, n, tokens)
-                for scope, model, day, n in unused:
-                    tx.refund_quota_day(scope, model, day, n)
+                for scope, model, lease, n in unused:
+                    _refund(tx, scope, model, lease, n)
                 tx.purge_quota(now - DAYS_KEPT * 86400)
         except StoreUnavailable as exc:
             log.warning("quota counts flush deferred: %s", exc)
@@ -277,3 +278,10 @@ def _seed(tx: KeyTx, scope: str, model: str, item: Learned, now: float, day: flo
             tx.add_quota_use(scope, model, now, None, 0 if tokens else gap, gap if tokens else 0)
     else:
         tx.raise_quota_day(scope, model, day, 0 if tokens else used, used if tokens else 0)
+
+
+def _refund(tx: Any, scope: str, model: str, lease: _Lease, n: int) -> None:
+    """Give back ``n`` requests of a slice that were never sent: to its day, and to the sliding minute as a
+    negative entry at the slice's own time (it leaves the window together with the grant)."""
+    tx.refund_quota_day(scope, model, lease.day, n)
+    tx.add_quota_use(scope, model, lease.at, None, -n, 0)
