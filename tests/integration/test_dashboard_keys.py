@@ -182,8 +182,9 @@ def test_every_state_is_shown_truthfully_at_1280_and_800(gw, browser):
         assert labels == sorted(labels)
         if width == 800:  # the other tabs at the narrowest width too
             for tab in ("clients", "audit", "ops"):
-                page.click(f"#tab-{tab}")
-                assert page.locator(f"#panel-{tab}").is_visible() and page.locator("#panel-keys").is_hidden()
+                page.click(f"#tab-{tab}")  # routed on hashchange: wait for the panel, do not race it
+                page.wait_for_selector(f"#panel-{tab}", state="visible", timeout=5000)
+                assert page.locator("#panel-keys").is_hidden()
                 page.wait_for_timeout(300)
                 page.screenshot(path=str(SCREENS / f"tab-{tab}-800.png"), full_page=True)
         page.context.close()
