@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import orjson
 
+from proxy.background import Periodic
 from proxy.cache import policy
 from proxy.cache.key import SHORT, cache_key
 from proxy.cache.policy import HIT, Plan
@@ -149,8 +150,8 @@ class ResponseCache:
         self.flush_interval_s = flush_interval_s
         self._lock = threading.Lock()
         self._pending: Batch = ({}, {}, set())
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = Periodic("keyrelay-cache-flush", flush_interval_s, self.flush, "cache flush")
+        self._closed = False
         from proxy.cache import metrics  # lazily: see proxy/cache/metrics.py
         self.metrics = metrics
 
@@ -224,21 +225,12 @@ class ResponseCache:
 
     def start(self) -> None:
         """The background flusher (gunicorn's post_worker_init, via Gateway.start_background)."""
-        if self.active and self._flusher is None and not self._stop.is_set():
-            self._flusher = threading.Thread(target=self._loop, name="keyrelay-cache-flush", daemon=True)
+        if self.active and not self._closed:
             self._flusher.start()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            try:
-                self.flush()
-            except Exception:  # keep flushing; the next round retries
-                log.exception("cache flush failed")
-
     def close(self) -> None:
-        self._stop.set()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=5)
+        self._closed = True
+        self._flusher.stop()
         try:
             self.flush()
         except Exception:

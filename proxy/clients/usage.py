@@ -36,6 +36,7 @@ from datetime import date, datetime, timedelta
 from typing import cast
 from zoneinfo import ZoneInfo
 
+from proxy.background import Periodic
 from proxy.clients.model import Client, Finished, period_bounds
 from proxy.config import Config, PriceConfig
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -71,8 +72,7 @@ class UsageLog:
         self._queue: list[tuple] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()  # one flush at a time per worker (keeps rows in order)
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = Periodic("keyrelay-usage-flush", flush_interval_s, self._round, "usage flush")
         self._closed = False
         self._last_purge = -math.inf
         self._dropped_logged_at = -math.inf
@@ -212,31 +212,25 @@ class UsageLog:
 
     def start(self) -> None:
         """Start the flusher (gunicorn's post_worker_init, via Gateway.start_background)."""
-        if self._flusher is None and not self._closed:
-            self._flusher = threading.Thread(target=self._loop, name="keyrelay-usage-flush", daemon=True)
+        if not self._closed:
             self._flusher.start()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            try:
-                self.flush()
-                mono = time.monotonic()
-                if mono - self._last_purge >= PURGE_INTERVAL_S:
-                    self._last_purge = mono
-                    self.purge()
-            except StoreUnavailable as exc:
-                log.warning("usage purge deferred: %s", exc)
-            except Exception:  # keep flushing; the next round retries
-                log.exception("usage flush failed")
+    def _round(self) -> None:
+        try:
+            self.flush()
+            mono = time.monotonic()
+            if mono - self._last_purge >= PURGE_INTERVAL_S:
+                self._last_purge = mono
+                self.purge()
+        except StoreUnavailable as exc:
+            log.warning("usage purge deferred: %s", exc)
 
     def close(self) -> None:
         """Flush what is queued and stop."""
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=5)
+        self._flusher.stop()
         try:
             self.flush()
         except Exception:

@@ -21,6 +21,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, cast
 
+from proxy.background import Periodic
 from proxy.clients.auth import presented_key
 from proxy.inspect import record
 from proxy.inspect.capture import Exchange
@@ -69,8 +70,7 @@ class Inspector:
         self._queued_bytes = 0
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._flusher: threading.Thread | None = None
+        self._flusher = Periodic("keyrelay-inspector", flush_interval_s, self.flush, "inspector flush")
         self._closed = False
         self.dropped = 0
 
@@ -204,24 +204,14 @@ class Inspector:
             self._flush_lock.release()
 
     def start(self) -> None:
-        if self.settings.enabled and self._flusher is None and not self._closed:
-            self._flusher = threading.Thread(target=self._loop, name="keyrelay-inspector", daemon=True)
+        if self.settings.enabled and not self._closed:
             self._flusher.start()
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.flush_interval_s):
-            try:
-                self.flush()
-            except Exception:
-                log.exception("inspector flush failed")
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._stop.set()
-        if self._flusher is not None and self._flusher is not threading.current_thread():
-            self._flusher.join(timeout=5)
+        self._flusher.stop()
         try:
             self.flush(timeout=2.0)
         except Exception:
