@@ -100,8 +100,18 @@ def _check_database(path: str) -> None:
     as the workers' key sync. SQLite writes its WAL files next to the database, so the directory is
     probed too; ``BEGIN IMMEDIATE`` alone passes on a read-only WAL database, so the probe writes (a
     table created and rolled back)."""
-    from proxy.store import db
+    from proxy.store import backend, db
 
+    if backend.is_postgres(path):  # reachable, migrated (under its advisory lock) and writable
+        try:
+            backend.migrate(path)
+        except db.DatabaseError as exc:
+            sys.exit(_fail(str(exc)))
+        problem = backend.readiness(path, write_timeout_s=5.0)
+        if problem:
+            sys.exit(_fail(problem))
+        return
+    path = backend.sqlite_path(path)
     directory = Path(path).resolve().parent
     try:
         directory.mkdir(parents=True, exist_ok=True)

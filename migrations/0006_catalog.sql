@@ -30,4 +30,4 @@ CREATE TABLE IF NOT EXISTS catalog_state (
     claim_until REAL NOT NULL DEFAULT 0,
     next_due    REAL NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO catalog_state(id) VALUES (1);
+INSERT INTO catalog_state(id) VALUES (1) ON CONFLICT DO NOTHING;

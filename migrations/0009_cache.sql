@@ -19,8 +19,9 @@ CREATE TABLE IF NOT EXISTS cache_totals (
     name TEXT PRIMARY KEY,
     n    INTEGER NOT NULL DEFAULT 0
 );
-INSERT OR IGNORE INTO cache_totals(name, n) VALUES
-    ('entries', 0), ('bytes', 0), ('hits', 0), ('misses', 0), ('stores', 0), ('evictions', 0), ('expired', 0);
+INSERT INTO cache_totals(name, n) VALUES
+    ('entries', 0), ('bytes', 0), ('hits', 0), ('misses', 0), ('stores', 0), ('evictions', 0), ('expired', 0)
+    ON CONFLICT DO NOTHING;
 
 -- a usage record answered from the cache (cost 0, no upstream key)
 ALTER TABLE usage_records ADD COLUMN cached INTEGER NOT NULL DEFAULT 0;

@@ -26,7 +26,8 @@ from proxy.observability.tracing import Tracing
 from proxy.providers import http
 from proxy.providers.base import Call, Timeouts
 from proxy.relay import Relay, Trace
-from proxy.store import db
+from proxy.store import backend
+from proxy.store.base import KeyStore
 
 log = logging.getLogger("keyrelay")
 
@@ -142,18 +143,20 @@ def key_settings(config: Config) -> KeySettings:
     )
 
 
+def open_config_store(config: Config) -> KeyStore:
+    """The store ``server.database`` names (SQLite file or PostgreSQL URL), migrated."""
+    return backend.open_store(config.server.database, lock_wait_s=key_settings(config).busy_timeout_ms / 1000,
+                              pool_size=config.server.database_pool_size)
+
+
 def create_app(config: Config) -> Flask:
     """Build the WSGI app for one worker: migrate the database, sync keys, register blueprints.
 
     Pure: no thread is started and global logging is left alone (the entry points configure logging and
     call ``Gateway.start_background()`` in the process that serves). ``app.extensions["keyrelay"]`` is
     the Gateway; ``gateway.pool.close()`` releases the database."""
-    conn = db.connect(config.server.database)
-    try:
-        db.migrate(conn)
-    finally:
-        conn.close()
-    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False, vault=vault_for(config))
+    pool = KeyPool(open_config_store(config), key_settings(config), start_flusher=False,
+                   vault=vault_for(config), owns_store=True)
     pool.sync(key_specs(config))
     for p in config.providers:  # each reads its proxy environment now, and warns of tls.verify: false
         http.transport_for(p)

@@ -20,7 +20,7 @@ from proxy.config import REPO_DIR, ConfigError, load_config
 if TYPE_CHECKING:
     from proxy.config import Config
     from proxy.keys import KeyAdmin
-    from proxy.store.sqlite import SQLiteStore
+    from proxy.store.base import KeyStore
 
 GUNICORN_CONF = REPO_DIR / "config" / "gunicorn.conf.py"
 
@@ -94,28 +94,27 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
-    from proxy.store import db
+    from proxy.store import backend, db
 
     try:
         config = load_config(_config_path(args.config))
-        conn = db.connect(config.server.database)
-        applied = db.migrate(conn)
+        applied, version = backend.migrate(config.server.database)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
     except db.DatabaseError as exc:
         return _fail(str(exc), 1)
-    print(f"database {config.server.database}: schema version {db.applied_version(conn)}"
+    print(f"database {backend.display(config.server.database)}: schema version {version}"
           f" ({len(applied)} migration(s) applied)")
     return 0
 
 
 def _key_admin(args: argparse.Namespace) -> KeyAdmin:
     """Key admin over the configured database (migrated), its pool synced with the config's keys."""
-    from proxy.app import key_settings, key_specs
+    from proxy.app import key_settings, key_specs, open_config_store
     from proxy.keys import KeyAdmin, KeyPool
 
     config = load_config(_config_path(args.config))
-    pool = KeyPool(config.server.database, key_settings(config), start_flusher=False)
+    pool = KeyPool(open_config_store(config), key_settings(config), start_flusher=False, owns_store=True)
     try:
         pool.sync(key_specs(config))
     except BaseException:
@@ -175,15 +174,15 @@ def _print_client(view: dict) -> None:
         print(f"{name}: {'' if value is None else value}")
 
 
-def _open_store(args: argparse.Namespace) -> tuple[Config, SQLiteStore] | int:
+def _open_store(args: argparse.Namespace) -> tuple[Config, KeyStore] | int:
     """The configured database, migrated, with its config; or the exit code after saying why not."""
+    from proxy.app import open_config_store
     from proxy.store import db
     from proxy.store.base import StoreUnavailable
-    from proxy.store.sqlite import SQLiteStore
 
     try:
         config = load_config(_config_path(args.config))
-        return config, SQLiteStore(config.server.database)
+        return config, open_config_store(config)
     except ConfigError as exc:
         return _fail(f"config error: {exc}")
     except (db.DatabaseError, StoreUnavailable) as exc:

@@ -16,7 +16,7 @@ from proxy.config import Config, ConfigError, load_config
 
 
 def cmd_keys(args: argparse.Namespace) -> int:
-    from proxy.app import key_settings, key_specs
+    from proxy.app import key_settings, key_specs, open_config_store
     from proxy.keys import KeyPool, key_format
     from proxy.keys.runtime import RuntimeKeyError, RuntimeKeys, vault_for
     from proxy.keys.vault import generate_key
@@ -29,7 +29,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     try:
         config = load_config(_config_path(args.config))
-        pool = KeyPool(config.server.database, key_settings(config), start_flusher=False,
+        pool = KeyPool(open_config_store(config), key_settings(config), start_flusher=False, owns_store=True,
                        vault=vault_for(config))
     except ConfigError as exc:
         return _fail(f"config error: {exc}")

@@ -55,7 +55,9 @@ class ConfigError(Exception):
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 4806
-    database: str = "var/keyrelay.db"
+    # a SQLite file, or postgresql://user:password@host:port/db (docs/postgresql.md); never in a repr
+    database: str = field(default="var/keyrelay.db", repr=False)
+    database_pool_size: int = 4  # PostgreSQL connections per worker (plus one for LISTEN)
     admin_token: str | None = None
     workers: int = 2
     max_body_bytes: int = 10 * 1024 * 1024
@@ -326,7 +328,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     directory, wherever the command runs (from another directory it used to create a second, empty
     database)."""
     def resolve(value: str) -> str:
-        return value if Path(value).is_absolute() else str(base / value)
+        return value if Path(value).is_absolute() or ":" in value.split("/")[0] else str(base / value)
 
     pidfile = config.server.pidfile
     server = replace(config.server, database=resolve(config.server.database),
@@ -335,6 +337,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
 
 
 SECRET_KEY_ENV, PREVIOUS_KEYS_ENV = "KEYRELAY_SECRET_KEY", "KEYRELAY_SECRET_KEYS_PREVIOUS"
+DATABASE_ENV = "KEYRELAY_DATABASE"
 
 
 def secret_keys_from_env(data: Any, env: dict[str, str]) -> Any:
@@ -347,6 +350,8 @@ def secret_keys_from_env(data: Any, env: dict[str, str]) -> Any:
         server["secret_key"] = env[SECRET_KEY_ENV]
     if server.get("secret_keys_previous") in (None, "", []) and env.get(PREVIOUS_KEYS_ENV, "").strip():
         server["secret_keys_previous"] = env[PREVIOUS_KEYS_ENV]
+    if env.get(DATABASE_ENV, "").strip():  # wins over the file: a deployment's own database (and password)
+        server["database"] = env[DATABASE_ENV].strip()
     return {**data, "server": server} if server else data
 
 
@@ -522,6 +527,28 @@ def _allowed_hosts(o: _Obj) -> tuple[str, ...]:
     return tuple(h.strip().lower() for h in hosts)
 
 
+def _database(o: _Obj, default: str) -> str:
+    """A SQLite path (``sqlite:///path`` too) or a PostgreSQL URL, checked here (never echoing a password)."""
+    from proxy.store.pg_conn import is_postgres_url, parse_url
+
+    value = o.str("database", default)
+    if not value.strip():
+        raise ConfigError(f"{o.at('database')}: expected a file path or a postgresql:// URL")
+    if is_postgres_url(value):
+        try:
+            parse_url(value)
+        except ValueError as exc:
+            raise ConfigError(f"{o.at('database')}: {exc}") from None
+    elif "://" in value and not value.startswith("sqlite://"):
+        raise ConfigError(f"{o.at('database')}: unsupported database URL scheme (use a SQLite path, "
+                          "sqlite:///path or postgresql://user:password@host:port/db)")
+    elif value.startswith("sqlite:"):
+        from proxy.store.backend import sqlite_path
+
+        return sqlite_path(value)
+    return value
+
+
 def _server(o: _Obj) -> ServerConfig:
     d = ServerConfig()
     token = _admin_token(o)
@@ -529,7 +556,9 @@ def _server(o: _Obj) -> ServerConfig:
     cfg = ServerConfig(
         host=o.str("host", d.host),
         port=o.num("port", d.port, minimum=0, maximum=65535, integer=True),
-        database=o.str("database", d.database),
+        database=_database(o, d.database),
+        database_pool_size=o.num("database_pool_size", d.database_pool_size, minimum=1, maximum=64,
+                                 integer=True),
         admin_token=token,
         workers=o.num("workers", d.workers, minimum=1, maximum=64, integer=True),
         max_body_bytes=o.num("max_body_bytes", d.max_body_bytes, minimum=1024, integer=True),

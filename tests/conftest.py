@@ -45,3 +45,19 @@ def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
 def app_client(make_app) -> FlaskClient:
     """The in-process app with the built-in mock provider (model ``mock-chat``) and an admin token."""
     return make_app(mock_config(admin_token=ADMIN_TOKEN))
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One throwaway PostgreSQL server for the whole run (started on first use, removed at the end)."""
+    from tests.pg_server import PgServer
+
+    server = PgServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(pg_server) -> str:
+    """A fresh, empty database on the test server: ``postgresql://keyrelay@127.0.0.1:PORT/NAME``."""
+    return pg_server.create_database()

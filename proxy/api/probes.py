@@ -4,7 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from proxy.catalog.service import catalog_detail
-from proxy.store import sqlite
+from proxy.store import backend
 
 bp = Blueprint("health", __name__)
 
@@ -26,7 +26,7 @@ def readyz() -> tuple[Response, int]:
     if gw.shutting_down.is_set():
         reasons.append("shutting down")
     # readable, migrated and writable (a lock held elsewhere shows here; the wait is cooperative)
-    problem = sqlite.readiness(gw.config.server.database, write_timeout_s=WRITE_CHECK_S)
+    problem = backend.readiness(gw.config.server.database, write_timeout_s=WRITE_CHECK_S)
     if problem:
         reasons.append(problem)
     if not problem:

@@ -105,15 +105,16 @@ def log_key_state(key_id: str, label: str | None, provider: str, model: str | No
 class KeyPool:
     def __init__(self, store: KeyStore | str | Path, settings: KeySettings | None = None, *,
                  clock: Callable[[], float] = time.time, start_flusher: bool = True,
-                 worker_offset: int | None = None, vault: Vault | None = None) -> None:
+                 worker_offset: int | None = None, vault: Vault | None = None,
+                 owns_store: bool = False) -> None:
         self.settings = settings or KeySettings()
         self.vault = vault or Vault(None)
         self.clock = clock
-        self._owns_store = isinstance(store, str | Path)
+        self._owns_store = owns_store or isinstance(store, str | Path)
         if isinstance(store, str | Path):
-            from ..store.sqlite import SQLiteStore
+            from ..store.backend import open_store
 
-            store = SQLiteStore(store, lock_wait_s=self.settings.busy_timeout_ms / 1000)
+            store = open_store(str(store), lock_wait_s=self.settings.busy_timeout_ms / 1000)
         self.store: KeyStore = store
         self._lock = threading.RLock()
         self._secrets: dict[str, str | None] = {}  # configured + runtime (decrypted)

@@ -40,12 +40,35 @@ class _SQLiteLockHolder:
         self.conn.close()
 
 
-BACKENDS = {"sqlite": _sqlite}
+class _PgLockHolder:
+    """Holds the store's write lock (its advisory lock) from another connection until released."""
+
+    def __init__(self, url: str) -> None:
+        from proxy.store.pg_conn import PgConnection, parse_url
+        from proxy.store.postgres import WRITE_LOCK
+
+        self.conn = PgConnection(parse_url(url), timeout_s=10)
+        self.conn.execute("BEGIN")
+        self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+
+    def release(self) -> None:
+        self.conn.execute("ROLLBACK")
+        self.conn.close()
 
 
-@pytest.fixture(params=sorted(BACKENDS))
+def _postgres(request) -> tuple[KeyStore, Callable[[], object]]:
+    from proxy.store.postgres import PostgresStore
+
+    url = request.getfixturevalue("pg_url")
+    return PostgresStore(url, lock_wait_s=0.3), lambda: _PgLockHolder(url)
+
+
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
 def backend(request, tmp_path) -> Iterator[tuple[KeyStore, Callable[[], object]]]:
-    store, lock = BACKENDS[request.param](tmp_path)
+    store, lock = _sqlite(tmp_path) if request.param == "sqlite" else _postgres(request)
     yield store, lock
     store.close()
 
@@ -281,17 +304,32 @@ def test_transaction_is_all_or_nothing(store):
 
 
 def test_change_token_moves_on_another_connections_commit(tmp_path, backend):
+    """SQLite: at once (PRAGMA data_version); PostgreSQL: within 1 s (NOTIFY heard by the LISTEN)."""
+    from proxy.store.postgres import PostgresStore
+
     store, _ = backend
-    other = type(store)(store.path) if isinstance(store, SQLiteStore) else None
-    if other is None:
-        pytest.skip("needs a second connection of the same backend")
+    if isinstance(store, PostgresStore):
+        store = PostgresStore(store.url, lock_wait_s=0.3, backstop_s=3600)  # no backstop turn mid-test
+        other: KeyStore = PostgresStore(store.url, listen=False)
+    else:
+        other = SQLiteStore(store.path)
     try:
         token = store.change_token()
+        time.sleep(0.3)
         assert store.change_token() == token
+        with other.transaction() as tx:  # a quiet table: no notification
+            tx.add_hit("c_1", NOW)
+        time.sleep(0.3)
+        assert store.change_token() == token or isinstance(store, SQLiteStore)
         add_keys(other, K1)
+        deadline = time.monotonic() + 1.0
+        while store.change_token() == token and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert store.change_token() != token
     finally:
         other.close()
+        if store is not backend[0]:
+            store.close()
 
 
 def test_change_token_is_cheap(store):
