@@ -4,7 +4,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from flask.testing import FlaskClient
 
+from proxy.store.base import KeyStore
 from tests.harness import Server, mock_config, open_by_default
+from tests.stores import BACKENDS, Backend, make_backend
 
 ADMIN_TOKEN = "test-admin-token"
 
@@ -61,3 +63,18 @@ def pg_server():
 def pg_url(pg_server) -> str:
     """A fresh, empty database on the test server: ``postgresql://keyrelay@127.0.0.1:PORT/NAME``."""
     return pg_server.create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def any_backend(request, tmp_path) -> Iterator[Backend]:
+    """One database per backend ("sqlite": a file in tmp_path; "postgresql": a fresh database on the
+    test server): the store-level tests take this (or ``any_store``) and so run on both."""
+    backend = make_backend(request.param, tmp_path, request)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def any_store(any_backend) -> KeyStore:
+    """A migrated store on ``any_backend`` (lock wait 2 s), closed at teardown."""
+    return any_backend.open()

@@ -56,8 +56,9 @@ class SqlCache:
         """Apply a worker's batch: entries used (key → (last use, hits)), counter deltas, and entries
         found expired (deleted if they still are: a refresh may have replaced them)."""
         for key, (at, hits) in used.items():
-            self._run("UPDATE cache_entries SET used_at = MAX(used_at, ?), hits = hits + ? WHERE key = ?",
-                      (at, int(hits), key))
+            # CASE, not SQLite's scalar MAX(a, b): PostgreSQL has no two-argument MAX (it has GREATEST)
+            self._run("UPDATE cache_entries SET used_at = CASE WHEN used_at < ? THEN ? ELSE used_at END,"
+                      " hits = hits + ? WHERE key = ?", (at, at, int(hits), key))
         gone = 0
         for key in expired:
             row = self._run("SELECT expires_at FROM cache_entries WHERE key = ?", (key,)).fetchone()

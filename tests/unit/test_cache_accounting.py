@@ -19,19 +19,16 @@ def test_a_hit_settles_to_no_tokens():
     assert used_tokens(finished(usage=Usage(10, 5)), 500) == 15
 
 
-def test_a_hit_costs_nothing(tmp_path):
+def test_a_hit_costs_nothing(any_store):
     from proxy.clients.gate import Gate
     from proxy.config import parse_config
-    from proxy.store.sqlite import SQLiteStore
 
     config = parse_config({"providers": [{"name": "mock", "type": "mock"}], "prices": {"*": {"input": 1,
                                                                                             "output": 1}}})
-    store = SQLiteStore(tmp_path / "g.db")
-    gate = Gate(config, store)
+    gate = Gate(config, any_store)
     costs: list = []
     gate.usage.record = lambda done, cost: costs.append((done.cached, cost))  # type: ignore[method-assign]
     gate.finish(finished(cached=True, usage=Usage(1000, 1000)))
     gate.finish(finished(usage=Usage(1000, 1000)))
     assert costs == [(True, 0.0), (False, 0.002)]
     gate.close()
-    store.close()

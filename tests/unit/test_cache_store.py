@@ -1,5 +1,5 @@
-"""The cache's rows (proxy/store/cache.py) and ResponseCache over a real SQLite file, with an injected
-clock: TTL, least-recently-used eviction by entries and by bytes, totals, clear."""
+"""The cache's rows (proxy/store/cache.py) and ResponseCache on both store backends (a real SQLite
+file, a real PostgreSQL database), with an injected clock: TTL, least-recently-used eviction by entries and by bytes, totals, clear."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,6 @@ from proxy.cache.service import ResponseCache
 from proxy.clients.model import Client
 from proxy.config import parse_config
 from proxy.store.cache import CacheTx
-from proxy.store.sqlite import SQLiteStore
 
 
 class Clock:
@@ -23,10 +22,8 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "cache.db")
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 def put(store, key, size=10, now=0.0, ttl=100.0, max_entries=3, max_bytes=10**6):
@@ -196,13 +193,11 @@ def test_service_batches_uses_and_a_store_applies_them_before_evicting(store):
     assert (t["hits"], t["misses"], t["evictions"]) == (6, 6, 2)
 
 
-def test_service_flush_keeps_the_batch_when_the_store_is_locked(store, tmp_path):
-    from proxy.store.sqlite import SQLiteStore as Other
-
+def test_service_flush_keeps_the_batch_when_the_store_is_locked(store, any_backend):
     cache = ResponseCache(cache_config(), store, Clock())
     cache.begin("/v1/chat/completions", BODY, {}, None, "m").keep(ANSWER)
     assert cache.begin("/v1/chat/completions", BODY, {}, None, "m").status == "HIT"
-    holder = Other(tmp_path / "cache.db")
+    holder = any_backend.open()  # another worker
     with holder.transaction():
         assert cache.flush(timeout=0.05) is False  # another connection holds the write lock
     assert cache.flush() is True

@@ -1,12 +1,11 @@
-"""Client limits on a real SQLite file with an injected clock: rpm windows, tpm buckets with
-reservation and settlement, concurrency leases expiring, budgets / quotas and their period reset, and
-two OS processes admitting against one file (never more than the limit)."""
+"""Client limits on both store backends (a real SQLite file, a real PostgreSQL database) with an
+injected clock: rpm windows, tpm buckets with reservation and settlement, concurrency leases expiring,
+budgets / quotas and their period reset, and two OS processes admitting against one database (never
+more than the limit)."""
 from __future__ import annotations
 
 import multiprocessing
-import sqlite3
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -20,7 +19,7 @@ from proxy.clients.limits import (
 )
 from proxy.clients.model import Client, Finished, ModelLimit, Usage, new_key
 from proxy.config import parse_config
-from proxy.store.sqlite import SQLiteStore
+from proxy.store.backend import open_store
 
 T0 = datetime(2026, 3, 10, 12, 0, tzinfo=UTC).timestamp()  # a Tuesday
 
@@ -40,10 +39,8 @@ def config(tz: str = "UTC"):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "limits.db")
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 @pytest.fixture
@@ -133,7 +130,7 @@ def test_refused_request_charges_nothing(limiter, clock, store):
         with pytest.raises(RateLimited):
             limiter.admit(c, "m", body())
     assert bucket(store, c.id) == level
-    with store.snapshot() as tx:
+    with store.transaction() as tx:  # window() forgets old hits: a write
         assert tx.window(c.id, 0)[0] == 1
 
 
@@ -275,19 +272,19 @@ def test_a_client_without_limits_touches_no_table(limiter, store):
     assert adm.headers == {} and adm.lease is None
 
 
-def test_the_database_holds_no_secret(tmp_path, limiter):
+def test_the_database_holds_no_secret(any_backend, limiter):
     key = new_key()
     c = client(rpm=5, tpm=1000, max_concurrent=2, budget_usd=1.0, key_hint=key[:7])
     a = limiter.admit(c, "m", body())
     limiter.settle(a, finished(a, usage=Usage(3, 4)), 0.1)
     limiter.store.close()
-    data = b"".join(p.read_bytes() for p in Path(tmp_path).glob("limits.db*"))
+    data = any_backend.dump()
     assert key.encode() not in data and key[3:].encode() not in data
 
 
-# -- two processes, one file -----------------------------------------------------------------------
-def _worker(path: str, n: int, start, out) -> None:
-    store = SQLiteStore(path, lock_wait_s=5)
+# -- two processes, one database -------------------------------------------------------------------
+def _worker(database: str, n: int, start, out) -> None:
+    store = open_store(database, lock_wait_s=5)
     lim = Limiter(config(), store, __import__("time").time)
     c = client(rpm=1000, tpm=100_000_000, max_concurrent=1000)
     ok = 0
@@ -302,9 +299,9 @@ def _worker(path: str, n: int, start, out) -> None:
     store.close()
 
 
-def test_two_processes_never_admit_more_than_the_limit(tmp_path):
-    path = str(tmp_path / "shared.db")
-    SQLiteStore(path).close()
+def test_two_processes_never_admit_more_than_the_limit(any_backend):
+    path = any_backend.database
+    any_backend.open().close()  # migrated
     ctx = multiprocessing.get_context("spawn")
     start, out = ctx.Barrier(2), ctx.Queue()
     procs = [ctx.Process(target=_worker, args=(path, 800, start, out)) for _ in range(2)]
@@ -315,6 +312,4 @@ def test_two_processes_never_admit_more_than_the_limit(tmp_path):
         p.join(30)
     assert sum(counts) == 1000, counts  # 1600 tries inside a minute: exactly rpm admitted
     assert all(c > 0 for c in counts), counts  # both processes took part
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT COUNT(*) FROM limit_hits").fetchone()[0] == 1000
-    conn.close()
+    assert any_backend.scalar("SELECT COUNT(*) FROM limit_hits") == 1000

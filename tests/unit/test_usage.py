@@ -1,10 +1,9 @@
-"""UsageLog: cost from prices (exact, glob, cached, unpriced), records and rollups in one flush, retention
+"""UsageLog on both store backends: cost from prices (exact, glob, cached, unpriced), records and rollups in one flush, retention
 with an injected clock, the report's raw/rollup split and grouping, the admin report's CSV and errors."""
 from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from proxy.clients.model import Client, Finished, Usage, new_key
 from proxy.clients.usage import UsageLog
 from proxy.config import parse_config
-from proxy.store.sqlite import SQLiteStore
 
 DAY = 86400.0
 T0 = datetime(2026, 6, 10, 12, 0, tzinfo=UTC).timestamp()
@@ -51,13 +49,11 @@ def done(at: float = T0, client: Client | None = A, model: str = "mock-chat", up
 
 
 @pytest.fixture
-def log(tmp_path):
-    store = SQLiteStore(tmp_path / "u.db")
+def log(any_store):
     clock = Clock(T0)
-    ul = UsageLog(config(accounting={"timezone": "UTC", "retention_days": 3}), store, clock)
+    ul = UsageLog(config(accounting={"timezone": "UTC", "retention_days": 3}), any_store, clock)
     yield ul
     ul.close()
-    store.close()
 
 
 def add(log: UsageLog, d: Finished) -> None:
@@ -92,51 +88,50 @@ def test_unpriced_is_none_never_zero_but_no_tokens_cost_nothing(log):
 # --- records, rollups, retention --------------------------------------------------------------------
 
 
-def rows(path, sql):
-    with sqlite3.connect(path) as c:
-        return c.execute(sql).fetchall()
+def rows(backend, sql):
+    return backend.sql(sql)
 
 
-def test_records_and_rollups_written_in_one_flush(log, tmp_path):
+def test_records_and_rollups_written_in_one_flush(log, any_backend):
     for _ in range(3):
         add(log, done())
     add(log, done(client=B, model="other", upstream="nope", status=502, usage=Usage(7, 0)))
-    assert rows(tmp_path / "u.db", "SELECT COUNT(*) FROM usage_records") == [(0,)]  # queued, not written
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_records") == [(0,)]  # queued, not written
     assert log.flush()
-    recs = rows(tmp_path / "u.db", "SELECT client_id, team, model, provider, upstream_model, key_id,"
+    recs = rows(any_backend, "SELECT client_id, team, model, provider, upstream_model, key_id,"
                 " status, prompt_tokens, completion_tokens, cost_usd, latency_ms, first_byte_ms, stream"
-                " FROM usage_records")
+                " FROM usage_records ORDER BY id")
     assert len(recs) == 4
     assert recs[0] == ("c_a", "red", "mock-chat", "mock", "mock-1", "k_1", 200, 100, 50,
                        pytest.approx(200 / 1e6), 12.5, 3.0, 0)
     assert recs[3][9] is None  # unpriced
-    daily = rows(tmp_path / "u.db", "SELECT day, client_id, model, requests, errors, prompt_tokens,"
+    daily = rows(any_backend, "SELECT day, client_id, model, requests, errors, prompt_tokens,"
                  " completion_tokens, cost_usd, unpriced_requests FROM usage_daily ORDER BY client_id")
     assert daily == [("2026-06-10", "c_a", "mock-chat", 3, 0, 300, 150, pytest.approx(600 / 1e6), 0),
                      ("2026-06-10", "c_b", "other", 1, 1, 7, 0, 0.0, 1)]
     add(log, done())
     log.flush()
-    assert rows(tmp_path / "u.db", "SELECT requests FROM usage_daily WHERE client_id='c_a'") == [(4,)]
+    assert rows(any_backend, "SELECT requests FROM usage_daily WHERE client_id='c_a'") == [(4,)]
 
 
-def test_day_follows_the_accounting_timezone(tmp_path):
-    store = SQLiteStore(tmp_path / "tz.db")
+def test_day_follows_the_accounting_timezone(any_backend):
+    store = any_backend.open()
     ul = UsageLog(config(accounting={"timezone": "America/New_York"}), store, Clock(T0))
     at = datetime(2026, 6, 10, 2, 0, tzinfo=UTC).timestamp()  # 22:00 on June 9 in New York
     add(ul, done(at=at))
     ul.flush()
-    assert rows(tmp_path / "tz.db", "SELECT day FROM usage_daily") == [("2026-06-09",)]
+    assert rows(any_backend, "SELECT day FROM usage_daily") == [("2026-06-09",)]
     ul.close()
     store.close()
 
 
-def test_retention_purges_raw_rows_keeps_rollups_and_reports_span_both(log, tmp_path):
+def test_retention_purges_raw_rows_keeps_rollups_and_reports_span_both(log, any_backend):
     for day in range(6):  # one request per day, June 5 .. June 10
         add(log, done(at=T0 - day * DAY))
     log.flush()
     assert log.purge() == 2  # retention 3 days: rows before June 7 12:00 go (June 5, June 6)
-    assert rows(tmp_path / "u.db", "SELECT COUNT(*) FROM usage_records") == [(4,)]
-    assert rows(tmp_path / "u.db", "SELECT COUNT(*) FROM usage_daily") == [(6,)]
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_records") == [(4,)]
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_daily") == [(6,)]
     # June 7 lost no row but days before June 8 come from rollups (the first whole day kept is June 8)
     assert log.iso(log.raw_since()) == "2026-06-08T00:00:00+00:00"
     report = log.report(T0 - 10 * DAY, T0 + 1, ("day",))
@@ -151,32 +146,30 @@ def test_retention_purges_raw_rows_keeps_rollups_and_reports_span_both(log, tmp_
     assert len(log.report(T0 - DAY, T0 + 1, ("route", "key"))) == 1  # within retention: fine
 
 
-def test_purge_runs_in_small_batches(log, tmp_path, monkeypatch):
+def test_purge_runs_in_small_batches(log, any_backend, monkeypatch):
     import proxy.clients.usage as mod
     monkeypatch.setattr(mod, "PURGE_BATCH", 3)
     for i in range(10):
         add(log, done(at=T0 - 5 * DAY + i))
     log.flush()
     assert log.purge() == 10
-    assert rows(tmp_path / "u.db", "SELECT COUNT(*) FROM usage_records") == [(0,)]
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_records") == [(0,)]
 
 
-def test_locked_database_keeps_rows_for_the_next_flush_and_bounds_the_queue(tmp_path):
-    store = SQLiteStore(tmp_path / "l.db", lock_wait_s=0.05)
+def test_locked_database_keeps_rows_for_the_next_flush_and_bounds_the_queue(any_backend):
+    store = any_backend.open(lock_wait_s=0.05)
     ul = UsageLog(config(), store, Clock(T0), max_queue=5)
     for _ in range(3):
         add(ul, done())
-    holder = sqlite3.connect(tmp_path / "l.db", isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")
+    holder = any_backend.lock()
     assert ul.flush() is False
     assert ul.pending() == 3
     for _ in range(4):
         add(ul, done())
     assert ul.pending() == 5 and ul.dropped == 2
-    holder.execute("ROLLBACK")
-    holder.close()
+    holder.release()
     assert ul.flush() is True
-    assert rows(tmp_path / "l.db", "SELECT COUNT(*) FROM usage_records") == [(5,)]
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_records") == [(5,)]
     ul.close()
     store.close()
 
@@ -271,26 +264,26 @@ def test_report_mixes_rollup_days_and_raw_edges_exactly(log):
         assert sum(r["completion_tokens"] for r in per_day) == sum(i % 3 for i in want)
 
 
-def test_flusher_writes_within_its_interval_and_close_flushes(tmp_path):
+def test_flusher_writes_within_its_interval_and_close_flushes(any_backend):
     import time as _time
-    store = SQLiteStore(tmp_path / "f.db")
+    store = any_backend.open()
     ul = UsageLog(config(), store, flush_interval_s=0.05)
     ul.start()
     add(ul, done(at=_time.time()))  # (a June record would be purged at once: past the 90-day retention)
     deadline = _time.monotonic() + 2
-    while rows(tmp_path / "f.db", "SELECT COUNT(*) FROM usage_records") != [(1,)]:
+    while rows(any_backend, "SELECT COUNT(*) FROM usage_records") != [(1,)]:
         assert _time.monotonic() < deadline, "the flusher did not write"
         _time.sleep(0.02)
     ul.flush_interval_s = 60.0  # the next round is far away: only close() can write this one
     _time.sleep(0.1)
     add(ul, done(at=_time.time()))
     ul.close()
-    assert rows(tmp_path / "f.db", "SELECT COUNT(*) FROM usage_records") == [(2,)]
+    assert rows(any_backend, "SELECT COUNT(*) FROM usage_records") == [(2,)]
     store.close()
 
 
-def test_parse_time_dates_are_local_days(tmp_path):
-    store = SQLiteStore(tmp_path / "p.db")
+def test_parse_time_dates_are_local_days(any_backend):
+    store = any_backend.open()
     ul = UsageLog(config(accounting={"timezone": "Europe/Berlin"}), store, Clock(T0))
     assert ul.iso(ul.parse_time("2026-06-10")) == "2026-06-10T00:00:00+02:00"
     assert ul.iso(ul.parse_time("2026-06-10", end=True)) == "2026-06-11T00:00:00+02:00"  # 'to' inclusive
