@@ -99,6 +99,18 @@ class Backend:
         rows = self.sql(statement, params)
         return rows[0][0] if rows else None
 
+    def changes(self, store: KeyStore) -> int:
+        """How many committed changes ``store`` has seen: its change token on SQLite; on PostgreSQL the
+        notifications it heard (its token also turns over every few seconds, by design), read after
+        a pause long enough for a notification just sent to arrive."""
+        if not self.postgres:
+            return store.change_token()
+        import time
+
+        store.change_token()  # the listener runs
+        time.sleep(0.3)
+        return int(store._notified)  # type: ignore[attr-defined]
+
     def dump(self) -> bytes:
         """Everything the database holds, as bytes to search (for "no secret at rest" checks): the
         SQLite file with its WAL, or every row of every table of the PostgreSQL database."""

@@ -7,6 +7,7 @@ Pruning deletes in bounded batches (the background work calls it, never the requ
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -68,7 +69,9 @@ class SqlHistory:
         """Rows of resolution ``step`` with ``start <= bucket < end``, optionally of one key / provider /
         model, in bucket order."""
         where = ["step = ?", "bucket >= ?", "bucket < ?"]
-        params: list[object] = [step, int(start), end]
+        # integers only: PostgreSQL types these parameters as the BIGINT column and refuses "1.5"
+        # (for an integer bucket, bucket < end is bucket < ceil(end))
+        params: list[object] = [step, int(start), math.ceil(end)]
         for col, value in (("key_id", key_id), ("provider", provider), ("model", model)):
             if value is not None:
                 where.append(f"{col} = ?")

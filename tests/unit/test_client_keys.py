@@ -1,4 +1,4 @@
-"""Client keys: the store rows, the registry (validation, config sync, rotation), the per-worker view
+"""Client keys (store parts on both backends): the store rows, the registry (validation, config sync, rotation), the per-worker view
 and the admin API in-process. Cross-worker behaviour is in tests/integration/test_client_keys.py."""
 import time
 
@@ -9,7 +9,6 @@ from proxy.clients.model import config_client_id, key_hash
 from proxy.clients.registry import ClientRegistry, validate
 from proxy.config import parse_config
 from proxy.errors import BadRequest, GatewayError, Unauthorized
-from proxy.store.sqlite import SQLiteStore
 from tests.conftest import ADMIN_TOKEN
 from tests.harness import mock_config
 
@@ -36,10 +35,8 @@ def real_config(tmp_path, **extra):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "k.db")
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 def test_validate_names_the_field():
@@ -63,7 +60,7 @@ def test_validate_names_the_field():
         assert e.value.param == field, body
 
 
-def test_registry_create_rotate_revoke_and_no_secret_in_db(tmp_path, store):
+def test_registry_create_rotate_revoke_and_no_secret_in_db(any_backend, store):
     clock = Clock()
     reg = ClientRegistry(store, clock)
     client, key = reg.create({"name": "ci", "rpm": 5}, "test")
@@ -87,7 +84,7 @@ def test_registry_create_rotate_revoke_and_no_secret_in_db(tmp_path, store):
         actions = [a["action"] for a in tx.audit(10)]
     assert actions == ["client_revoke", "client_rotate", "client_create"]
     store.close()
-    raw = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("k.db"))
+    raw = any_backend.dump()
     assert key.encode() not in raw and key2.encode() not in raw and key_hash(key).encode() in raw
 
 
@@ -122,10 +119,10 @@ def test_auth_view_rotation_grace_expiry_and_disabled(tmp_path, store):
         auth.authenticate({"x-api-key": new})
 
 
-def test_other_connection_changes_seen_within_refresh(tmp_path, store):
+def test_other_connection_changes_seen_within_refresh(tmp_path, any_backend, store):
     clock = Clock()
     auth = ClientAuth(real_config(tmp_path), store, clock)
-    other = SQLiteStore(tmp_path / "k.db")
+    other = any_backend.open()
     try:
         _, key = ClientRegistry(other, clock).create({"name": "late"}, "cli")
         deadline = time.monotonic() + 1
@@ -141,14 +138,14 @@ def test_other_connection_changes_seen_within_refresh(tmp_path, store):
         other.close()
 
 
-def test_last_used_is_batched(tmp_path, store):
+def test_last_used_is_batched(tmp_path, any_backend, store):
     clock = Clock()
     auth = ClientAuth(real_config(tmp_path), store, clock)
     client, key = auth.registry.create({"name": "ci"}, "test")
-    v0 = store.change_token()
+    v0 = any_backend.changes(store)
     for _ in range(50):
         auth.authenticate({"x-api-key": key})
-    assert store.change_token() == v0  # no write per request
+    assert any_backend.changes(store) == v0  # no write per request
     auth.flush()
     with store.snapshot() as tx:
         assert tx.client(client.id).last_used_at == clock.t

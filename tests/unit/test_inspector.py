@@ -1,4 +1,5 @@
-"""Issue 16: the inspector's pure parts (sampling, redaction, cuts, timings, HAR) and its ring (store)."""
+"""Issue 16: the inspector's pure parts (sampling, redaction, cuts, timings, HAR) and its ring (store,
+on both backends)."""
 from __future__ import annotations
 
 import json
@@ -16,7 +17,6 @@ from proxy.inspect.ring import sampled
 from proxy.inspect.settings import InspectorConfig
 from proxy.relay import Attempt, Trace
 from proxy.store.inspector import InspectorTx
-from proxy.store.sqlite import SQLiteStore
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "har-1.2.schema.json").read_text())
 KEY = "gem-unit-secret-key-0001"
@@ -131,16 +131,8 @@ def test_a_transaction_as_har_validates_and_adds_up():
 
 
 @pytest.fixture
-def store(tmp_path):
-    from proxy.store import db
-
-    path = tmp_path / "ring.db"
-    conn = db.connect(str(path))
-    db.migrate(conn)
-    conn.close()
-    s = SQLiteStore(path)
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 def _rows(n: int, size: int = 10, start: int = 0) -> list[tuple]:
@@ -200,18 +192,13 @@ def test_keys_an_upstream_echoes_in_an_error_are_not_stored():
     assert "VKMIs" not in doc["response"]["body"]["text"] and "[REDACTED]" in doc["response"]["body"]["text"]
 
 
-def _ring(tmp_path, **inspector: object):
+def _ring(backend, **inspector: object):
     from proxy.inspect.ring import Inspector
-    from proxy.store import db
 
-    path = tmp_path / "flush.db"
-    conn = db.connect(str(path))
-    db.migrate(conn)
-    conn.close()
     cfg = parse_config({"providers": [{"name": "m", "type": "mock"}],
                         "inspector": {"enabled": True, **inspector}})
-    store = SQLiteStore(path, lock_wait_s=0.2)
-    return Inspector(cfg, store), store, path
+    store = backend.open(lock_wait_s=0.2)
+    return Inspector(cfg, store), store
 
 
 def _finish(ins, rid: str) -> None:
@@ -221,30 +208,23 @@ def _finish(ins, rid: str) -> None:
     ins.done(ex, None, {})
 
 
-def test_a_locked_database_keeps_the_captures_for_the_next_flush(tmp_path):
-    import sqlite3
-
-    ins, store, path = _ring(tmp_path, max_entries=3)
+def test_a_locked_database_keeps_the_captures_for_the_next_flush(any_backend):
+    ins, store = _ring(any_backend, max_entries=3)
     for i in range(5):
         _finish(ins, f"lock-{i}")
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
+    with any_backend.lock():
         assert ins.flush() is False and ins.pending() == 5
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert ins.flush() is True and ins.pending() == 0
     assert [r["request_id"] for r in ins.entries(10)] == ["lock-4", "lock-3", "lock-2"]
-    assert CLIENT_KEY.encode() not in path.read_bytes() + Path(f"{path}-wal").read_bytes()
     store.close()
+    assert CLIENT_KEY.encode() not in any_backend.dump()
 
 
-def test_the_flush_queue_is_bounded(tmp_path, monkeypatch):
+def test_the_flush_queue_is_bounded(any_backend, monkeypatch):
     from proxy.inspect import ring
 
     monkeypatch.setattr(ring, "MAX_QUEUE", 3)
-    ins, store, _ = _ring(tmp_path)
+    ins, store = _ring(any_backend)
     for i in range(5):
         _finish(ins, f"q-{i}")
     assert ins.pending() == 3 and ins.dropped == 2

@@ -1,4 +1,5 @@
-"""Key history: the pure rollup / percentile logic and the SQL against a real SQLite file."""
+"""Key history: the pure rollup / percentile logic and the SQL on both store backends (a real
+SQLite file, a real PostgreSQL database)."""
 from __future__ import annotations
 
 import pytest
@@ -7,8 +8,6 @@ from proxy.keys import history as h
 from proxy.keys import history_jobs
 from proxy.keys.pool import KeyPool
 from proxy.keys.specs import KeySettings, KeySpec
-from proxy.store import db
-from proxy.store.sqlite import SQLiteStore
 
 
 def test_percentile_interpolates_inside_the_bucket_and_is_clipped_by_the_max():
@@ -59,14 +58,8 @@ def test_merge_periods_joins_overlaps_of_the_same_key_and_model():
 
 
 @pytest.fixture
-def store(tmp_path):
-    path = tmp_path / "h.db"
-    conn = db.connect(path)
-    db.migrate(conn)
-    conn.close()
-    s = SQLiteStore(path)
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 def test_two_pools_add_up_in_the_store_and_pruning_keeps_the_retention(store, tmp_path):
