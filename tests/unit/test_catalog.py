@@ -1,6 +1,6 @@
 """The model catalog: both parsers against the recorded excerpts, the merge, the store (replace, ETag 304,
 a failed refresh keeping the last good copy, the refresh claim), free pools, capability pre-checks,
-prices feeding usage cost, the config keys and the CLI."""
+prices feeding usage cost, the config keys and the CLI. The store parts run on both backends."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,6 @@ from proxy.clients.usage import UsageLog
 from proxy.config import ConfigError, FreePoolConfig, TargetConfig, parse_config
 from proxy.errors import BadRequest
 from proxy.relay import Trace
-from proxy.store.sqlite import SQLiteStore
 from tests.mock_catalog import MockCatalog, fixture
 
 
@@ -44,10 +43,8 @@ def cfg(**extra: object):
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SQLiteStore(tmp_path / "k.db")
-    yield s
-    s.close()
+def store(any_store):
+    return any_store
 
 
 @pytest.fixture
@@ -170,8 +167,8 @@ def test_network_down_stores_nothing_and_breaks_nothing(store):
     assert cat.precheck({"model": "small", "messages": []}, [TargetConfig("or", "x")], Trace())
 
 
-def test_one_refresher_at_a_time(store, tmp_path):
-    other = SQLiteStore(tmp_path / "k.db")  # another worker's connection
+def test_one_refresher_at_a_time(store, any_backend):
+    other = any_backend.open()  # another worker's connection
     try:
         assert refresh.claim(store, "w1", 100.0, force=False)
         assert not refresh.claim(other, "w2", 101.0, force=False)

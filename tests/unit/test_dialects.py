@@ -1,5 +1,5 @@
 """Issue 18, pure parts: Responses ⇄ chat translation and its stream events, Gemini ⇄ chat translation,
-the Gemini error envelope, the stored-responses SQL (TTL, per client), and the Gemini adapter's native
+the Gemini error envelope, the stored-responses SQL (TTL, per client; on both store backends), and the Gemini adapter's native
 calls refusing hostile model names before any request."""
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from proxy.api import gemini_shape as gs
 from proxy.api import responses_shape as rs
 from proxy.errors import CLIENT, BadRequest, GatewayError, NotFound, UpstreamError
 from proxy.providers.gemini import GeminiAdapter
-from proxy.store.sqlite import SQLiteStore
 from tests.unit.test_upstream_paths import HOSTILE, Recorder
 
 # ---------------------------------------------------------------------------------------- Responses
@@ -275,20 +274,17 @@ def test_native_method_is_from_a_fixed_set():
 # ---------------------------------------------------------------------------------------- store
 
 
-def test_stored_responses_per_client_with_expiry(tmp_path):
-    store = SQLiteStore(tmp_path / "store.db", lock_wait_s=0.3)
-    try:
-        with store.transaction() as tx:
-            tx.save_response("resp_a", "cl_1", 100.0, 200.0, '{"id": "resp_a"}', "[]")
-            tx.save_response("resp_old", "cl_1", 10.0, 50.0, "{}", "[]")
-        with store.snapshot() as tx:
-            assert tx.load_response("resp_a", "cl_1", 150.0) == ('{"id": "resp_a"}', "[]")
-            assert tx.load_response("resp_a", "cl_2", 150.0) is None  # another client's
-            assert tx.load_response("resp_a", "cl_1", 200.0) is None  # expired
-        with store.transaction() as tx:
-            assert tx.purge_responses(150.0) == 1  # resp_old only
-            assert tx.delete_response("resp_a", "cl_2", 150.0) is False
-            assert tx.delete_response("resp_a", "cl_1", 150.0) is True
-            assert tx.delete_response("resp_a", "cl_1", 150.0) is False
-    finally:
-        store.close()
+def test_stored_responses_per_client_with_expiry(any_backend):
+    store = any_backend.open(lock_wait_s=0.3)
+    with store.transaction() as tx:
+        tx.save_response("resp_a", "cl_1", 100.0, 200.0, '{"id": "resp_a"}', "[]")
+        tx.save_response("resp_old", "cl_1", 10.0, 50.0, "{}", "[]")
+    with store.snapshot() as tx:
+        assert tx.load_response("resp_a", "cl_1", 150.0) == ('{"id": "resp_a"}', "[]")
+        assert tx.load_response("resp_a", "cl_2", 150.0) is None  # another client's
+        assert tx.load_response("resp_a", "cl_1", 200.0) is None  # expired
+    with store.transaction() as tx:
+        assert tx.purge_responses(150.0) == 1  # resp_old only
+        assert tx.delete_response("resp_a", "cl_2", 150.0) is False
+        assert tx.delete_response("resp_a", "cl_1", 150.0) is True
+        assert tx.delete_response("resp_a", "cl_1", 150.0) is False

@@ -1,30 +1,29 @@
 """GroupCommit: callers of one event-loop turn share a transaction, each sees those before it, a
 failure is only its own caller's, and a locked store fails the batch without leaving it stuck.
 
-The gevent cases run in a subprocess with gevent's monkey patching, as a gunicorn gevent worker does."""
+The gevent cases run in a subprocess with gevent's monkey patching, as a gunicorn gevent worker does.
+Every case runs on both store backends (a SQLite file, a PostgreSQL database)."""
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from proxy.store.group import GroupCommit
-from proxy.store.sqlite import SQLiteStore
 from tests.harness import REPO
+from tests.stores import Backend
 
 GEVENT_SCRIPT = r"""
 import json, sys, time
 from gevent import monkey
 monkey.patch_all()
 import gevent
+from proxy.store.backend import open_store
 from proxy.store.group import GroupCommit
-from proxy.store.sqlite import SQLiteStore
 
-store = SQLiteStore(sys.argv[1], lock_wait_s=0.3)
+store = open_store(sys.argv[1], lock_wait_s=0.3)
 group = GroupCommit(store)
 mode = sys.argv[2]
 
@@ -42,29 +41,29 @@ def op(i):
 
 jobs = [gevent.spawn(op, i) for i in range(20)]
 gevent.joinall(jobs, timeout=10)
-import sqlite3
-rows = sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM limit_hits WHERE scope='s'").fetchone()[0]
+with store.snapshot() as tx:
+    rows = tx._run("SELECT COUNT(*) FROM limit_hits WHERE scope='s'").fetchone()[0]
 print(json.dumps({"results": [j.value for j in jobs], "batches": group.batches, "ops": group.ops,
                   "rows": rows}))
 """
 
 
-def run_gevent(db: Path, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, str(db), mode], cwd=REPO, capture_output=True,
+def run_gevent(database: str, mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, database, mode], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True)
     return json.loads(out.stdout)
 
 
-def test_callers_of_one_turn_share_one_transaction_and_see_each_other(tmp_path: Path) -> None:
-    out = run_gevent(tmp_path / "g.db", "ok")
+def test_callers_of_one_turn_share_one_transaction_and_see_each_other(any_backend: Backend) -> None:
+    out = run_gevent(any_backend.database, "ok")
     assert out["batches"] == 1 and out["ops"] == 20
     # each operation saw exactly the ones queued before it: 0, 1, …, 19 in arrival order
     assert [r[1] for r in out["results"]] == list(range(20))
     assert out["rows"] == 20
 
 
-def test_a_failing_operation_fails_alone(tmp_path: Path) -> None:
-    out = run_gevent(tmp_path / "g.db", "fail")
+def test_a_failing_operation_fails_alone(any_backend: Backend) -> None:
+    out = run_gevent(any_backend.database, "fail")
     assert out["results"][7] == ["error", "ValueError"]
     others = [r for i, r in enumerate(out["results"]) if i != 7]
     assert all(r[0] == "ok" for r in others)
@@ -72,23 +71,17 @@ def test_a_failing_operation_fails_alone(tmp_path: Path) -> None:
     assert out["rows"] == 19
 
 
-def test_locked_store_fails_the_batch_and_the_next_call_works(tmp_path: Path) -> None:
-    db = tmp_path / "g.db"
-    SQLiteStore(db).close()  # migrated
-    holder = sqlite3.connect(db, isolation_level=None)
-    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
-    try:
-        out = run_gevent(db, "ok")
+def test_locked_store_fails_the_batch_and_the_next_call_works(any_backend: Backend) -> None:
+    any_backend.open().close()  # migrated
+    with any_backend.lock():  # another process holds the write lock
+        out = run_gevent(any_backend.database, "ok")
         assert {tuple(r) for r in out["results"]} == {("error", "StoreUnavailable")}
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    out = run_gevent(db, "ok")
+    out = run_gevent(any_backend.database, "ok")
     assert out["rows"] == 20
 
 
-def test_threads_exact_counts(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "t.db")
+def test_threads_exact_counts(any_backend: Backend) -> None:
+    store = any_backend.open()
     group = GroupCommit(store)
     seen: list[int] = []
 
@@ -107,6 +100,5 @@ def test_threads_exact_counts(tmp_path: Path) -> None:
     for t in threads:
         t.join(30)
     assert sorted(seen) == list(range(400))  # no two operations saw the same count
-    with store.snapshot() as tx:
+    with store.transaction() as tx:  # window() forgets old hits: a write
         assert tx.window("s", 0.0)[0] == 400
-    store.close()
