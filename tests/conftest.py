@@ -78,3 +78,10 @@ def any_backend(request, tmp_path) -> Iterator[Backend]:
 def any_store(any_backend) -> KeyStore:
     """A migrated store on ``any_backend`` (lock wait 2 s), closed at teardown."""
     return any_backend.open()
+
+
+@pytest.fixture
+def any_database(any_backend) -> str:
+    """``any_backend``'s ``server.database`` setting (a file path or a postgresql:// URL), for what opens
+    its own store from it (KeyPool, the CLI, a child process)."""
+    return any_backend.database

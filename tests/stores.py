@@ -53,10 +53,18 @@ class LockHolder:
 class Backend:
     """One database on ``kind``; ``database`` is its ``server.database`` setting (file path or URL)."""
 
-    def __init__(self, kind: str, database: str) -> None:
+    def __init__(self, kind: str, database: str, fresh: Any = None) -> None:
         self.kind = kind
         self.database = database
         self._stores: list[KeyStore] = []
+        self._fresh = fresh
+        self._others: list[Backend] = []
+
+    def fresh(self) -> Backend:
+        """Another empty database of the same kind (closed with this one)."""
+        other = Backend(self.kind, self._fresh(len(self._others) + 1), self._fresh)
+        self._others.append(other)
+        return other
 
     @property
     def postgres(self) -> bool:
@@ -111,6 +119,17 @@ class Backend:
         time.sleep(0.3)
         return int(store._notified)  # type: ignore[attr-defined]
 
+    def warm(self, store: KeyStore, connections: int = 2) -> None:
+        """Open ``connections`` of a PostgreSQL store's pool now (they are opened on first need, and a
+        connect takes far longer than a query); nothing to do for SQLite's single connection."""
+        if not self.postgres:
+            return
+        from contextlib import ExitStack
+
+        with ExitStack() as stack:
+            for _ in range(connections):
+                stack.enter_context(store.snapshot())
+
     def dump(self) -> bytes:
         """Everything the database holds, as bytes to search (for "no secret at rest" checks): the
         SQLite file with its WAL, or every row of every table of the PostgreSQL database."""
@@ -121,6 +140,8 @@ class Backend:
         return "\n".join(repr(self.sql(f'SELECT * FROM "{t}"')) for t in tables).encode()
 
     def close(self) -> None:
+        for other in self._others:
+            other.close()
         for store in self._stores:
             try:
                 store.close()
@@ -131,5 +152,6 @@ class Backend:
 def make_backend(kind: str, tmp_path: Path, request: Any, name: str = "store.db") -> Backend:
     """``kind``'s database for one test (PostgreSQL's ``pg_url`` fixture is only asked for then)."""
     if kind == "postgresql":
-        return Backend(kind, request.getfixturevalue("pg_url"))
-    return Backend(kind, str(tmp_path / name))
+        server = request.getfixturevalue("pg_server")
+        return Backend(kind, request.getfixturevalue("pg_url"), lambda n: server.create_database())
+    return Backend(kind, str(tmp_path / name), lambda n: str(tmp_path / f"fresh{n}.db"))

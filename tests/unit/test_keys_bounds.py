@@ -3,7 +3,6 @@ or takes a key out of service for longer than ``key_manager.max_cooldown_s``."""
 from __future__ import annotations
 
 import copy
-import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from proxy.config import ConfigError, load_config
 from proxy.keys import KeyAdmin, KeySettings, SnapshotError, key_id
 from proxy.keys.snapshot import MAX_COUNT, MAX_FAILURES, checksum, validate
 from proxy.store.base import MAX_COOLDOWNS_PER_KEY
+from tests.stores import Backend
 
 G = [key_id("gemini", s) for s in SECRETS]
 M = "gemini-2.5-flash"
@@ -25,31 +25,27 @@ def clock():
     return Clock()
 
 
-def rows(path: Path, kid: str) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM key_cooldowns WHERE key_id=?", (kid,)).fetchone()[0]
-    finally:
-        conn.close()
+def rows(backend: Backend, kid: str) -> int:
+    return int(backend.scalar("SELECT COUNT(*) FROM key_cooldowns WHERE key_id=?", (kid,)))
 
 
 # --- per-model cooldowns per key --------------------------------------------------------------------
 
-def test_1100_models_cooled_on_one_key_keep_at_most_1024_rows(tmp_path, clock):
-    db = tmp_path / "k.db"
+def test_1100_models_cooled_on_one_key_keep_at_most_1024_rows(any_backend, clock):
+    db = any_backend.database
     with make_pool(db, clock, start_flusher=False) as p:
         for i in range(1100):
             p.record(G[0], f"client-model-{i:04d}", errors.QUOTA, retry_after=600 + i)
         cds = p.get(G[0])["cooldowns"]
-        assert len(cds) == MAX_COOLDOWNS_PER_KEY == rows(db, G[0])
+        assert len(cds) == MAX_COOLDOWNS_PER_KEY == rows(any_backend, G[0])
         assert "client-model-0000" not in cds and "client-model-1099" in cds  # soonest-expiring went
         assert len(p._cooldowns[G[0]]) == MAX_COOLDOWNS_PER_KEY  # the in-memory view too
     with make_pool(db, clock, start_flusher=False) as q:  # and what another worker loads
         assert len(q.get(G[0])["cooldowns"]) == MAX_COOLDOWNS_PER_KEY
 
 
-def test_expired_cooldowns_are_dropped_before_live_ones(tmp_path, clock):
-    db = tmp_path / "k.db"
+def test_expired_cooldowns_are_dropped_before_live_ones(any_backend, clock):
+    db = any_backend.database
     with make_pool(db, clock, start_flusher=False) as p:
         for i in range(MAX_COOLDOWNS_PER_KEY - 1):
             p.record(G[0], f"short-{i:04d}", errors.QUOTA, retry_after=10)
@@ -58,14 +54,14 @@ def test_expired_cooldowns_are_dropped_before_live_ones(tmp_path, clock):
         p.record(G[0], "fresh-a", errors.QUOTA, retry_after=60)
         p.record(G[0], "fresh-b", errors.QUOTA, retry_after=60)
         assert set(p.get(G[0])["cooldowns"]) == {"long", "fresh-a", "fresh-b"}
-        assert rows(db, G[0]) <= MAX_COOLDOWNS_PER_KEY
+        assert rows(any_backend, G[0]) <= MAX_COOLDOWNS_PER_KEY
 
 
 # --- max_cooldown_s for upstream answers ----------------------------------------------------------
 
-def test_retry_after_of_ten_days_cools_at_most_max_cooldown(tmp_path, clock):
+def test_retry_after_of_ten_days_cools_at_most_max_cooldown(any_database, clock):
     settings = replace(FAST, max_cooldown_s=7200.0)
-    with make_pool(tmp_path / "k.db", clock, settings=settings, start_flusher=False) as p:
+    with make_pool(any_database, clock, settings=settings, start_flusher=False) as p:
         p.record(G[0], M, errors.QUOTA, retry_after=10 * 86400)
         p.record(G[1], M, errors.QUOTA, retry_after=float("inf"))  # nonsense: the default applies
         d = p.get(G[0])
@@ -73,9 +69,9 @@ def test_retry_after_of_ten_days_cools_at_most_max_cooldown(tmp_path, clock):
         assert p.get(G[1])["cooldowns"] == {M: FAST.default_cooldown_s}
 
 
-def test_default_max_cooldown_is_two_days(tmp_path, clock):
+def test_default_max_cooldown_is_two_days(any_database, clock):
     assert KeySettings().max_cooldown_s == 172800.0
-    with make_pool(tmp_path / "k.db", clock, start_flusher=False) as p:
+    with make_pool(any_database, clock, start_flusher=False) as p:
         p.record(G[0], M, errors.QUOTA, retry_after=10 * 86400)
         assert p.get(G[0])["cooldowns"] == {M: 172800.0}
 
@@ -109,8 +105,8 @@ def write(tmp_path: Path, text: str) -> Path:
 # --- snapshot bounds --------------------------------------------------------------------------------
 
 @pytest.fixture
-def setup(tmp_path, clock):
-    p = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+def setup(any_database, clock):
+    p = make_pool(any_database, clock, start_flusher=False)
     p.record(G[0], M, errors.QUOTA, retry_after=30)
     for _ in range(3):
         p.record(G[1], M, errors.TRANSIENT)

@@ -21,15 +21,15 @@ def clock():
 
 
 @pytest.fixture
-def pool(tmp_path, clock):
-    p = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+def pool(any_database, clock):
+    p = make_pool(any_database, clock, start_flusher=False)
     yield p
     p.close()
 
 
-def test_acquire_returns_secret_only_in_key_and_spreads_by_weight(tmp_path, clock):
+def test_acquire_returns_secret_only_in_key_and_spreads_by_weight(any_database, clock):
     specs = [KeySpec("gemini", SECRETS[0], weight=1), KeySpec("gemini", SECRETS[1], weight=3)]
-    with make_pool(tmp_path / "k.db", clock, specs=specs, start_flusher=False) as p:
+    with make_pool(any_database, clock, specs=specs, start_flusher=False) as p:
         k = p.acquire("gemini", M)
         assert k.secret in SECRETS[:2] and k.id in G[:2] and k.secret not in repr(k)
         counts = collections.Counter(p.acquire("gemini", M).id for _ in range(400))
@@ -202,10 +202,10 @@ def test_retire_and_restore_keeps_history(pool, clock):
         pool.sync([SPECS[0], SPECS[0]])
 
 
-def test_auth_invalid_then_revalidation_restores(tmp_path, clock):
+def test_auth_invalid_then_revalidation_restores(any_database, clock):
     from proxy.keys import revalidate_once
-    a = make_pool(tmp_path / "k.db", clock, start_flusher=False)
-    b = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+    a = make_pool(any_database, clock, start_flusher=False)
+    b = make_pool(any_database, clock, start_flusher=False)
     try:
         a.record(G[0], M, errors.AUTH, error=f"key {SECRETS[0]} invalid")
         assert a.get(G[0])["status"] == "invalid"
@@ -231,11 +231,11 @@ def test_auth_invalid_then_revalidation_restores(tmp_path, clock):
         b.close()
 
 
-def test_run_revalidation_loop_stops(tmp_path, clock):
+def test_run_revalidation_loop_stops(any_database, clock):
     import threading
 
     from proxy.keys import run_revalidation
-    p = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+    p = make_pool(any_database, clock, start_flusher=False)
     p.record(G[0], M, errors.AUTH)
     clock.t += 301
     stop = threading.Event()
@@ -252,9 +252,9 @@ def test_run_revalidation_loop_stops(tmp_path, clock):
 
 # --- two workers on one database ------------------------------------------------------------------
 
-def test_transitions_in_one_worker_are_obeyed_by_another_within_1s(tmp_path):
-    a = make_pool(tmp_path / "k.db")
-    b = make_pool(tmp_path / "k.db")
+def test_transitions_in_one_worker_are_obeyed_by_another_within_1s(any_database):
+    a = make_pool(any_database)
+    b = make_pool(any_database)
     try:
         for kid in G:
             b.acquire("gemini", M, exclude=frozenset(set(G) - {kid}))  # b's view: all usable
@@ -281,10 +281,10 @@ def test_transitions_in_one_worker_are_obeyed_by_another_within_1s(tmp_path):
         b.close()
 
 
-def test_half_open_probe_is_claimed_by_exactly_one_worker(tmp_path, clock):
+def test_half_open_probe_is_claimed_by_exactly_one_worker(any_database, clock):
     slow = FAST.__class__(**{**FAST.__dict__, "refresh_interval_s": 3600.0})  # b relies on the SQL claim only
-    a = make_pool(tmp_path / "k.db", clock, start_flusher=False)
-    b = make_pool(tmp_path / "k.db", clock, settings=slow, start_flusher=False)
+    a = make_pool(any_database, clock, start_flusher=False)
+    b = make_pool(any_database, clock, settings=slow, start_flusher=False)
     try:
         for _ in range(3):
             a.record(G[0], M, errors.TRANSIENT)
@@ -304,9 +304,9 @@ def test_half_open_probe_is_claimed_by_exactly_one_worker(tmp_path, clock):
         b.close()
 
 
-def test_half_open_claim_race_between_threads(tmp_path, clock):
+def test_half_open_claim_race_between_threads(any_database, clock):
     import threading
-    pools = [make_pool(tmp_path / "k.db", clock, start_flusher=False) for _ in range(6)]
+    pools = [make_pool(any_database, clock, start_flusher=False) for _ in range(6)]
     for _ in range(3):
         pools[0].record(G[0], M, errors.TRANSIENT)
     for p in pools:
@@ -330,15 +330,15 @@ def test_half_open_claim_race_between_threads(tmp_path, clock):
     assert wins == [G[0]]
 
 
-def test_restart_keeps_every_state(tmp_path, clock):
-    a = make_pool(tmp_path / "k.db", clock)
+def test_restart_keeps_every_state(any_database, clock):
+    a = make_pool(any_database, clock)
     KeyAdmin(a).disable(G[0], "leaked", actor="ops")
     a.record(G[1], M, errors.AUTH)
     for _ in range(3):
         a.record(G[2], M, errors.TRANSIENT)
     a.record(G[2], "other", errors.QUOTA, retry_after=90)
     a.close()
-    b = make_pool(tmp_path / "k.db", clock)
+    b = make_pool(any_database, clock)
     try:
         d = {x["id"]: x for x in b.describe()}
         assert (d[G[0]]["enabled"], d[G[0]]["disabled_reason"]) == (False, "leaked")
@@ -349,9 +349,9 @@ def test_restart_keeps_every_state(tmp_path, clock):
         b.close()
 
 
-def test_counters_are_batched_and_flushed_by_close(tmp_path, clock):
-    a = make_pool(tmp_path / "k.db", clock, start_flusher=False)
-    b = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+def test_counters_are_batched_and_flushed_by_close(any_database, clock):
+    a = make_pool(any_database, clock, start_flusher=False)
+    b = make_pool(any_database, clock, start_flusher=False)
     for i in range(10):
         a.record(G[0], M, errors.OK, latency_ms=100 + i)
     assert b.get(G[0])["requests"] == 0  # not yet flushed: no write per request
@@ -361,9 +361,9 @@ def test_counters_are_batched_and_flushed_by_close(tmp_path, clock):
     b.close()
 
 
-def test_background_flusher_writes_counters(tmp_path):
-    a = make_pool(tmp_path / "k.db")
-    b = make_pool(tmp_path / "k.db", start_flusher=False)
+def test_background_flusher_writes_counters(any_database):
+    a = make_pool(any_database)
+    b = make_pool(any_database, start_flusher=False)
     try:
         a.record(G[0], M, errors.TRANSIENT, error="reset by peer")
         eventually(lambda: b.get(G[0])["requests"] == 1)
@@ -374,9 +374,9 @@ def test_background_flusher_writes_counters(tmp_path):
         b.close()
 
 
-def test_health_merges_observations_from_two_workers(tmp_path, clock):
-    a = make_pool(tmp_path / "k.db", clock, start_flusher=False)
-    b = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+def test_health_merges_observations_from_two_workers(any_database, clock):
+    a = make_pool(any_database, clock, start_flusher=False)
+    b = make_pool(any_database, clock, start_flusher=False)
     a.record(G[0], M, errors.TRANSIENT)
     b.record(G[0], M, errors.TRANSIENT)
     a.flush()
@@ -387,14 +387,14 @@ def test_health_merges_observations_from_two_workers(tmp_path, clock):
     b.close()
 
 
-def test_acquire_and_record_are_fast(tmp_path):
-    with make_pool(tmp_path / "k.db") as p:
+def test_acquire_and_record_are_fast(any_database):
+    with make_pool(any_database) as p:
         start = time.perf_counter()
         for _ in range(10_000):
             k = p.acquire("gemini", M)
             p.record(k.id, M, errors.OK, latency_ms=5)
         assert time.perf_counter() - start < 1.0
-    with KeyPool(str(tmp_path / "k.db"), FAST, start_flusher=False) as q:
+    with KeyPool(str(any_database), FAST, start_flusher=False) as q:
         q.sync(SPECS)
         assert sum(d["requests"] for d in q.describe()) == 10_000
 

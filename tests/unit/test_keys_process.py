@@ -35,8 +35,8 @@ time.sleep(60)
 """
 
 
-def test_sigkill_loses_no_state_transition(tmp_path):
-    db = str(tmp_path / "k.db")
+def test_sigkill_loses_no_state_transition(any_database):
+    db = str(any_database)
     code = CHILD.format(repo=str(REPO), here=str(Path(__file__).parent), db=db)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -35,9 +35,9 @@ def ids(pool) -> list[str]:
     return [k["id"] for k in pool.describe()]
 
 
-def test_configured_limits_pace_from_the_first_request_and_the_refusal_says_when(tmp_path):
+def test_configured_limits_pace_from_the_first_request_and_the_refusal_says_when(any_database):
     clock = Clock(NOON)
-    with make_pool(tmp_path / "k.db", clock, settings(quota_limits={"gemini": {"*": {"rpm": 2}}}),
+    with make_pool(any_database, clock, settings(quota_limits={"gemini": {"*": {"rpm": 2}}}),
                    specs=GEMINI, start_flusher=False) as pool:
         got = [pool.acquire("gemini", MODEL).id for _ in range(6)]
         assert sorted(got) == sorted(ids(pool) * 2)  # every key exactly twice
@@ -59,9 +59,9 @@ def test_configured_limits_pace_from_the_first_request_and_the_refusal_says_when
         assert view["source"] == "configured" and view["limit"] == 2
 
 
-def test_a_learned_limit_replaces_the_old_one_and_a_429_counts_the_window_spent(tmp_path):
+def test_a_learned_limit_replaces_the_old_one_and_a_429_counts_the_window_spent(any_database):
     clock = Clock(NOON)
-    with make_pool(tmp_path / "k.db", clock, settings(), specs=GEMINI[:1], start_flusher=False) as pool:
+    with make_pool(any_database, clock, settings(), specs=GEMINI[:1], start_flusher=False) as pool:
         (kid,) = ids(pool)
         pool.acquire("gemini", MODEL)
         pool.record(kid, MODEL, QUOTA, retry_after=20, limits=[Learned("rpm", 5, GEMINI_429, MODEL, used=5)])
@@ -82,11 +82,11 @@ def test_a_learned_limit_replaces_the_old_one_and_a_429_counts_the_window_spent(
         assert (rpm["limit"], rpm["source"], rpm["learned_at"]) == (4, HEADERS, clock.t)
 
 
-def test_keys_of_one_project_count_together_and_share_learned_limits(tmp_path):
+def test_keys_of_one_project_count_together_and_share_learned_limits(any_database):
     clock = Clock(NOON)
     specs = [KeySpec("gemini", SECRETS[0], project="proj-a"), KeySpec("gemini", SECRETS[1], project="proj-a"),
              KeySpec("gemini", SECRETS[2])]
-    with make_pool(tmp_path / "k.db", clock, settings(), specs=specs, start_flusher=False) as pool:
+    with make_pool(any_database, clock, settings(), specs=specs, start_flusher=False) as pool:
         project = [key_id("gemini", SECRETS[0]), key_id("gemini", SECRETS[1])]
         solo = key_id("gemini", SECRETS[2])
         pool.record(project[0], MODEL, OK, limits=[Learned("rpm", 4, HEADERS)])  # learned on one key
@@ -108,9 +108,9 @@ def test_keys_of_one_project_count_together_and_share_learned_limits(tmp_path):
         assert MODEL not in pool.get(solo)["cooldowns"]
 
 
-def test_a_per_day_429_parks_the_key_for_that_model_until_midnight(tmp_path):
+def test_a_per_day_429_parks_the_key_for_that_model_until_midnight(any_database):
     clock = Clock(NOON)
-    with make_pool(tmp_path / "k.db", clock, settings(), specs=GEMINI[:1], start_flusher=False) as pool:
+    with make_pool(any_database, clock, settings(), specs=GEMINI[:1], start_flusher=False) as pool:
         (kid,) = ids(pool)
         pool.acquire("gemini", "gemini-2.5-pro")
         pool.record(kid, "gemini-2.5-pro", QUOTA, retry_after=29, daily=True,
@@ -127,10 +127,10 @@ def test_a_per_day_429_parks_the_key_for_that_model_until_midnight(tmp_path):
         assert pool.get(kid)["limits"]["gemini-2.5-pro"]["rpd"]["used"] == 1
 
 
-def test_pacing_off_admits_everything(tmp_path):
+def test_pacing_off_admits_everything(any_database):
     clock = Clock(NOON)
     s = settings(pacing=False, quota_limits={"gemini": {"*": {"rpm": 1}}})
-    with make_pool(tmp_path / "k.db", clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
+    with make_pool(any_database, clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
         assert len([pool.acquire("gemini", MODEL) for _ in range(5)]) == 5
 
 
@@ -193,10 +193,10 @@ def test_without_pacing_the_same_load_keeps_hitting_the_limit(tmp_path, monkeypa
     assert max(per_key) > 1  # the control: what pacing prevents
 
 
-def test_two_workers_leasing_slices_never_pass_a_limit_together(tmp_path):
+def test_two_workers_leasing_slices_never_pass_a_limit_together(any_database):
     clock = Clock(NOON)
     s = settings(quota_limits={"gemini": {MODEL: {"rpm": 50, "rpd": 1000}}})
-    db = tmp_path / "k.db"
+    db = any_database
     with make_pool(db, clock, s, specs=GEMINI[:1], start_flusher=False) as a, \
             make_pool(db, clock, s, specs=GEMINI[:1], start_flusher=False) as b:
         admitted, refused = 0, set()
@@ -213,10 +213,10 @@ def test_two_workers_leasing_slices_never_pass_a_limit_together(tmp_path):
         assert a.describe()[0]["limits"][MODEL]["rpm"]["used"] == 50
 
 
-def test_slices_grow_under_load_and_what_they_did_not_use_goes_back_to_the_day(tmp_path, monkeypatch):
+def test_slices_grow_under_load_and_what_they_did_not_use_goes_back_to_the_day(any_database, monkeypatch):
     clock = Clock(NOON)
     s = settings(quota_limits={"gemini": {MODEL: {"rpm": 10**6, "rpd": 10**6}}})
-    with make_pool(tmp_path / "k.db", clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
+    with make_pool(any_database, clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
         leases = []
         real = pool.store.transaction
 
@@ -237,10 +237,10 @@ def test_slices_grow_under_load_and_what_they_did_not_use_goes_back_to_the_day(t
         assert pool.describe()[0]["limits"][MODEL]["rpd"]["used"] == 1001
 
 
-def test_tokens_count_against_a_token_window(tmp_path):
+def test_tokens_count_against_a_token_window(any_database):
     clock = Clock(NOON)
     s = settings(quota_limits={"gemini": {MODEL: {"tpm": 1000}}})
-    with make_pool(tmp_path / "k.db", clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
+    with make_pool(any_database, clock, s, specs=GEMINI[:1], start_flusher=False) as pool:
         kid = pool.acquire("gemini", MODEL).id
         pool.record(kid, MODEL, OK, tokens=600)
         pool.flush()

@@ -97,10 +97,10 @@ def runtime(pool) -> RuntimeKeys:
     return RuntimeKeys(pool, {"gemini": "gemini", "ollama": "ollama"})
 
 
-def test_a_runtime_key_added_by_one_pool_is_used_and_dropped_by_another(tmp_path, clock):
+def test_a_runtime_key_added_by_one_pool_is_used_and_dropped_by_another(any_database, clock):
     now = replace(FAST, refresh_interval_s=0.0)  # as the app: the change token looked at on every acquire
-    a = make_pool(tmp_path / "k.db", clock, now, vault=Vault(K1), start_flusher=False)
-    b = make_pool(tmp_path / "k.db", clock, now, vault=Vault(K1), start_flusher=False)
+    a = make_pool(any_database, clock, now, vault=Vault(K1), start_flusher=False)
+    b = make_pool(any_database, clock, now, vault=Vault(K1), start_flusher=False)
     only_new = frozenset(key_id("gemini", s.secret) for s in SPECS if s.secret)
     with pytest.raises(NoKeyAvailable):
         b.acquire("gemini", M, exclude=only_new)
@@ -118,10 +118,10 @@ def test_a_runtime_key_added_by_one_pool_is_used_and_dropped_by_another(tmp_path
         p.close()
 
 
-def test_a_pool_whose_secret_key_cannot_decrypt_leaves_the_key_unusable(tmp_path, clock, caplog):
-    a = make_pool(tmp_path / "k.db", clock, vault=Vault(K1), start_flusher=False)
+def test_a_pool_whose_secret_key_cannot_decrypt_leaves_the_key_unusable(any_database, clock, caplog):
+    a = make_pool(any_database, clock, vault=Vault(K1), start_flusher=False)
     kid = runtime(a).add("gemini", SECRET, "t")["id"]
-    other = make_pool(tmp_path / "k.db", clock, vault=Vault(K2), start_flusher=False)
+    other = make_pool(any_database, clock, vault=Vault(K2), start_flusher=False)
     assert other.key(kid) is None and other.get(kid)["usable"] is False
     assert "cannot be used" in caplog.text and SECRET not in caplog.text
     with pytest.raises(RuntimeKeyError) as exc:
@@ -131,8 +131,8 @@ def test_a_pool_whose_secret_key_cannot_decrypt_leaves_the_key_unusable(tmp_path
         p.close()
 
 
-def test_keyless_provider_and_config_duplicates_are_refused(tmp_path, clock):
-    pool = make_pool(tmp_path / "k.db", clock, vault=Vault(K1), start_flusher=False)
+def test_keyless_provider_and_config_duplicates_are_refused(any_database, clock):
+    pool = make_pool(any_database, clock, vault=Vault(K1), start_flusher=False)
     with pytest.raises(RuntimeKeyError, match="takes no API key"):
         runtime(pool).add("ollama", SECRET, "t")
     with pytest.raises(RuntimeKeyError, match="the config") as exc:
@@ -141,8 +141,8 @@ def test_keyless_provider_and_config_duplicates_are_refused(tmp_path, clock):
     pool.close()
 
 
-def test_a_config_key_that_comes_back_gets_its_config_weight_and_the_audit_says_so(tmp_path, clock):
-    pool = make_pool(tmp_path / "k.db", clock, start_flusher=False)
+def test_a_config_key_that_comes_back_gets_its_config_weight_and_the_audit_says_so(any_database, clock):
+    pool = make_pool(any_database, clock, start_flusher=False)
     kid = key_id("gemini", SPECS[0].secret)
     KeyAdmin(pool).set_weight(kid, 7, actor="op")
     pool.sync(list(SPECS[1:]))  # removed from config
@@ -154,9 +154,9 @@ def test_a_config_key_that_comes_back_gets_its_config_weight_and_the_audit_says_
     pool.close()
 
 
-def test_an_operator_label_survives_a_sync_unless_config_gives_one(tmp_path, clock):
+def test_an_operator_label_survives_a_sync_unless_config_gives_one(any_database, clock):
     specs = [KeySpec("gemini", SPECS[0].secret), KeySpec("gemini", SPECS[1].secret, label="cfg")]
-    pool = make_pool(tmp_path / "k.db", clock, start_flusher=False, specs=specs)
+    pool = make_pool(any_database, clock, start_flusher=False, specs=specs)
     k0, k1 = (key_id("gemini", s.secret) for s in SPECS[:2])
     rk = RuntimeKeys(pool, {"gemini": "gemini"})
     rk.set_label(k0, "mine", "op")
