@@ -134,7 +134,8 @@ class Backend:
         """Everything the database holds, as bytes to search (for "no secret at rest" checks): the
         SQLite file with its WAL, or every row of every table of the PostgreSQL database."""
         if not self.postgres:
-            return b"".join(p.read_bytes() for p in Path(self.database).parent.glob(Path(self.database).name + "*"))
+            path = Path(self.database)
+            return b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*"))
         tables = [r[0] for r in self.sql("SELECT table_name FROM information_schema.tables "
                                          "WHERE table_schema = 'public' ORDER BY table_name")]
         return "\n".join(repr(self.sql(f'SELECT * FROM "{t}"')) for t in tables).encode()

@@ -1,5 +1,6 @@
 """The cache's rows (proxy/store/cache.py) and ResponseCache on both store backends (a real SQLite
-file, a real PostgreSQL database), with an injected clock: TTL, least-recently-used eviction by entries and by bytes, totals, clear."""
+file, a real PostgreSQL database), with an injected clock: TTL, least-recently-used eviction by
+entries and by bytes, totals, clear."""
 from __future__ import annotations
 
 import json

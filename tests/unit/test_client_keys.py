@@ -1,5 +1,6 @@
-"""Client keys (store parts on both backends): the store rows, the registry (validation, config sync, rotation), the per-worker view
-and the admin API in-process. Cross-worker behaviour is in tests/integration/test_client_keys.py."""
+"""Client keys (store parts on both backends): the store rows, the registry (validation, config sync,
+rotation), the per-worker view and the admin API in-process.
+Cross-worker behaviour is in tests/integration/test_client_keys.py."""
 import time
 
 import pytest

@@ -1,6 +1,6 @@
 """Issue 18, pure parts: Responses ⇄ chat translation and its stream events, Gemini ⇄ chat translation,
-the Gemini error envelope, the stored-responses SQL (TTL, per client; on both store backends), and the Gemini adapter's native
-calls refusing hostile model names before any request."""
+the Gemini error envelope, the stored-responses SQL (TTL, per client; on both store backends), and the
+Gemini adapter's native calls refusing hostile model names before any request."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
-"""UsageLog on both store backends: cost from prices (exact, glob, cached, unpriced), records and rollups in one flush, retention
-with an injected clock, the report's raw/rollup split and grouping, the admin report's CSV and errors."""
+"""UsageLog on both store backends: cost from prices (exact, glob, cached, unpriced), records and
+rollups in one flush, retention with an injected clock,
+the report's raw/rollup split and grouping, the admin report's CSV and errors."""
 from __future__ import annotations
 
 import csv
