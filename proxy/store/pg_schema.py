@@ -2,9 +2,10 @@
 
 ``migrations/NNNN_name.sql`` is portable SQL; for PostgreSQL its column types are mapped
 (``INTEGER`` → ``BIGINT``, ``REAL`` → ``DOUBLE PRECISION``, ``BLOB`` → ``BYTEA``, an
-``INTEGER PRIMARY KEY AUTOINCREMENT`` → an identity column). Where the SQL itself differs, a file of the
-same name under ``migrations/postgresql/`` is run instead. Migrating holds a session advisory lock, so
-instances started together migrate one after the other.
+``INTEGER PRIMARY KEY AUTOINCREMENT`` → an identity column, ``TEXT`` → ``TEXT COLLATE "C"``: text
+compares and sorts by code point as in SQLite, whatever locale the database was created with). Where
+the SQL itself differs, a file of the same name under ``migrations/postgresql/`` is run instead.
+Migrating holds a session advisory lock, so instances started together migrate one after the other.
 """
 from __future__ import annotations
 
@@ -24,6 +25,10 @@ _TYPES = [
     (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
+    # SQLite compares text byte by byte; a database created with a locale (en_US.UTF-8, Debian's
+    # default) would sort 'Zeta' after 'alpha' and compare case-insensitively first. Upper case only:
+    # the migrations spell types in upper case, and a column or value named "text" stays as it is.
+    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
 ]
 _COMMENT = re.compile(r"--[^\n]*")
 
