@@ -1,76 +1,30 @@
 """The KeyStore interface, method by method, on real database files.
 
-Written against ``proxy.store.base.KeyStore`` only: a second backend joins by adding itself to the
-``store`` fixture's params (and a lock holder for the lock tests).
+Written against ``proxy.store.base.KeyStore`` only: a backend joins by adding itself to
+``tests/stores.py`` (the ``any_backend`` fixture's params, and a lock holder for the lock tests).
 """
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
 from proxy.keys.breaker import Breaker
 from proxy.store.base import MAX_COOLDOWNS_PER_KEY, KeyStore, StoreUnavailable, bounded_cooldowns
 from proxy.store.sqlite import SQLiteStore, readiness
+from tests.stores import Backend
 
 NOW = 1_700_000_000.0
 
 
-def _sqlite(tmp_path: Path) -> tuple[KeyStore, Callable[[], object]]:
-    path = tmp_path / "store.db"
-    return SQLiteStore(path, lock_wait_s=0.3), lambda: _SQLiteLockHolder(path)
-
-
-class _SQLiteLockHolder:
-    """Holds the write lock from another connection (same process; a process is used in the
-    integration test) until released."""
-
-    def __init__(self, path: Path) -> None:
-        self.conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.conn.execute("BEGIN EXCLUSIVE")
-
-    def release(self) -> None:
-        self.conn.execute("ROLLBACK")
-        self.conn.close()
-
-
-class _PgLockHolder:
-    """Holds the store's write lock (its advisory lock) from another connection until released."""
-
-    def __init__(self, url: str) -> None:
-        from proxy.store.pg_conn import PgConnection, parse_url
-        from proxy.store.postgres import WRITE_LOCK
-
-        self.conn = PgConnection(parse_url(url), timeout_s=10)
-        self.conn.execute("BEGIN")
-        self.conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-
-    def release(self) -> None:
-        self.conn.execute("ROLLBACK")
-        self.conn.close()
-
-
-def _postgres(request) -> tuple[KeyStore, Callable[[], object]]:
-    from proxy.store.postgres import PostgresStore
-
-    url = request.getfixturevalue("pg_url")
-    return PostgresStore(url, lock_wait_s=0.3), lambda: _PgLockHolder(url)
-
-
-BACKENDS = ("sqlite", "postgresql")
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request, tmp_path) -> Iterator[tuple[KeyStore, Callable[[], object]]]:
-    store, lock = _sqlite(tmp_path) if request.param == "sqlite" else _postgres(request)
-    yield store, lock
-    store.close()
+@pytest.fixture
+def backend(any_backend: Backend) -> tuple[KeyStore, Callable[[], object]]:
+    """A store on each backend (tests/stores.py) and a way to hold its write lock from elsewhere."""
+    return any_backend.open(lock_wait_s=0.3), any_backend.lock
 
 
 @pytest.fixture
