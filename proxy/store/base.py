@@ -27,6 +27,11 @@ class StoreUnavailable(Exception):
     """The database is locked past the call's deadline, or unusable; nothing was changed."""
 
 
+class StoreUnreachable(StoreUnavailable):
+    """The database server cannot be reached at all (PostgreSQL down or the network to it): what can be
+    served from the last view is, and what must be written waits in memory (docs/postgresql.md)."""
+
+
 class KeyTx(ClientTx, QuotaTx, Protocol):
     """Row operations inside one transaction. Conditional transitions return True when they applied.
 
