@@ -9,6 +9,7 @@ from .catalog import SqlCatalog
 from .clients import SqlClients
 from .history import SqlHistory
 from .inspector import SqlInspector
+from .jobs import SqlJobs
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
@@ -18,7 +19,7 @@ from .usage import SqlUsage
 
 
 class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
-            SqlCache, SqlHistory, SqlResponses, SqlInspector):
+            SqlCache, SqlHistory, SqlResponses, SqlInspector, SqlJobs):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
