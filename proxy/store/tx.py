@@ -23,9 +23,6 @@ class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCat
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def sql(self, statement: str) -> str:
-        """Hook for drivers whose placeholder style is not ``?`` (psycopg: ``%s``)."""
-        return statement
-
     def _run(self, statement: str, params: tuple | list = ()) -> Any:
-        return self._conn.execute(self.sql(statement), tuple(params))
+        """``?`` placeholders on every backend (``pg_conn.PgConnection`` converts them)."""
+        return self._conn.execute(statement, tuple(params))
