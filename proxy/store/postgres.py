@@ -149,11 +149,12 @@ class PostgresStore:
         for attempt in (1, 2):
             conn = self._checkout(deadline)
             try:
-                if write:
-                    conn.execute("BEGIN")
+                if write:  # one round trip. synchronous_commit off: a commit does not wait for its WAL
+                    # flush (~ms), as SQLite's WAL with synchronous=NORMAL; a server crash may lose the
+                    # last commits, never consistency
+                    sql = "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off;"
                     wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                    conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
-                    conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                    conn.execute(sql.format(wait_ms) + f" SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                 else:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 return conn
