@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from proxy.background import Periodic, claim
 from proxy.clients.model import Client, Finished, period_bounds
 from proxy.config import Config, PriceConfig
+from proxy.observability import quiet
 from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.usage import GROUPS, ROLLUP_GROUPS, SUM_FIELDS, UsageTx
 
@@ -194,8 +195,8 @@ class UsageLog:
             except StoreUnavailable as exc:
                 with self._lock:
                     self._queue[:0] = batch  # may exceed max_queue by one batch; record() then drops
-                log.warning("usage flush deferred: %s", exc, extra={"event": "usage_flush_deferred",
-                                                                      "pending": len(self._queue)})
+                quiet.warn(log, "usage_flush_deferred", "usage flush deferred: %s", exc,
+                           extra={"pending": len(self._queue)})
                 return False
 
     def purge(self, now: float | None = None) -> int:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import errors
+from ..observability import quiet
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
 from ..store.runtime_keys import RuntimeKeyRow
 from . import breaker, cooldown, scoring, selection, snapshot
@@ -130,7 +131,6 @@ class KeyPool:
         self._pending: dict[str, _Pending] = {}
         self._retry: list[tuple[Tx, str]] = []
         self.dropped_transitions = 0
-        self._reload_warned_at = -math.inf
         self._history = HistoryBuffer()  # per key and model rollups, written with the counters
         self._wrr: dict[str, dict[str, float]] = {}  # smooth-WRR running state per provider
         self._offset = os.getpid() if worker_offset is None else worker_offset
@@ -434,7 +434,7 @@ class KeyPool:
             with self.store.transaction(timeout) as tx:
                 fn(tx)
         except StoreUnavailable as exc:
-            log.warning("key state write for %s deferred: %s", kid, exc)
+            quiet.warn(log, "key_state_write_deferred", "key state write for %s deferred: %s", kid, exc)
             with self._lock:
                 self._defer(fn, kid)
             return False
@@ -471,7 +471,7 @@ class KeyPool:
                 with self.store.transaction(timeout) as tx:
                     fn(tx)
             except StoreUnavailable as exc:
-                log.warning("deferred key state writes still deferred: %s", exc)
+                quiet.warn(log, "key_state_write_deferred", "deferred key state writes wait on: %s", exc)
                 with self._lock:
                     self._retry[:0] = retry[i:]
                     self._merge_back(pending)
@@ -486,7 +486,7 @@ class KeyPool:
                 self._flush_counters(tx, pending)
                 cast("HistoryTx", tx).add_history(*history)
         except StoreUnavailable as exc:
-            log.warning("key counters flush deferred: %s", exc)
+            quiet.warn(log, "key_counters_deferred", "key counters flush deferred: %s", exc)
             with self._lock:
                 self._merge_back(pending)
                 self._history.put_back(*history)
@@ -550,10 +550,7 @@ class KeyPool:
             try:
                 self._reload()
             except StoreUnavailable as exc:  # serve from the last view; the next acquire retries
-                if mono - self._reload_warned_at > 30:
-                    self._reload_warned_at = mono
-                    log.warning("key view not refreshed, serving the last one: %s", exc,
-                                extra={"event": "store_degraded"})
+                quiet.warn(log, "store_degraded", "key view not refreshed, serving the last one: %s", exc)
 
     def _reload(self) -> None:
         """Replace the in-memory view with the store's (small tables: all keys, live cooldowns)."""
