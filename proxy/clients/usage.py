@@ -36,7 +36,7 @@ from datetime import date, datetime, timedelta
 from typing import cast
 from zoneinfo import ZoneInfo
 
-from proxy.background import Periodic
+from proxy.background import Periodic, claim
 from proxy.clients.model import Client, Finished, period_bounds
 from proxy.config import Config, PriceConfig
 from proxy.store.base import KeyStore, StoreUnavailable
@@ -221,7 +221,8 @@ class UsageLog:
             mono = time.monotonic()
             if mono - self._last_purge >= PURGE_INTERVAL_S:
                 self._last_purge = mono
-                self.purge()
+                if claim(self.store, "usage_purge", PURGE_INTERVAL_S * 0.9):  # one worker of all instances
+                    self.purge()
         except StoreUnavailable as exc:
             log.warning("usage purge deferred: %s", exc)
 
