@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -63,7 +64,8 @@ def render_nginx_conf(tmp: Path, listen_port: int, ports: tuple[int, int]) -> Pa
     """config/two-instances/nginx.conf in a minimal main context, its listen address and its two upstream
     servers rewritten (each rewrite must match exactly: a changed example fails loudly here)."""
     site = (REPO / "config" / "two-instances" / "nginx.conf").read_text()
-    site, n_listen = re.subn(r"^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site, flags=re.M)
+    site, n_listen = re.subn(r"^(\s*)listen\s+[^;]+;", rf"\1listen 127.0.0.1:{listen_port};", site,
+                             flags=re.M)
     servers = iter(ports)
     site, n_upstream = re.subn(r"server\s+127\.0\.0\.1:\d+", lambda _: f"server 127.0.0.1:{next(servers)}",
                                site)
@@ -85,7 +87,8 @@ def cluster(tmp_path_factory, pg_server, mock) -> Iterator[Cluster]:
     url = pg_server.create_database("instances")
     config = {
         "server": {"admin_token": ADMIN, "database": url, "trusted_proxies": 1, "log_level": "info"},
-        "providers": [{"name": "up", "type": "openai", "base_url": mock.url + "/v1", "keys": list(UPSTREAM_KEYS),
+        "providers": [{"name": "up", "type": "openai", "base_url": mock.url + "/v1",
+                       "keys": list(UPSTREAM_KEYS),
                        "timeouts": {"connect": 2, "first_byte": 10, "idle": 10}}],
         "models": [{"name": "chat", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]}],
         "auth": {"mode": "keys"},
@@ -116,7 +119,8 @@ def cluster(tmp_path_factory, pg_server, mock) -> Iterator[Cluster]:
                 socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, (ngx_dir / "error.log").read_text()
+                assert proc.poll() is None and time.monotonic() < deadline, \
+                    (ngx_dir / "error.log").read_text()
                 time.sleep(0.05)
         yield Cluster(a, b, f"http://127.0.0.1:{port}", url.rsplit("/", 1)[1], pg_server)
     finally:
@@ -182,7 +186,8 @@ def usage_total(base: str, client: str) -> dict:
     r = admin(base, "GET", "/usage", params={"group_by": "client", "client": config_client_id(client)})
     assert r.status_code == 200, r.text
     rows = r.json()["rows"]
-    return {k: sum(row[k] for row in rows) for k in ("requests", "errors", "prompt_tokens", "completion_tokens")}
+    fields = ("requests", "errors", "prompt_tokens", "completion_tokens")
+    return {k: sum(row[k] for row in rows) for k in fields}
 
 
 def wait_usage(base: str, client: str, want: int, timeout: float) -> dict:
@@ -280,6 +285,19 @@ def _code(r: requests.Response) -> str:
 # ---------------------------------------------------------------------------------------------- tests
 
 
+def test_the_shipped_example_config_is_valid(tmp_path):
+    """config/two-instances/keyrelay.yaml passes check-config with its variables set."""
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("KEYRELAY_")},
+           "KEYRELAY_DATABASE": "postgresql://keyrelay:secret@127.0.0.1:5432/keyrelay",
+           "KEYRELAY_ADMIN_TOKEN": ADMIN, "OPENAI_API_KEY_1": "sk-1", "OPENAI_API_KEY_2": "sk-2",
+           "CI_CLIENT_KEY": new_key()}
+    r = subprocess.run([sys.executable, "-m", "proxy.cli", "check-config",
+                        str(REPO / "config" / "two-instances" / "keyrelay.yaml")],
+                       cwd=REPO, env=env, capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "secret" not in r.stdout + r.stderr
+
+
 def test_rpm_40_is_exact_across_two_instances(cluster):
     """80 requests of a client ``rpm: 40`` through nginx (8 at a time): exactly 40 × 200 and 40 × 429
     rate_limit_exceeded, and both instances served some of them."""
@@ -349,6 +367,14 @@ def test_usage_totals_equal_the_mocks_count(cluster, mock):
     assert served_by(cluster.a, "usage-u") and served_by(cluster.b, "usage-u")
     for server in (cluster.a, cluster.b):
         assert wait_usage(server.url, "usage", 60, timeout=10) == want, server.url
+    # the connection formula of config/two-instances/README.md, after load (every pool as full as it got)
+    rows = cluster.pg.psql("SELECT application_name, count(*) FROM pg_stat_activity WHERE datname = "
+                           f"'{cluster.database}' GROUP BY 1 ORDER BY 1", "postgres")
+    counts = {name: int(n) for name, n in (line.split("|") for line in rows.split())}
+    print(f"\nconnections to the database: {counts}")
+    assert counts.get("keyrelay-listen") == 2 * 2  # one per worker
+    assert counts.get("keyrelay", 0) <= 2 * 2 * 4  # at most database_pool_size (4) per worker
+    assert sum(counts.values()) <= 2 * 2 * (4 + 1) + 2  # + /readyz probes in flight (none here)
 
 
 def test_kill_9_of_one_instance_under_load(cluster, mock):
@@ -426,7 +452,12 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
         cluster.pg.stop("fast")
         t_down = time.monotonic()
         assert not cluster.pg.running()
-        time.sleep(OUTAGE_S)
+        time.sleep(OUTAGE_S / 2)
+        t_admin = time.monotonic()
+        refused = admin(cluster.a.url, "POST", f"/keys/{KEY_IDS[UPSTREAM_KEYS[0]]}/disable",
+                        json={"reason": "while the database is down"})
+        admin_s = time.monotonic() - t_admin
+        time.sleep(max(0.0, t_down + OUTAGE_S - time.monotonic()))
         cluster.pg.start()
         t_up = time.monotonic()
         deadline = t_up + 20
@@ -457,15 +488,24 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
     for name, bodies in down_bodies.items():
         seen = Counter((b.get("status"), b.get("database")) for b in bodies)
         print(f"/readyz {name} while down: {dict(seen)}; e.g. {bodies[-1] if bodies else None}")
+    for name in ("A", "B"):
+        seen_after = Counter((b.get("status"), b.get("database"), *b.get("reasons", [])[:1])
+                             for t, n, _, b in readyz if n == name and t >= t_up)
+        print(f"/readyz {name} after the start: {dict(seen_after)}")
     # usage: everything the mock answered is recorded, less what a full buffer dropped (counted)
     calls = upstream_calls(mock, "outage")
     dropped = metric_sum(cluster.a, "keyrelay_usage_dropped_total") + metric_sum(cluster.b,
                                                                                  "keyrelay_usage_dropped_total")
     total = wait_usage(cluster.b.url, "outage", len(calls) - int(dropped), timeout=20)
     answered = total["requests"] - total["errors"]
-    print(f"usage after recovery: {total['requests']} records ({total['errors']} errors, {answered} answered), "
-          f"mock answered {len(calls)}, keyrelay_usage_dropped_total {dropped:g}")
+    print(f"usage after recovery: {total['requests']} records ({total['errors']} errors, "
+          f"{answered} answered), mock answered {len(calls)}, keyrelay_usage_dropped_total {dropped:g}")
 
+    print(f"admin disable while down: HTTP {refused.status_code} in {admin_s:.2f} s: {refused.text[:200]}")
+
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "database_unavailable"
+    assert admin_s < 5.0
+    assert key_enabled_in_db(cluster, KEY_IDS[UPSTREAM_KEYS[0]])  # refused means: nothing was changed
     assert slowest < 6.0, "a request hung"
     assert not [x for x in load.results if x[2] in ("ReadTimeout", "ConnectTimeout", "ConnectionError")]
     assert during and during_ok == len(during), Counter(x[2] for x in during)
