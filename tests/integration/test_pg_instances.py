@@ -275,6 +275,10 @@ class Load:
                 for s, c in sorted(seconds.items())]
 
 
+def _ms(since: float) -> int:
+    return int((time.monotonic() - since) * 1000)
+
+
 def _code(r: requests.Response) -> str:
     try:
         return str(r.json()["error"].get("code"))
@@ -408,7 +412,7 @@ def test_kill_9_of_one_instance_under_load(cluster, mock):
           f"{Counter(e[2] for e in around)}; from 1 s after: {len(later)} errors of {len(after)}")
     print("\n".join(load.per_second()))
     assert not load.errors(0, t_kill - 0.5)
-    assert len(around) <= load.threads + 2, around
+    assert len(around) <= 2 * load.threads, around  # in flight on A, or sent on a dead keepalive connection
     assert not later and len(after) >= 20
     assert key_enabled_in_db(cluster, victim) is False
     view = key_view(cluster.b, victim)
@@ -436,11 +440,13 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
     def probe() -> None:
         while not stop_probe.is_set():
             for name, server in (("A", cluster.a), ("B", cluster.b)):
+                sent = time.monotonic()
                 try:
                     r = requests.get(server.url + "/readyz", timeout=5)
-                    readyz.append((time.monotonic(), name, r.status_code, r.json()))
+                    readyz.append((time.monotonic(), name, r.status_code, {**r.json(), "took": _ms(sent)}))
                 except (requests.RequestException, ValueError) as exc:
-                    readyz.append((time.monotonic(), name, 0, {"error": type(exc).__name__}))
+                    readyz.append((time.monotonic(), name, 0,
+                                   {"error": type(exc).__name__, "took": _ms(sent)}))
             stop_probe.wait(0.25)
 
     prober = threading.Thread(target=probe, daemon=True)
@@ -492,6 +498,8 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
         seen_after = Counter((b.get("status"), b.get("database"), *b.get("reasons", [])[:1])
                              for t, n, _, b in readyz if n == name and t >= t_up)
         print(f"/readyz {name} after the start: {dict(seen_after)}")
+        print("  timeline (s after the start, HTTP, ms): " + ", ".join(
+            f"{t - t_up:.1f} {code} {b['took']}" for t, n, code, b in readyz if n == name and t >= t_up))
     # usage: everything the mock answered is recorded, less what a full buffer dropped (counted)
     calls = upstream_calls(mock, "outage")
     dropped = metric_sum(cluster.a, "keyrelay_usage_dropped_total") + metric_sum(cluster.b,
