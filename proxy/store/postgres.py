@@ -149,11 +149,12 @@ class PostgresStore:
         for attempt in (1, 2):
             conn = self._checkout(deadline)
             try:
-                if write:
-                    conn.execute("BEGIN")
+                if write:  # one round trip. synchronous_commit off: a commit does not wait for its WAL
+                    # flush (~ms), as SQLite's WAL with synchronous=NORMAL; a server crash may lose the
+                    # last commits, never consistency
+                    sql = "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off;"
                     wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                    conn.execute(f"SET LOCAL lock_timeout = {wait_ms}")
-                    conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+                    conn.execute(sql.format(wait_ms) + f" SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                 else:
                     conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
                 return conn
@@ -194,9 +195,8 @@ class PostgresStore:
             self._checkin(conn)
 
     def change_token(self) -> int:
-        if self._listen and self._listener is None:
-            self._start_listener()
-            self._listening.wait(1.0)  # once per process: changes from now on are heard
+        """Without ``start_listening()`` (a CLI command, ``create_app`` before the worker serves) only
+        the backstop turns it."""
         return self._notified * 1_000_003 + int(time.monotonic() // self.backstop_s)
 
     def check_writable(self, timeout: float) -> str | None:
@@ -218,13 +218,16 @@ class PostgresStore:
             conn.close()
 
     # -- LISTEN ----------------------------------------------------------------------------------
-    def _start_listener(self) -> None:
+    def start_listening(self, wait_s: float = 1.0) -> None:
+        """Start the LISTEN thread (once; ``Gateway.start_background``) and wait until it listens, so the
+        changes committed from now on are heard."""
         with self._cond:
-            if self._listener is not None:
+            if self._listener is not None or not self._listen:
                 return
             self._listener = threading.Thread(target=self._listen_loop, name="keyrelay-pg-listen",
                                               daemon=True)
         self._listener.start()
+        self._listening.wait(wait_s)
 
     def _listen_loop(self) -> None:
         """Hold a LISTEN connection; bump the token on every notification, and after every reconnect

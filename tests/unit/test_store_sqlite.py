@@ -310,6 +310,7 @@ def test_change_token_moves_on_another_connections_commit(tmp_path, backend):
     store, _ = backend
     if isinstance(store, PostgresStore):
         store = PostgresStore(store.url, lock_wait_s=0.3, backstop_s=3600)  # no backstop turn mid-test
+        store.start_listening()
         other: KeyStore = PostgresStore(store.url, listen=False)
     else:
         other = SQLiteStore(store.path)
