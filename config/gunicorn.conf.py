@@ -157,17 +157,16 @@ def _auth_notice(config) -> None:
     import time
 
     from proxy.clients.auth import startup_notice
-    from proxy.store.sqlite import SQLiteStore
-
+    from proxy.store import backend, db
     from proxy.store.base import StoreUnavailable
 
     try:
-        store = SQLiteStore(config.server.database)
+        store = backend.open_store(config.server.database, pool_size=1, migrate=False)
         try:
             notice = startup_notice(config, store, time.time())
         finally:
             store.close()
-    except StoreUnavailable as exc:  # the workers will say more; never stop the start for a notice
+    except (StoreUnavailable, db.DatabaseError) as exc:  # the workers will say more; never stop the start for a notice
         notice = f"could not tell whether any client key exists: {exc}"
     if notice:
         _log.warning(notice, extra={"event": "auth_notice"})
@@ -201,6 +200,11 @@ class DrainingGeventWorker(ggevent.GeventWorker):
         self._idle: set[socket.socket] = set()  # kept-alive connections waiting for their next request
         self._busy: dict[socket.socket, object] = {}  # connection -> the request it is serving
 
+    def init_signals(self) -> None:
+        super().init_signals()
+        if getattr(self, "term_before_init", False):  # post_fork's early SIGTERM handler caught a stop
+            self.alive = False
+
     def run(self) -> None:
         worker = self
 
@@ -210,6 +214,8 @@ class DrainingGeventWorker(ggevent.GeventWorker):
                 worker._servers.append(self)
 
         ggevent.StreamServer = Server  # this worker process only: run() builds its servers from this name
+        if not self.alive:  # told to exit while booting (a stop right after a respawn): never start serving
+            return
         super().run()
 
     def load_wsgi(self) -> None:
@@ -267,6 +273,10 @@ worker_class = DrainingGeventWorker
 
 def post_fork(server, worker):
     _set_title(f"keyrelay: worker {worker.age}")
+    # Until gunicorn installs the worker's own handlers (after gevent's monkey patching, ~100s of ms on a
+    # busy machine) a SIGTERM would hit the master's inherited handler and be lost: the master would then
+    # wait graceful_timeout for a worker that never heard it. Remember it; init_signals replays it.
+    signal.signal(signal.SIGTERM, lambda *_: setattr(worker, "term_before_init", True))
 
 
 def post_worker_init(worker):

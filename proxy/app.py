@@ -106,6 +106,9 @@ class Gateway:
             self._pruner = threading.Thread(target=history_jobs.run_pruning,
                                             args=(self.pool.store, self.shutting_down),
                                             name="keyrelay-history-prune", daemon=True)
+            listen = getattr(self.pool.store, "start_listening", None)  # PostgreSQL: LISTEN for changes
+            if listen is not None:
+                listen()
             self.pool.start_flusher()
             self.clients.start()
             self.catalog.start()  # background refresh; the gateway serves without it (no network)

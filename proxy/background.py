@@ -4,8 +4,15 @@ patching) until stopped; a round that raises is logged and the next one retries.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from proxy.store.base import KeyStore
 
 log = logging.getLogger("keyrelay")
 
@@ -33,3 +40,13 @@ class Periodic:
                 self.fn()
             except Exception:  # keep going; the next round retries
                 log.exception(f"{self.what} failed")
+
+
+OWNER = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim(store: KeyStore, job: str, lease_s: float) -> bool:
+    """True when this process may run ``job`` now: one worker of one instance at a time holds it for
+    ``lease_s`` (a dead holder's claim lapses). Raises StoreUnavailable like any write."""
+    with store.transaction() as tx:
+        return tx.claim_job(job, OWNER, time.time(), lease_s)

@@ -1,4 +1,5 @@
 import copy
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,11 +20,13 @@ def mock_gateway(tmp_path):
 
 
 @pytest.fixture
-def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
+def make_app(tmp_path, request) -> Iterator[Callable[[dict], FlaskClient]]:
     """keyrelay in this process: ``make_app(config_dict)`` builds ``create_app(parse_config(...))`` over a
     database in tmp_path (unless the config names one) and returns Flask's test client; the app is at
     ``client.application``. For what needs no real server: routing, validation, error envelopes, admin
-    semantics. Workers, signals, reloads, streaming timing and nginx stay with tests.harness.Server."""
+    semantics. Workers, signals, reloads, streaming timing and nginx stay with tests.harness.Server.
+    With ``KEYRELAY_TEST_BACKEND=postgresql`` each app gets a fresh database on the test PostgreSQL server
+    instead (``.ci/test`` runs tests/inprocess that way too)."""
     from proxy.app import create_app
     from proxy.config import parse_config
 
@@ -31,7 +34,11 @@ def make_app(tmp_path) -> Iterator[Callable[[dict], FlaskClient]]:
 
     def make(config: dict) -> FlaskClient:
         config = copy.deepcopy(config)
-        config.setdefault("server", {}).setdefault("database", str(tmp_path / f"app{len(gateways)}.db"))
+        if os.environ.get("KEYRELAY_TEST_BACKEND") == "postgresql":
+            database = request.getfixturevalue("pg_server").create_database()
+        else:
+            database = str(tmp_path / f"app{len(gateways)}.db")
+        config.setdefault("server", {}).setdefault("database", database)
         open_by_default(config)
         app = create_app(parse_config(config, source="<test>"))
         gateways.append(app.extensions["keyrelay"])

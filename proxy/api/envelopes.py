@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from proxy.api import gemini_shape
 from proxy.errors import GatewayError, NoKeyAvailable
+from proxy.store.base import StoreUnavailable
 
 log = logging.getLogger("keyrelay")
 
@@ -48,6 +49,14 @@ def install(app: Flask) -> None:
                 "event": "no_usable_key", "request_id": g.get("request_id"), "status": err.status,
                 "diagnosis": err.diagnosis})
         return error_response(err)
+
+    @app.errorhandler(StoreUnavailable)
+    def _store(exc: StoreUnavailable) -> Response:
+        """A data-plane call that could not do without the database (most serve from their last view)."""
+        log.warning("request needed the database: %s", exc, extra={"event": "store_unavailable"})
+        return error_response(GatewayError(
+            "The gateway's database is unavailable right now; retry shortly.", status=503,
+            code="database_unavailable", headers={"Retry-After": "1"}))
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -24,6 +24,7 @@ from proxy.clients.model import Client, key_hash, looks_like_key
 from proxy.clients.registry import ClientRegistry
 from proxy.config import Config
 from proxy.errors import Forbidden, Unauthorized
+from proxy.observability import quiet
 from proxy.providers.toolkit import HeaderLookup
 from proxy.store.base import KeyStore, StoreUnavailable
 
@@ -106,7 +107,7 @@ class ClientAuth:
             if version != self._version:
                 self.reload()
         except StoreUnavailable as exc:  # keep serving the last view; the next check retries
-            log.warning("client view not refreshed: %s", exc, extra={"event": "client_refresh_failed"})
+            quiet.warn(log, "client_refresh_failed", "client view not refreshed: %s", exc)
 
     @property
     def has_clients(self) -> bool:
@@ -171,7 +172,7 @@ class ClientAuth:
         except StoreUnavailable as exc:
             for cid, at in used.items():  # retried at the next flush
                 self._used[cid] = max(at, self._used.get(cid, 0.0))
-            log.warning("last_used_at not written: %s", exc, extra={"event": "client_touch_failed"})
+            quiet.warn(log, "client_touch_failed", "last_used_at not written: %s", exc)
 
     def start(self) -> None:
         if self._thread is None:

@@ -7,6 +7,8 @@ exact across workers) and ``usage.UsageLog`` (usage records, cost, rollups).
 """
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from typing import Any
 
@@ -15,8 +17,13 @@ from proxy.clients.limits import Limiter
 from proxy.clients.model import Admission, Client, Finished
 from proxy.clients.usage import UsageLog
 from proxy.config import Config
+from proxy.observability import metrics, quiet
 from proxy.providers.toolkit import HeaderLookup
-from proxy.store.base import KeyStore
+from proxy.store.base import KeyStore, StoreUnavailable
+
+log = logging.getLogger("keyrelay")
+MAX_UNSETTLED = 10_000  # settlements kept per worker while the database is unavailable; more are dropped
+REPLAY_PER_REQUEST = 20
 
 
 class Gate:
@@ -24,6 +31,8 @@ class Gate:
         self.auth = ClientAuth(config, store, clock)
         self.limiter = Limiter(config, store, clock)
         self.usage = UsageLog(config, store, clock)
+        self._unsettled: list[tuple[Admission, Finished, float | None]] = []
+        self._lock = threading.Lock()
 
     def authenticate(self, headers: HeaderLookup) -> Client | None:
         """The calling client (None when no key is needed); Unauthorized (401) otherwise."""
@@ -38,9 +47,37 @@ class Gate:
 
     def finish(self, done: Finished) -> None:
         cost = 0.0 if done.cached else self.usage.cost(done)
+        if self._unsettled:
+            self._settle_deferred()
         if done.admission is not None:
-            self.limiter.settle(done.admission, done, cost)
+            self._settle(done.admission, done, cost)
         self.usage.record(done, cost)
+
+    def _settle(self, admission: Admission, done: Finished, cost: float | None) -> bool:
+        """Settle now, or keep it (bounded) for the next request when the store is unavailable: the
+        spend of a request served during a database outage is still charged once it is back."""
+        try:
+            self.limiter.settle(admission, done, cost)
+            return True
+        except StoreUnavailable as exc:
+            with self._lock:
+                if len(self._unsettled) < MAX_UNSETTLED:
+                    self._unsettled.append((admission, done, cost))
+                else:
+                    metrics.STORE_DROPPED.labels("settlement").inc()
+            quiet.warn(log, "settlement_deferred", "limit settlement deferred: %s", exc)
+            return False
+
+    def _settle_deferred(self) -> None:
+        """A few at a time (each is a transaction): a backlog drains over the next requests."""
+        with self._lock:
+            pending = self._unsettled[:REPLAY_PER_REQUEST]
+            del self._unsettled[:REPLAY_PER_REQUEST]
+        for i, (admission, done, cost) in enumerate(pending):
+            if not self._settle(admission, done, cost):  # still away (it was kept again): keep the rest
+                with self._lock:
+                    self._unsettled[:0] = pending[i + 1:]
+                return
 
     def start(self) -> None:
         self.auth.start()

@@ -36,9 +36,10 @@ from datetime import date, datetime, timedelta
 from typing import cast
 from zoneinfo import ZoneInfo
 
-from proxy.background import Periodic
+from proxy.background import Periodic, claim
 from proxy.clients.model import Client, Finished, period_bounds
 from proxy.config import Config, PriceConfig
+from proxy.observability import quiet
 from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.usage import GROUPS, ROLLUP_GROUPS, SUM_FIELDS, UsageTx
 
@@ -194,8 +195,8 @@ class UsageLog:
             except StoreUnavailable as exc:
                 with self._lock:
                     self._queue[:0] = batch  # may exceed max_queue by one batch; record() then drops
-                log.warning("usage flush deferred: %s", exc, extra={"event": "usage_flush_deferred",
-                                                                      "pending": len(self._queue)})
+                quiet.warn(log, "usage_flush_deferred", "usage flush deferred: %s", exc,
+                           extra={"pending": len(self._queue)})
                 return False
 
     def purge(self, now: float | None = None) -> int:
@@ -221,7 +222,8 @@ class UsageLog:
             mono = time.monotonic()
             if mono - self._last_purge >= PURGE_INTERVAL_S:
                 self._last_purge = mono
-                self.purge()
+                if claim(self.store, "usage_purge", PURGE_INTERVAL_S * 0.9):  # one worker of all instances
+                    self.purge()
         except StoreUnavailable as exc:
             log.warning("usage purge deferred: %s", exc)
 

@@ -25,6 +25,7 @@ from proxy.background import Periodic
 from proxy.clients.auth import presented_key
 from proxy.inspect import record
 from proxy.inspect.capture import Exchange
+from proxy.observability import quiet
 from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.inspector import InspectorTx
 
@@ -198,7 +199,7 @@ class Inspector:
                     with self._lock:
                         self._queue[:0] = batch
                         self._queued_bytes += sum(b[3] for b in batch)
-                    log.warning("inspector flush deferred: %s", exc, extra={"event": "inspector_deferred"})
+                    quiet.warn(log, "inspector_deferred", "inspector flush deferred: %s", exc)
                     return False
         finally:
             self._flush_lock.release()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from typing import cast
 
+from ..background import claim
 from ..store.base import KeyStore, StoreUnavailable
 from ..store.history import HistoryTx
 from . import history
@@ -64,8 +65,8 @@ def run_pruning(store: KeyStore, stop: threading.Event, interval: float = PRUNE_
                 clock: Callable[[], float] = time.time) -> None:
     """Prune now, then every ``interval`` seconds until ``stop`` is set (a greenlet under gevent)."""
     while True:
-        try:
-            n = prune_once(store, clock())
+        try:  # one worker of all instances prunes (a claim per round)
+            n = prune_once(store, clock()) if claim(store, "history_prune", interval * 0.9) else 0
             if n:
                 log.info("key history pruned", extra={"event": "history_pruned", "rows": n})
         except StoreUnavailable as exc:

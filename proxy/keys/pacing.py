@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..observability import quiet
 from ..store.base import KeyStore, KeyTx, StoreUnavailable
 from . import quota
 from .learn import HEADERS, Learned
@@ -204,7 +205,7 @@ class Pacer:
                     _refund(tx, scope, model, lease, n)
                 tx.purge_quota(now - DAYS_KEPT * 86400)
         except StoreUnavailable as exc:
-            log.warning("quota counts flush deferred: %s", exc)
+            quiet.warn(log, "quota_counts_deferred", "quota counts flush deferred: %s", exc)
             with self._lock:
                 for k, (n, tokens) in pending.items():
                     entry = self._pending.setdefault(k, [0, 0])

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from .. import errors
+from ..observability import quiet
 from ..store.base import KeyStore, KeyTx, StoreUnavailable, bounded_cooldowns
 from ..store.runtime_keys import RuntimeKeyRow
 from . import breaker, cooldown, scoring, selection, snapshot
@@ -51,6 +52,7 @@ log = logging.getLogger("keyrelay.keys")
 
 Tx = Callable[[KeyTx], None]
 CLAIM_WAIT_S = 0.02  # the half-open claim runs under the pool lock: never wait long for it
+MAX_DEFERRED = 10_000  # state transitions kept while the database is unavailable; more are dropped (counted)
 VIEW_FLUSH_WAIT_S = 0.25  # describe()/get() flush first, but a locked database only makes them stale
 
 
@@ -128,6 +130,7 @@ class KeyPool:
         self._cooldowns: dict[str, dict[str, float]] = {}
         self._pending: dict[str, _Pending] = {}
         self._retry: list[tuple[Tx, str]] = []
+        self.dropped_transitions = 0
         self._history = HistoryBuffer()  # per key and model rollups, written with the counters
         self._wrr: dict[str, dict[str, float]] = {}  # smooth-WRR running state per provider
         self._offset = os.getpid() if worker_offset is None else worker_offset
@@ -425,18 +428,32 @@ class KeyPool:
         """
         with self._lock:
             if self._retry:
-                self._retry.append((fn, kid))
+                self._defer(fn, kid)
                 return False
         try:
             with self.store.transaction(timeout) as tx:
                 fn(tx)
         except StoreUnavailable as exc:
-            log.warning("key state write for %s deferred: %s", kid, exc)
+            quiet.warn(log, "key_state_write_deferred", "key state write for %s deferred: %s", kid, exc)
             with self._lock:
-                self._retry.append((fn, kid))
+                self._defer(fn, kid)
             return False
         self.reload_key(kid)
         return True
+
+    def _defer(self, fn: Tx, kid: str) -> None:
+        """Keep a transition for the next flush (pool lock held); past ``MAX_DEFERRED`` it is dropped:
+        the local view still obeys it, the database and other workers will not (counted, logged)."""
+        if len(self._retry) < MAX_DEFERRED:
+            self._retry.append((fn, kid))
+            return
+        self.dropped_transitions += 1
+        from proxy.observability import metrics
+
+        metrics.STORE_DROPPED.labels("key_state").inc()
+        if self.dropped_transitions % 1000 == 1:
+            log.error("key state writes dropped: %d deferred already (database unavailable)", MAX_DEFERRED,
+                      extra={"event": "key_state_dropped", "dropped_total": self.dropped_transitions})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Write batched counters and health observations, and retry deferred transitions.
@@ -454,7 +471,7 @@ class KeyPool:
                 with self.store.transaction(timeout) as tx:
                     fn(tx)
             except StoreUnavailable as exc:
-                log.warning("deferred key state writes still deferred: %s", exc)
+                quiet.warn(log, "key_state_write_deferred", "deferred key state writes wait on: %s", exc)
                 with self._lock:
                     self._retry[:0] = retry[i:]
                     self._merge_back(pending)
@@ -469,7 +486,7 @@ class KeyPool:
                 self._flush_counters(tx, pending)
                 cast("HistoryTx", tx).add_history(*history)
         except StoreUnavailable as exc:
-            log.warning("key counters flush deferred: %s", exc)
+            quiet.warn(log, "key_counters_deferred", "key counters flush deferred: %s", exc)
             with self._lock:
                 self._merge_back(pending)
                 self._history.put_back(*history)
@@ -530,7 +547,10 @@ class KeyPool:
             return
         self._checked_at = mono
         if self.store.change_token() != self._data_version:
-            self._reload()
+            try:
+                self._reload()
+            except StoreUnavailable as exc:  # serve from the last view; the next acquire retries
+                quiet.warn(log, "store_degraded", "key view not refreshed, serving the last one: %s", exc)
 
     def _reload(self) -> None:
         """Replace the in-memory view with the store's (small tables: all keys, live cooldowns)."""

@@ -102,6 +102,9 @@ USAGE_UNPRICED = Counter("keyrelay_usage_unpriced_total",
                          "Requests that used tokens of a model with no price (cost_usd null)", ["model"])
 USAGE_DROPPED = Counter("keyrelay_usage_dropped_total",
                         "Usage records dropped because the unflushed queue was full (database locked)")
+STORE_DROPPED = Counter("keyrelay_store_writes_dropped_total",
+                        "Writes dropped: too many waited for an unavailable database (key_state, settlement)",
+                        ["kind"])
 CATALOG_REFRESH = Counter("keyrelay_catalog_refresh_total",
                           "Model catalog refreshes by source and result (ok, not_modified, error)",
                           ["source", "result"])

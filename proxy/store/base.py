@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from proxy.store.runtime_keys import RuntimeKeyRow
 
 from proxy.store.clients import ClientTx
+from proxy.store.jobs import JobTx
 from proxy.store.quota import QuotaTx
 
 MAX_COOLDOWNS_PER_KEY = 1024  # per-model cooldown rows kept per key (client input must not grow state)
@@ -27,7 +28,12 @@ class StoreUnavailable(Exception):
     """The database is locked past the call's deadline, or unusable; nothing was changed."""
 
 
-class KeyTx(ClientTx, QuotaTx, Protocol):
+class StoreUnreachable(StoreUnavailable):
+    """The database server cannot be reached at all (PostgreSQL down or the network to it): what can be
+    served from the last view is, and what must be written waits in memory (docs/postgresql.md)."""
+
+
+class KeyTx(ClientTx, QuotaTx, JobTx, Protocol):
     """Row operations inside one transaction. Conditional transitions return True when they applied.
 
     Client keys (``clients``, ``client``, ``insert_client``, ``update_client``, ``client_keys``, ...) are

@@ -1,8 +1,8 @@
 """Portable SQL for key rows and per-model cooldowns (part of ``KeyTx``).
 
 Only SQL that SQLite and PostgreSQL both run lives here (``ON CONFLICT ... DO UPDATE ... WHERE``,
-sub-selects in DELETE, no MAX(a, b) scalar). Statements use ``?`` placeholders; a backend whose
-driver wants another style overrides ``SqlTx.sql``. The caller owns the transaction.
+sub-selects in DELETE, no MAX(a, b) scalar). Statements use ``?`` placeholders on both backends. The
+caller owns the transaction.
 """
 from __future__ import annotations
 

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .base import StoreUnavailable
+from .base import StoreUnavailable, StoreUnreachable
 from .pg_conn import PgConnection, PgTarget, PgUnavailable, parse_url
 from .tx import SqlTx
 
@@ -97,21 +97,13 @@ class PostgresStore:
     def _connect(self, deadline: float) -> PgConnection:
         now = time.monotonic()
         if now < self._down_until:
-            raise StoreUnavailable(self._down_reason)
+            raise StoreUnreachable(self._down_reason)
         try:
             return PgConnection(self.target, timeout_s=max(0.2, min(self._io_timeout_s, deadline - now)))
         except PgUnavailable as exc:
             self._down_reason = f"database unreachable: {exc}"
             self._down_until = time.monotonic() + _RETRY_CONNECT_S
-            raise StoreUnavailable(self._down_reason) from None
-
-    @contextmanager
-    def _connection(self, deadline: float) -> Iterator[PgConnection]:
-        conn = self._checkout(deadline)
-        try:
-            yield conn
-        finally:
-            self._checkin(conn)
+            raise StoreUnreachable(self._down_reason) from None
 
     def _checkout(self, deadline: float) -> PgConnection:
         with self._cond:
@@ -136,60 +128,75 @@ class PostgresStore:
             raise
 
     def _checkin(self, conn: PgConnection) -> None:
+        stale: list[PgConnection] = []
         with self._cond:
             if conn.broken or self._closed:
                 self._open -= 1
                 conn.close()
+                if conn.broken:  # the server dropped one: the idle ones are likely from before too
+                    stale, self._idle = self._idle, []
+                    self._open -= len(stale)
             else:
                 self._idle.append(conn)
-            self._cond.notify()
+            self._cond.notify_all()
+        for c in stale:
+            c.close()
 
     # -- transactions -----------------------------------------------------------------------------
+    def _begin(self, deadline: float, write: bool) -> PgConnection:
+        """A pooled connection inside a new transaction (a write one holding the write lock). A pooled
+        connection the server dropped (it restarted) is replaced once."""
+        for attempt in (1, 2):
+            conn = self._checkout(deadline)
+            try:
+                if write:  # one round trip. synchronous_commit off: a commit does not wait for its WAL
+                    # flush (~ms), as SQLite's WAL with synchronous=NORMAL; a server crash may lose the
+                    # last commits, never consistency
+                    sql = "BEGIN; SET LOCAL lock_timeout = {}; SET LOCAL synchronous_commit = off;"
+                    wait_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                    conn.execute(sql.format(wait_ms) + f" SELECT pg_advisory_xact_lock({WRITE_LOCK})")
+                else:
+                    conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                return conn
+            except PgUnavailable as exc:
+                _rollback(conn)
+                self._checkin(conn)
+                if not conn.broken or attempt == 2:
+                    raise _unavailable(conn, exc, "database not writable: " if write else "") from None
+        raise AssertionError("unreachable")
+
     @contextmanager
     def transaction(self, timeout: float | None = None) -> Iterator[PgTx]:
-        wait = self.lock_wait_s if timeout is None else timeout
-        deadline = time.monotonic() + wait
-        with self._connection(deadline) as conn:
-            try:
-                conn.execute("BEGIN")
-                left_ms = max(1, int((deadline - time.monotonic()) * 1000))
-                conn.execute(f"SET LOCAL lock_timeout = {left_ms}")
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
-            except PgUnavailable as exc:
-                _rollback(conn)
-                raise StoreUnavailable(f"database not writable: {exc}") from None
-            tx = PgTx(conn)
-            try:
-                yield tx
-                if tx.notify:
-                    conn.execute(f"NOTIFY {CHANNEL}")
-                conn.execute("COMMIT")
-            except PgUnavailable as exc:
-                _rollback(conn)
-                raise StoreUnavailable(str(exc)) from None
-            except BaseException:
-                _rollback(conn)
-                raise
+        conn = self._begin(time.monotonic() + (self.lock_wait_s if timeout is None else timeout), write=True)
+        tx = PgTx(conn)
+        try:
+            yield tx
+            if tx.notify:
+                conn.execute(f"NOTIFY {CHANNEL}")
+            conn.execute("COMMIT")
+        except PgUnavailable as exc:
+            _rollback(conn)
+            raise _unavailable(conn, exc) from None
+        except BaseException:
+            _rollback(conn)
+            raise
+        finally:
+            self._checkin(conn)
 
     @contextmanager
     def snapshot(self) -> Iterator[PgTx]:
-        with self._connection(time.monotonic() + self.lock_wait_s) as conn:
-            try:
-                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            except PgUnavailable as exc:
-                _rollback(conn)
-                raise StoreUnavailable(str(exc)) from None
-            try:
-                yield PgTx(conn)
-            except PgUnavailable as exc:
-                raise StoreUnavailable(str(exc)) from None
-            finally:
-                _rollback(conn)
+        conn = self._begin(time.monotonic() + self.lock_wait_s, write=False)
+        try:
+            yield PgTx(conn)
+        except PgUnavailable as exc:
+            raise _unavailable(conn, exc) from None
+        finally:
+            _rollback(conn)
+            self._checkin(conn)
 
     def change_token(self) -> int:
-        if self._listen and self._listener is None:
-            self._start_listener()
-            self._listening.wait(1.0)  # once per process: changes from now on are heard
+        """Without ``start_listening()`` (a CLI command, ``create_app`` before the worker serves) only
+        the backstop turns it."""
         return self._notified * 1_000_003 + int(time.monotonic() // self.backstop_s)
 
     def check_writable(self, timeout: float) -> str | None:
@@ -211,13 +218,16 @@ class PostgresStore:
             conn.close()
 
     # -- LISTEN ----------------------------------------------------------------------------------
-    def _start_listener(self) -> None:
+    def start_listening(self, wait_s: float = 1.0) -> None:
+        """Start the LISTEN thread (once; ``Gateway.start_background``) and wait until it listens, so the
+        changes committed from now on are heard."""
         with self._cond:
-            if self._listener is not None:
+            if self._listener is not None or not self._listen:
                 return
             self._listener = threading.Thread(target=self._listen_loop, name="keyrelay-pg-listen",
                                               daemon=True)
         self._listener.start()
+        self._listening.wait(wait_s)
 
     def _listen_loop(self) -> None:
         """Hold a LISTEN connection; bump the token on every notification, and after every reconnect
@@ -261,6 +271,13 @@ def _wait_readable(conn: PgConnection, timeout: float) -> None:
         select.select([sock], [], [], timeout)
     except (OSError, ValueError):
         time.sleep(timeout)
+
+
+def _unavailable(conn: PgConnection, exc: PgUnavailable, prefix: str = "") -> StoreUnavailable:
+    """A lost connection is the server gone (unreachable); anything else a busy one."""
+    if conn.broken:
+        return StoreUnreachable(f"database unreachable: {exc}")
+    return StoreUnavailable(f"{prefix}{exc}")
 
 
 def _rollback(conn: PgConnection) -> None:

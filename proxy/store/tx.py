@@ -9,6 +9,7 @@ from .catalog import SqlCatalog
 from .clients import SqlClients
 from .history import SqlHistory
 from .inspector import SqlInspector
+from .jobs import SqlJobs
 from .keys import SqlKeys
 from .limits import SqlLimits
 from .quota import SqlQuota
@@ -18,13 +19,10 @@ from .usage import SqlUsage
 
 
 class SqlTx(SqlKeys, SqlAudit, SqlClients, SqlLimits, SqlQuota, SqlUsage, SqlCatalog, SqlRuntimeKeys,
-            SqlCache, SqlHistory, SqlResponses, SqlInspector):
+            SqlCache, SqlHistory, SqlResponses, SqlInspector, SqlJobs):
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def sql(self, statement: str) -> str:
-        """Hook for drivers whose placeholder style is not ``?`` (psycopg: ``%s``)."""
-        return statement
-
     def _run(self, statement: str, params: tuple | list = ()) -> Any:
-        return self._conn.execute(self.sql(statement), tuple(params))
+        """``?`` placeholders on every backend (``pg_conn.PgConnection`` converts them)."""
+        return self._conn.execute(statement, tuple(params))

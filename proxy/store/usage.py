@@ -27,8 +27,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
 }
 ROLLUP_GROUPS = ("day", "client", "model")
 
-_INSERT = (f"INSERT INTO usage_records({', '.join(RECORD_COLUMNS)})"
-           f" VALUES ({', '.join('?' * len(RECORD_COLUMNS))})")
+_CHUNK = 50  # raw rows per INSERT (22 columns: 1,100 parameters, far below either engine's limit)
+_ROW = f"({', '.join('?' * len(RECORD_COLUMNS))})"
+
+
+def _insert(rows: int) -> str:
+    return f"INSERT INTO usage_records({', '.join(RECORD_COLUMNS)}) VALUES {', '.join([_ROW] * rows)}"
+
+
 _BUMP = (f"INSERT INTO usage_daily({', '.join(ROLLUP_COLUMNS)})"
          f" VALUES ({', '.join('?' * len(ROLLUP_COLUMNS))})"
          " ON CONFLICT(day, client_id, model) DO UPDATE SET"
@@ -72,8 +78,9 @@ class SqlUsage:
 
     def add_usage(self, records: Sequence[Sequence[Any]], rollups: Sequence[Sequence[Any]]) -> None:
         """Insert raw rows (``RECORD_COLUMNS`` order) and add rollup deltas (``ROLLUP_COLUMNS`` order)."""
-        for row in records:
-            self._run(_INSERT, tuple(row))
+        for i in range(0, len(records), _CHUNK):  # multi-row: one statement (one round trip) per chunk
+            chunk = records[i:i + _CHUNK]
+            self._run(_insert(len(chunk)), [v for row in chunk for v in row])
         for row in rollups:
             self._run(_BUMP, tuple(row))
 

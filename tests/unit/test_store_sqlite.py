@@ -264,6 +264,7 @@ def test_change_token_moves_on_another_connections_commit(tmp_path, backend):
     store, _ = backend
     if isinstance(store, PostgresStore):
         store = PostgresStore(store.url, lock_wait_s=0.3, backstop_s=3600)  # no backstop turn mid-test
+        store.start_listening()
         other: KeyStore = PostgresStore(store.url, listen=False)
     else:
         other = SQLiteStore(store.path)
@@ -366,3 +367,45 @@ def test_sqlite_readiness(tmp_path):
     assert readiness(path) is None
     path.write_bytes(b"garbage, not a database" * 100)
     assert "not a database" in readiness(path)
+
+
+# --- one-at-a-time background jobs ----------------------------------------------------------------
+
+def test_job_claim_one_holder_until_it_lapses(store):
+    def claim(owner: str, now: float) -> bool:
+        with store.transaction() as tx:
+            return tx.claim_job("usage_purge", owner, now, 60.0)
+
+    assert claim("a:1", NOW) is True
+    assert claim("b:2", NOW + 1) is False  # a holds it
+    assert claim("a:1", NOW + 2) is True   # the holder renews
+    assert claim("b:2", NOW + 61) is False  # renewed at NOW+2: until NOW+62
+    assert claim("b:2", NOW + 62) is True  # lapsed: b takes over
+    assert claim("a:1", NOW + 63) is False
+    with store.transaction() as tx:
+        assert tx.claim_job("history_prune", "a:1", NOW + 63, 60.0) is True  # claims are per job
+
+
+def test_job_claim_concurrent_claimers_one_wins(backend):
+    """8 threads, each with its own store (own connection), race for one claim: exactly one wins."""
+    from proxy.store.postgres import PostgresStore
+
+    store, _ = backend
+    stores = [PostgresStore(store.url, listen=False) if isinstance(store, PostgresStore)
+              else SQLiteStore(store.path, lock_wait_s=2.0) for _ in range(8)]
+    wins: list[bool] = []
+    barrier = threading.Barrier(len(stores))
+
+    def race(s: KeyStore, i: int) -> None:
+        barrier.wait()
+        with s.transaction() as tx:
+            wins.append(tx.claim_job("rollup", f"h:{i}", NOW, 30.0))
+
+    threads = [threading.Thread(target=race, args=(s, i)) for i, s in enumerate(stores)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    for s in stores:
+        s.close()
+    assert sorted(wins) == [False] * 7 + [True]
