@@ -75,7 +75,9 @@ class Backend:
         if self.postgres:
             from proxy.store.postgres import PostgresStore
 
-            store: KeyStore = PostgresStore(self.database, lock_wait_s=lock_wait_s, **kw)
+            pg = PostgresStore(self.database, lock_wait_s=lock_wait_s, **kw)
+            pg.start_listening()  # as a serving worker does (Gateway.start_background)
+            store: KeyStore = pg
         else:
             from proxy.store.sqlite import SQLiteStore
 
@@ -115,7 +117,7 @@ class Backend:
             return store.change_token()
         import time
 
-        store.change_token()  # the listener runs
+        getattr(store, "start_listening", lambda: None)()  # a KeyPool's own store (no-op if running)
         time.sleep(0.3)
         return int(store._notified)  # type: ignore[attr-defined]
 

@@ -99,11 +99,17 @@ class PostgresStore:
         if now < self._down_until:
             raise StoreUnreachable(self._down_reason)
         try:
-            return PgConnection(self.target, timeout_s=max(0.2, min(self._io_timeout_s, deadline - now)))
+            conn = PgConnection(self.target, timeout_s=max(0.2, min(self._io_timeout_s, deadline - now)))
         except PgUnavailable as exc:
             self._down_reason = f"database unreachable: {exc}"
             self._down_until = time.monotonic() + _RETRY_CONNECT_S
             raise StoreUnreachable(self._down_reason) from None
+        # the caller's deadline bounds the connect only: the pooled connection serves later calls with
+        # longer waits (a transaction(timeout=5), a slow report), so its socket gets the I/O timeout
+        sock = getattr(conn._c, "_usock", None)
+        if sock is not None:
+            sock.settimeout(self._io_timeout_s)
+        return conn
 
     def _checkout(self, deadline: float) -> PgConnection:
         with self._cond:

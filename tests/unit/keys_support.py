@@ -21,6 +21,7 @@ class Clock:
 
 def make_pool(path, clock=None, settings=FAST, specs=SPECS, **kw) -> KeyPool:
     pool = KeyPool(str(path), settings, clock=clock or time.time, **kw)
+    getattr(pool.store, "start_listening", lambda: None)()  # PostgreSQL: as a serving worker does
     pool.sync(list(specs))
     return pool
 

@@ -409,3 +409,47 @@ def test_job_claim_concurrent_claimers_one_wins(backend):
     for s in stores:
         s.close()
     assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_a_long_wait_on_a_connection_a_short_call_opened(backend):
+    """The store's connection (SQLite's one, or a pooled PostgreSQL one opened under a 0.3 s deadline)
+    serves a later write that may wait 3 s: it waits for the lock, not for a socket timeout."""
+    store, lock = backend
+    add_keys(store, K1)  # opens the connection (lock wait 0.3 s)
+    holder = lock()
+    result: dict = {}
+
+    def writer() -> None:
+        try:
+            with store.transaction(timeout=3) as tx:
+                tx.update(K1, disabled_reason="waited")
+            result["ok"] = True
+        except StoreUnavailable as exc:
+            result["error"] = str(exc)
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(1.0)
+    holder.release()
+    t.join(5)
+    assert result == {"ok": True}
+    with store.snapshot() as tx:
+        assert tx.key(K1).disabled_reason == "waited"
+
+
+# --- PostgreSQL specifics -------------------------------------------------------------------------
+
+def test_pg_a_pooled_connection_keeps_the_io_timeout_not_its_first_callers_deadline(pg_url):
+    """A connection opened under a 0.3 s deadline later serves a statement that takes 1 s (it used to
+    keep a 0.3 s socket timeout and fail as "database unreachable ... timed out")."""
+    from proxy.store.postgres import PostgresStore
+
+    store = PostgresStore(pg_url, lock_wait_s=0.3, listen=False)
+    try:
+        with store.transaction():  # opens the pooled connection, 0.3 s before its deadline
+            pass
+        start = time.monotonic()
+        with store.transaction(timeout=3) as tx:
+            tx._run("SELECT pg_sleep(1)")
+        assert 0.9 < time.monotonic() - start < 3
+    finally:
+        store.close()
