@@ -37,8 +37,8 @@ _RETRY_CONNECT_S = 0.5  # after a failed connect, calls fail at once for this lo
 # Written on every request or by background jobs, and part of no cached view: no NOTIFY for these.
 QUIET_TABLES = frozenset({
     "limit_hits", "limit_windows", "limit_buckets", "limit_leases", "limiter_state", "client_spend",
-    "usage_log", "usage_daily", "inspector_entries", "cache_entries", "cache_totals", "responses",
-    "key_history", "quota_usage", "quota_windows", "audit_log",
+    "usage_records", "usage_daily", "inspector_entries", "cache_entries", "cache_totals", "stored_responses",
+    "key_history", "key_periods", "quota_hits", "quota_minute", "quota_day", "audit", "job_claims",
 })
 _WRITE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+(\w+)", re.IGNORECASE)
 
