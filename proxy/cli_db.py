@@ -41,7 +41,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         return _fail(f"db copy: {exc}", exc.code)
     width = max(len(t.name) for t in report.tables) if report.tables else 5
     print(f"{'table':<{width}}  {'sqlite':>9}  {'postgresql':>10}  check")
-    for t in report.tables:
+    for t in sorted(report.tables, key=lambda t: t.name):
         print(f"{t.name:<{width}}  {t.source:>9}  {'-' if t.target is None else t.target:>10}  "
               f"{'ok' if t.ok else 'MISMATCH'}")
     rows = sum(t.source for t in report.tables)
