@@ -183,6 +183,18 @@ def test_a_failure_half_way_writes_nothing(source, pg_server, pg_url):
     assert counts == {t: seeded.get(t, 0) for t in source["counts"]}
 
 
+def test_a_count_mismatch_rolls_everything_back(source, pg_server, pg_url):
+    name = pg_url.rsplit("/", 1)[1]
+    backend.migrate(pg_url)
+    pg_server.psql("CREATE RULE lose_audit AS ON INSERT TO audit DO INSTEAD NOTHING", name)  # rows vanish
+    res = cli("db", "copy", "--from", str(source["db"]), "--to", pg_url)
+    assert res.returncode == 1
+    assert any(line.split() == ["audit", str(source["counts"]["audit"]), "0", "MISMATCH"]
+               for line in res.stdout.splitlines()), res.stdout
+    assert "counts differ in audit: rolled back, nothing written" in res.stderr
+    assert int(pg_server.psql("SELECT COUNT(*) FROM keys", name)) == 0
+
+
 def test_a_source_newer_than_the_code_is_refused(source, pg_server, pg_url, tmp_path):
     newer = tmp_path / "newer.db"
     shutil.copy(source["db"], newer)
