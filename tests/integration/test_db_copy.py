@@ -146,6 +146,10 @@ def test_copy_then_the_gateway_serves_on_postgresql(source, pg_server, pg_url, t
         assert usage_requests(gw) == 11  # a new usage record next to the copied ones (id sequence moved on)
         other = next(k for k in keys.values() if k["source"] == "config" and k["id"] != source["disabled"])
         assert api(gw, "POST", f"/keys/{other['id']}/disable").status_code == 200  # a new audit row
+        # the master's start-up notice read the clients from PostgreSQL (it used to open the URL as a
+        # SQLite path: a stray empty database under ./postgresql:/ and a false "no client key" warning)
+        assert "no client key exists" not in gw.logs()
+        assert not (REPO / "postgresql:").exists()
         audit = api(gw, "GET", "/audit").json()["audit"]
         assert audit[0]["key_id"] == other["id"] and audit[0]["id"] == source["max_id"]["audit"] + 1
     name = pg_url.rsplit("/", 1)[1]
