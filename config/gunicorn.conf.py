@@ -160,13 +160,13 @@ def _auth_notice(config) -> None:
     from proxy.store import backend, db
     from proxy.store.base import StoreUnavailable
 
-    try:
+    try:  # the configured backend: a PostgreSQL URL is no file path (it made a stray SQLite file)
         store = backend.open_store(config.server.database, pool_size=1, migrate=False)
         try:
             notice = startup_notice(config, store, time.time())
         finally:
             store.close()
-    except (StoreUnavailable, db.DatabaseError) as exc:  # the workers will say more; never stop the start for a notice
+    except (StoreUnavailable, db.DatabaseError) as exc:  # the workers will say more; never stop the start
         notice = f"could not tell whether any client key exists: {exc}"
     if notice:
         _log.warning(notice, extra={"event": "auth_notice"})

@@ -1,5 +1,5 @@
 """The ``keyrelay`` command: serve, check-config, migrate, snapshot, clients, keys (``cli_keys``), catalog,
-version.
+db copy (``cli_db``), version.
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. Messages go to stderr, one line each.
 """
@@ -365,6 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     from proxy import cli_keys
 
     cli_keys.add_keys(sub)
+    from proxy import cli_db
+
+    cli_db.add_db(sub)
     version = sub.add_parser("version", help="print the version")
     version.set_defaults(func=lambda args: print(f"keyrelay {__version__}") or 0)
     return parser
