@@ -1068,6 +1068,9 @@ def main(argv: list[str] | None = None) -> int:
                          "on / off, cache [8] HIT vs MISS, floor [9] keyrelay / the floor (bench/floor.py) "
                          "non-stream at c=16, streams [9]+[10] the floor phase, then 1,000 streams through "
                          "1 worker and 2,000 through 2, as ratios to the floor")
+    ap.add_argument("--stream-auth", choices=("keys", "open"), default="keys",
+                    help="keyrelay in phase [10] (streams): a client key with every limit and usage "
+                         "recording (default, as in production) or auth.mode: open")
     ap.add_argument(
         "--litellm",
         metavar="VENV",

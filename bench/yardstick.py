@@ -125,9 +125,10 @@ class Yardstick:
         self.q = bench.quick
         self.out: dict = bench.results.setdefault("floor", {})
 
-    def _servers(self, workers: int, name: str) -> tuple[Floor, r.Keyrelay]:
+    def _servers(self, workers: int, name: str, keyed: bool = True) -> tuple[Floor, r.Keyrelay]:
         floor = Floor(self.b.tmp, self.b.mock.url, workers, f"floor-{name}")
-        kr = r.Keyrelay(self.b.tmp, self.b.mock.url, workers, self.b.a.log_level, f"kr-{name}", KEYED)
+        kr = r.Keyrelay(self.b.tmp, self.b.mock.url, workers, self.b.a.log_level, f"kr-{name}",
+                        KEYED if keyed else None)
         return floor, kr
 
     # -------------------------------------------------------------------------- non-stream, c=16
@@ -179,9 +180,11 @@ class Yardstick:
             self._stream_case(2, 2 * c, 1, "2 workers", "streams_2w", memory=False)
 
     def _stream_case(self, workers: int, c: int, rounds: int, label: str, key: str, memory: bool) -> None:
+        keyed = getattr(self.b.a, "stream_auth", "keys") == "keys"
         print(f"\n[10] floor: {label}, {c} concurrent streams ({CHUNKS} chunks 200 ms apart, starts over "
-              f"2 s, 2 streams per connection), direct / floor / keyrelay, {rounds} rounds", flush=True)
-        floor, kr = self._servers(workers, f"s{workers}")
+              f"2 s, 2 streams per connection), direct / floor / keyrelay "
+              f"({'client key, limits, usage' if keyed else 'auth.mode: open'}), {rounds} rounds", flush=True)
+        floor, kr = self._servers(workers, f"s{workers}", keyed)
         try:
             ts = _targets(self.b.mock.url, floor.url, kr.url, floor.worker_pids(), kr.worker_pids(), True)
             for t in ts[1:]:  # warm-up: imports, pools, code paths (also grows the upstream pool)
@@ -194,7 +197,7 @@ class Yardstick:
         finally:
             floor.close()
             kr.close()
-        o: dict = {"streams": c, "workers": workers, "rounds": rounds}
+        o: dict = {"streams": c, "workers": workers, "rounds": rounds, "keyed": keyed}
         for name, rs in got.items():
             v: dict = {"errors": r.total(rs, "errors"),
                        "error_kinds": [x["error_kinds"] for x in rs if x["errors"]],
