@@ -60,7 +60,7 @@ class Floor:
 
 
 def _targets(mock_url: str, floor_url: str, kr_url: str, floor_pids: list[int], kr_pids: list[int],
-             stream: bool) -> list[r.Target]:
+             stream: bool, keyed: bool = True) -> list[r.Target]:
     if stream:
         direct_url = f"{mock_url}/v1beta/models/{r.MODEL}:streamGenerateContent?alt=sse"
         body = r.OPENAI_STREAM_BODY
@@ -69,7 +69,7 @@ def _targets(mock_url: str, floor_url: str, kr_url: str, floor_pids: list[int], 
     return [
         r.Target("direct", direct_url, r.GEMINI_BODY, ("x-goog-api-key: bench-key-a",)),
         r.Target("floor", floor_url + "/v1/chat/completions", body, (), tuple(floor_pids)),
-        r.Target("keyrelay", kr_url + "/v1/chat/completions", body, AUTH, tuple(kr_pids)),
+        r.Target("keyrelay", kr_url + "/v1/chat/completions", body, AUTH if keyed else (), tuple(kr_pids)),
     ]
 
 
@@ -186,7 +186,8 @@ class Yardstick:
               f"({'client key, limits, usage' if keyed else 'auth.mode: open'}), {rounds} rounds", flush=True)
         floor, kr = self._servers(workers, f"s{workers}", keyed)
         try:
-            ts = _targets(self.b.mock.url, floor.url, kr.url, floor.worker_pids(), kr.worker_pids(), True)
+            ts = _targets(self.b.mock.url, floor.url, kr.url, floor.worker_pids(), kr.worker_pids(), True,
+                          keyed)
             for t in ts[1:]:  # warm-up: imports, pools, code paths (also grows the upstream pool)
                 warm = r.load(t, c=min(c, 200), n=min(c, 200), d=20, stream=True, chunks=CHUNKS, ramp=0.5)
                 if warm["errors"]:
