@@ -1077,10 +1077,10 @@ def main(argv: list[str] | None = None) -> int:
         help="also measure the LiteLLM proxy in this venv (pip install 'litellm[proxy]'), same mock",
     )
     ap.add_argument(
-        "--max-seconds", type=float, default=0, help="watchdog (default 900, quick 120; +240 with --litellm)"
+        "--max-seconds", type=float, default=0, help="watchdog (default 1500, quick 300; +240 with --litellm)"
     )
     args = ap.parse_args(argv)
-    limit = args.max_seconds or (120 if args.quick else 900) + (240 if args.litellm else 0)
+    limit = args.max_seconds or (300 if args.quick else 1500) + (240 if args.litellm else 0)
 
     def watchdog(*_: object) -> None:
         stop_all()
