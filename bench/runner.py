@@ -507,8 +507,9 @@ class Bench:
         self.memory(relay, kr, n=self.a.requests or (10_000 if q else 100_000), d=60 if q else 300)
         kr.close()
         self.two_workers(direct, n=2000 if q else 15000, d=3 if q else 8, rounds=1 if q else 2)
-        for phase in self.phases().values():
-            phase()
+        for name, phase in self.phases().items():
+            if name != "floor":  # "streams" runs the floor's non-stream part first
+                phase()
         if self.a.litellm:
             self.litellm(Path(self.a.litellm), rounds=2 if q else 3)
         self.results["load_after"] = os.getloadavg()
@@ -517,12 +518,16 @@ class Bench:
 
     def phases(self) -> dict[str, Callable[[], None]]:
         """The phases that start their own gateways, in order (``--only NAME`` runs one alone)."""
+        from bench import yardstick  # imports this module
+
         q = self.quick
         return {
             "client_keys": lambda: self.client_keys(n=2000 if q else 15000, d=3 if q else 8,
                                                     rounds=2 if q else 3),
             "pacing": lambda: self.pacing(n=2000 if q else 15000, d=3 if q else 8, rounds=2 if q else 3),
             "cache": lambda: self.cache_hits(n=1000 if q else 5000, d=3 if q else 8, rounds=2 if q else 3),
+            "floor": lambda: yardstick.Yardstick(self).plain(),
+            "streams": lambda: yardstick.Yardstick(self).streams(),
         }
 
     def latency_c1(self, direct: Target, relay: Target, rounds: int, n: int) -> None:
@@ -1058,19 +1063,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000, quick 200)")
     ap.add_argument("--log-level", default="info", help="keyrelay log level (default info, as shipped)")
     ap.add_argument("--json", help="also write every raw result to this file")
-    ap.add_argument("--only", choices=("client_keys", "pacing", "cache"),
+    ap.add_argument("--only", choices=("client_keys", "pacing", "cache", "floor", "streams"),
                     help="run one phase alone: client_keys [6] keyed vs open, pacing [7] quota pacing "
-                         "on / off, cache [8] HIT vs MISS")
+                         "on / off, cache [8] HIT vs MISS, floor [9] keyrelay / the floor (bench/floor.py) "
+                         "non-stream at c=16, streams [9]+[10] the floor phase, then 1,000 streams through "
+                         "1 worker and 2,000 through 2, as ratios to the floor")
+    ap.add_argument("--stream-auth", choices=("keys", "open"), default="keys",
+                    help="keyrelay in phase [10] (streams): a client key with every limit and usage "
+                         "recording (default, as in production) or auth.mode: open")
     ap.add_argument(
         "--litellm",
         metavar="VENV",
         help="also measure the LiteLLM proxy in this venv (pip install 'litellm[proxy]'), same mock",
     )
     ap.add_argument(
-        "--max-seconds", type=float, default=0, help="watchdog (default 900, quick 120; +240 with --litellm)"
+        "--max-seconds", type=float, default=0, help="watchdog (default 1500, quick 300; +240 with --litellm)"
     )
     args = ap.parse_args(argv)
-    limit = args.max_seconds or (120 if args.quick else 900) + (240 if args.litellm else 0)
+    limit = args.max_seconds or (300 if args.quick else 1500) + (240 if args.litellm else 0)
 
     def watchdog(*_: object) -> None:
         stop_all()
@@ -1111,4 +1121,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from bench import runner  # the module under its own name: bench.yardstick shares its state
+
+    sys.exit(runner.main())

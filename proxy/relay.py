@@ -287,6 +287,23 @@ class Relay:
             trace.usage = merge_usage(trace.usage, usage)
             self.observer.usage(target, usage)
 
+    def _account(self, trace: Trace, target: TargetConfig, item: Any) -> None:
+        """One stream item's text and usage, counted on the trace (the plain OpenAI chunk, the common
+        case, without the general walk of tagged items)."""
+        if type(item) is dict and "choices" in item:
+            for choice in item["choices"]:
+                delta = choice.get("delta")
+                text = delta.get("content") if delta else None
+                if text:
+                    trace.streamed_chars += len(text)
+            usage = item.get("usage")
+            if usage:
+                trace.usage = merge_usage(trace.usage, usage)
+                self.observer.usage(target, usage)
+            return
+        self._usage(trace, target, item)
+        trace.streamed_chars += _text_len(item)
+
     def _record(self, trace: Trace, target: TargetConfig, key_id: str, outcome: str, latency_ms: float,
                 exc: UpstreamError | None = None) -> None:
         self.pool.record(
@@ -311,16 +328,19 @@ class Relay:
                       key_id: str) -> Iterator[Any]:
         started = time.monotonic()
         outcome, error = OK, None
-        emit = trace.hook.chunk if trace.hook is not None else _same  # response transforms, capture
+        hook = trace.hook  # response transforms, capture
         try:
             if first is not _EMPTY:
-                self._usage(trace, target, first)
-                trace.streamed_chars += _text_len(first)
-                yield emit(first)
-            for item in gen:
-                self._usage(trace, target, item)
-                trace.streamed_chars += _text_len(item)
-                yield emit(item)
+                self._account(trace, target, first)
+                yield hook.chunk(first) if hook is not None else first
+            if hook is None:
+                for item in gen:
+                    self._account(trace, target, item)
+                    yield item
+            else:
+                for item in gen:
+                    self._account(trace, target, item)
+                    yield hook.chunk(item)
         except UpstreamError as exc:
             outcome, error = TRANSIENT if exc.outcome == OK else exc.outcome, exc
             raise
@@ -336,10 +356,6 @@ class Relay:
             _close(gen)
             latency = (trace.first_byte_ms or 0) + (time.monotonic() - started) * 1000
             self._record(trace, target, key_id, outcome, latency, error)
-
-
-def _same(item: Any) -> Any:
-    return item
 
 
 def check_model(name: object) -> str:

@@ -90,8 +90,33 @@ def close(items: Iterator) -> None:
         closer()
 
 
-def stream_response(body: Iterator[bytes], trace: Trace) -> Response:
-    resp = Response(body, mimetype="text/event-stream")
+class StreamBody:
+    """A streamed answer as the WSGI server sees it: iterating it is iterating ``items`` itself (no
+    framework layer per event: the response is ``direct_passthrough``), and the server's ``close()`` at
+    the end, or when the client went away, closes ``items`` at once (which closes the upstream) and
+    runs the response's close hooks (the request log, the usage settlement) once."""
+
+    __slots__ = ("items", "resp")
+
+    def __init__(self, items: Iterator[bytes]) -> None:
+        self.items = items
+        self.resp: Response | None = None
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.items
+
+    def close(self) -> None:
+        resp, self.resp = self.resp, None
+        close(self.items)
+        if resp is not None:
+            resp.close()  # closes this body again (a no-op now), then runs the call_on_close hooks
+
+
+def stream_response(items: Iterator[bytes], trace: Trace) -> Response:
+    """A ``text/event-stream`` answer of ``items`` (each already encoded bytes, sent as it comes)."""
+    body = StreamBody(items)
+    resp = Response(body, mimetype="text/event-stream", direct_passthrough=True)
+    body.resp = resp
     resp.headers["Cache-Control"] = "no-cache"
     resp.headers["X-Accel-Buffering"] = "no"
     if trace.route_name:

@@ -669,6 +669,9 @@ def iter_sse_data(lines: Iterator[bytes]) -> Iterator[tuple[str | None, str]]:
     event: str | None = None
     data: list[str] = []
     for raw in lines:
+        if raw[:6] == b"data: " and not data:  # the common line, taken without the general parse
+            data.append(raw[6:].decode("utf-8"))
+            continue
         line = raw.decode("utf-8")
         if not line:
             if data:

@@ -43,3 +43,22 @@ def test_load_driver_against_bench_mock(mock_url):
     o = drive(mock_url + "/v1/chat/completions", {"model": "x", "messages": [], "stream": True},
               "--stream", "--expect-chunks", "3")
     assert (o["ok"], o["errors"]) == (50, 0)
+
+
+def test_the_floor_relays_answers_and_streams(mock_url):
+    """bench/floor.py under gunicorn + gevent, as bench/run serves it, driven by the load driver."""
+    sys.path.insert(0, str(REPO))
+    from bench import runner, yardstick
+
+    tmp = Path(__import__("tempfile").mkdtemp(prefix="floor-smoke-"))
+    floor = yardstick.Floor(tmp, mock_url, 1, "floor")
+    try:
+        body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        r = drive(floor.url + "/v1/chat/completions", body)
+        assert (r["ok"], r["errors"]) == (50, 0)
+        s = drive(floor.url + "/v1/chat/completions", {**body, "stream": True}, "--stream",
+                  "--expect-chunks", "3")
+        assert (s["ok"], s["errors"]) == (50, 0) and s["stream"]["gap_ms"]["p1"] >= 15
+        assert runner.cpu_seconds(floor.worker_pids()) > 0
+    finally:
+        floor.close()

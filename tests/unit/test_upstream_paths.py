@@ -151,6 +151,18 @@ def test_model_id_grammar():
             gt.model_id(model)
 
 
+def test_model_id_remembers_only_valid_names():
+    for _ in range(2):  # the second round answers from the remembered names, and refuses again
+        assert gt.model_id("gemini-2.5-flash") == "gemini-2.5-flash"
+        assert gt.model_path("models/a+b") == "models/a%2Bb"
+        for model in HOSTILE:
+            with pytest.raises(UpstreamError):
+                gt.model_id(model)
+            with pytest.raises(UpstreamError):
+                gt.model_path(model)
+    assert not set(HOSTILE) & set(gt._VALID_IDS) and not set(HOSTILE) & set(gt._PATHS)
+
+
 # ---------------------------------------------------------------- the others: the model is in the body
 
 
