@@ -1063,11 +1063,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams", type=int, default=0, help="concurrent streams (default 1000, quick 200)")
     ap.add_argument("--log-level", default="info", help="keyrelay log level (default info, as shipped)")
     ap.add_argument("--json", help="also write every raw result to this file")
-    ap.add_argument("--only", choices=("client_keys", "pacing", "cache", "floor", "streams"),
+    ap.add_argument("--only", choices=("client_keys", "pacing", "cache", "floor", "streams", "postgres"),
                     help="run one phase alone: client_keys [6] keyed vs open, pacing [7] quota pacing "
                          "on / off, cache [8] HIT vs MISS, floor [9] keyrelay / the floor (bench/floor.py) "
                          "non-stream at c=16, streams [9]+[10] the floor phase, then 1,000 streams through "
-                         "1 worker and 2,000 through 2, as ratios to the floor")
+                         "1 worker and 2,000 through 2, as ratios to the floor; postgres: bench/pg_scale.py "
+                         "(1 instance on SQLite vs 2 on PostgreSQL behind nginx)")
     ap.add_argument("--stream-auth", choices=("keys", "open"), default="keys",
                     help="keyrelay in phase [10] (streams): a client key with every limit and usage "
                          "recording (default, as in production) or auth.mode: open")
@@ -1080,6 +1081,10 @@ def main(argv: list[str] | None = None) -> int:
         "--max-seconds", type=float, default=0, help="watchdog (default 1500, quick 300; +240 with --litellm)"
     )
     args = ap.parse_args(argv)
+    if args.only == "postgres":  # its own servers (PostgreSQL, nginx, two instances) and watchdog
+        from bench import pg_scale
+
+        return pg_scale.main(["--json", args.json] if args.json else [])
     limit = args.max_seconds or (300 if args.quick else 1500) + (240 if args.litellm else 0)
 
     def watchdog(*_: object) -> None:
