@@ -9,10 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 from proxy.store.group import GroupCommit
+from proxy.store.limits import LimitRow
 from proxy.store.sqlite import SQLiteStore
 from tests.harness import REPO
 
@@ -22,6 +22,7 @@ from gevent import monkey
 monkey.patch_all()
 import gevent
 from proxy.store.group import GroupCommit
+from proxy.store.limits import LimitRow
 from proxy.store.sqlite import SQLiteStore
 
 store = SQLiteStore(sys.argv[1], lock_wait_s=0.3)
@@ -32,8 +33,10 @@ def op(i):
     def fn(tx):
         if mode == "fail" and i == 7:
             raise ValueError("op 7 is broken")
-        n, _ = tx.window("s", 0.0)
-        tx.add_hit("s", time.time())
+        row = tx.limit_rows(["s"]).get("s") or LimitRow("s")
+        n = row.charged
+        row.charged += 1
+        tx.put_limit_row(row)
         return n
     try:
         return ("ok", group.run(fn, 0.3))
@@ -43,7 +46,8 @@ def op(i):
 jobs = [gevent.spawn(op, i) for i in range(20)]
 gevent.joinall(jobs, timeout=10)
 import sqlite3
-rows = sqlite3.connect(sys.argv[1]).execute("SELECT COUNT(*) FROM limit_hits WHERE scope='s'").fetchone()[0]
+row = sqlite3.connect(sys.argv[1]).execute("SELECT charged FROM limiter_state WHERE scope='s'").fetchone()
+rows = row[0] if row else 0
 print(json.dumps({"results": [j.value for j in jobs], "batches": group.batches, "ops": group.ops,
                   "rows": rows}))
 """
@@ -93,8 +97,10 @@ def test_threads_exact_counts(tmp_path: Path) -> None:
     seen: list[int] = []
 
     def fn(tx) -> int:  # noqa: ANN001
-        n, _ = tx.window("s", 0.0)
-        tx.add_hit("s", time.time())
+        row = tx.limit_rows(["s"]).get("s") or LimitRow("s")
+        n = row.charged
+        row.charged += 1
+        tx.put_limit_row(row)
         return n
 
     def worker() -> None:
@@ -108,5 +114,5 @@ def test_threads_exact_counts(tmp_path: Path) -> None:
         t.join(30)
     assert sorted(seen) == list(range(400))  # no two operations saw the same count
     with store.snapshot() as tx:
-        assert tx.window("s", 0.0)[0] == 400
+        assert tx.limit_rows(["s"])["s"].charged == 400
     store.close()
