@@ -10,40 +10,58 @@ counts stay exact while the cost of taking the lock and committing is paid once 
 Scopes: the client (``c_…``) and, for every ``model_limits`` glob the requested (client-facing) model
 name matches, the pair (``c_…|<glob>``). ``rpm`` / ``tpm`` apply per scope, ``max_concurrent`` per
 client, budgets / quotas per client and period (``day`` / ``week`` (Monday) / ``month`` in
-``accounting.timezone``).
+``accounting.timezone``). Each scope has ONE row in ``limiter_state`` (migration 0013) holding all of
+its state: an admission reads its scopes' rows in one statement and writes each back once; a settlement
+the same (for the client scope: refund, slot and spend in one UPDATE). Before 0013 a fully limited
+request cost ~10 statements at admission and 4 at settlement, on five tables and their indexes.
 
 Algorithms, and why:
 
-* **rpm — sliding-window log** (``limit_hits``: one row per admitted request of the last 60 s). Exact:
-  at most ``rpm`` requests in ANY 60 s interval, with no boundary burst (a fixed window lets 2×rpm
-  through around a minute's edge) and no approximation (a sliding-window counter estimates). Rows are
-  bounded by ``rpm`` per scope; the expired ones are deleted by the admission that looks at them.
-  Every admitted request counts, whatever its answer.
-* **tpm — token bucket with reservation and settlement** (``limit_buckets``: one row per scope). The
-  bucket holds up to ``tpm`` tokens and refills at ``tpm/60`` a second; O(1) per request whatever the
-  rate. Admission needs ``level >= min(reservation, tpm)`` (so a request larger than the whole budget
-  can still run when the bucket is full) and takes the whole reservation (the level may go negative:
-  that debt delays the next requests). Settlement gives back ``reservation - used`` (or takes the
-  excess when the request used more). Guarantee: the tokens used over any T seconds are at most
-  ``tpm + tpm·T/60`` (burst of one minute's worth, then the rate); the long-run rate is exactly tpm.
-  Columns ``charged`` (tokens settled so far) and ``reserved`` (reservations still open) make the
-  settlement checkable.
-* **max_concurrent — leases with an expiry** (``limit_leases``): admission counts the live leases and
-  adds one, settlement deletes it. A lease expires by itself after ``lease_ttl_s``
-  (``retry.deadline_s`` + 120 s: 240 s by default), so the slots of a ``kill -9``'ed worker come
-  back alone. A stream that outlives the ttl stops holding its slot (a soft edge, documented).
-* **budget_usd / token_quota — a spend row per (client, period kind, period start)** (``client_spend``),
-  added to at settlement in the same transaction as the bucket, so a budget is judged on the spend of
-  every request that has finished, never on a stale copy. A request is admitted while the period's
-  spend is below the line: the request that crosses it completes, the next one gets 429
-  ``budget_exceeded`` / ``quota_exceeded`` with ``Retry-After`` = the time until the period resets.
+* **rpm — a sliding window of admissions counted per whole second** (``hits``: for each second of the
+  last minute with admissions, their count and the time of its LAST one; ``hits_n`` the sum: at most
+  61 entries however high the rpm). A second counts while its last admission is inside the window
+  (``last > now - 60``). Exact in the sense that matters: at most ``rpm`` admissions in ANY 60 s
+  interval (every admission of ``(now-60, now]`` is in a second whose last admission is at least as
+  late, so none is missed), with no boundary burst (a fixed window lets 2×rpm through around a
+  minute's edge) and no estimate (a sliding-window counter guesses the previous window's spread; GCRA
+  allows ``rpm`` at once and ``rpm`` more over the next minute: 2×rpm in 60 s). The one rounding: the
+  slots of one second come back together, when the last of them is 60 s old: 60 to 61 s after an
+  admission (exactly 60 s for the last one of its second, and for admissions more than a second
+  apart). ``Retry-After`` / ``x-ratelimit-reset-requests`` say exactly that time (never more than
+  60 s). O(1) per request: an admission parses only the expired front and the newest entry (0004's
+  log cost an insert and a delete in a table and its index per request). Every admitted request
+  counts, whatever its answer.
+* **tpm — token bucket with reservation and settlement** (``level``, ``at``). The bucket holds up to
+  ``tpm`` tokens and refills at ``tpm/60`` a second; O(1) per request whatever the rate. Admission
+  needs ``level >= min(reservation, tpm)`` (so a request larger than the whole budget can still run
+  when the bucket is full) and takes the whole reservation (the level may go negative: that debt
+  delays the next requests). Settlement gives back ``reservation - used`` (or takes the excess when
+  the request used more). Guarantee: the tokens used over any T seconds are at most ``tpm + tpm·T/60``
+  (burst of one minute's worth, then the rate); the long-run rate is exactly tpm. Columns ``charged``
+  (tokens settled so far) and ``reserved`` (reservations still open) make the settlement checkable.
+* **max_concurrent — in-flight counts per lease generation** (``flight_at`` / ``flight``). Time is cut
+  into generations of ``lease_ttl_s / FLIGHT_GENERATIONS`` (8); an admission adds one to its
+  generation's count and its lease names that generation; the settlement takes it back. Only the last
+  8 generations count, so the slot of a request whose worker was ``kill -9``'ed (or that was never
+  settled for any reason) comes back by itself 7/8 to 8/8 of ``lease_ttl_s`` (``retry.deadline_s`` +
+  120 s: 240 s by default) after its admission — no heartbeat, no per-worker row, nothing to clean
+  up, and exact across workers like the rest. A request that outlives that stops holding its slot
+  (a soft edge, documented; its late settlement gives nothing back).
+* **budget_usd / token_quota — the spend of the current day, week and month** (``spend``, the
+  client's row), added to at settlement in the same UPDATE as the bucket and the slot, so a budget is
+  judged on the spend of every request that has finished, never on a stale copy. A request is
+  admitted while the period's spend is below the line: the request that crosses it completes, the
+  next one gets 429 ``budget_exceeded`` / ``quota_exceeded`` with ``Retry-After`` = the time until the
+  period resets (a stored period whose start is not the current one's counts as nothing spent).
   (Requests admitted concurrently before the crossing one settled may complete as well: a budget is a
   spend line, not a reservation.) A client with a budget or a quota keeps spend for day, week and
   month, so a budget changed mid-period is judged on that period's real spend; a client without either
   keeps none (given its first budget mid-period, it is judged on what it spends from then on; the usage
-  report has the history), and a client with only rpm limits has nothing to settle at all.
+  report has the history), and a client with only rpm limits has nothing to settle at all. The spend
+  of past periods is in the usage rollups (``/admin/api/usage``); 0004's ``client_spend`` keeps the
+  rows written before 0013 (whose current periods 0013 carried over) and is no longer written.
 * **Unpriced requests** (``cost_usd`` None: the model has no price): never counted as $0. They are
-  counted in ``client_spend.unpriced``; the budget is judged on the priced spend (their price is only
+  counted in the spend's ``unpriced``; the budget is judged on the priced spend (their price is only
   known after the route answered), and ``Limiter.spend()`` (``GET /v1/key``) says ``cost_complete:
   false`` with the number of unpriced requests; ``keyrelay_usage_unpriced_total`` counts them.
 
@@ -68,38 +86,31 @@ If the store stays locked past ``ADMIT_WAIT_S`` the request is refused with 503 
 (fail closed: a limit that cannot be checked is not skipped).
 
 Cost, measured on a real SQLite file (WAL, synchronous=NORMAL as ``db.connect`` sets it), one process,
-each admission settled before the next (so leases stay few, as in life), rpm windows of 2 000–4 000 rows::
+each admission settled before the next (bench/RESULTS.md, issue 13, has the figures before and after
+0013)::
 
     PYTHONPATH=$PWD /work/main/.venv/bin/python -m tests.unit.bench_limits
 
-    every limit  admit  ~150 µs, settle ~120 µs per call  (2 rpm + 2 tpm scopes, lease, budget: one
-                 BEGIN IMMEDIATE … COMMIT each; 150–270 µs / 120–200 µs with colleagues' load on the
-                 2 shared cores)
-    rpm only     admit   ~53 µs, settle  ~57 µs per call
-
-The window count is kept in ``limit_windows`` so an admission never counts rows: its cost does not grow
-with rpm (measured flat from 200 to 10 000 rows a window). The write lock is held for the admission's
-statements only (no network, no JSON): at 100 requests a second, admission + settlement hold it
-~27 ms a second (~3 %), whatever the number of workers.
+The write lock is held for the admission's statements only (no network, no JSON).
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 from proxy import model_names
 from proxy.clients.model import PERIODS, Admission, Client, Finished, period_bounds
+from proxy.clients.ring import Ring, add_second, expire_seconds
 from proxy.config import Config
 from proxy.errors import GatewayError
 from proxy.observability.metrics import CLIENT_LIMITED
 from proxy.store.base import KeyStore, StoreUnavailable
 from proxy.store.group import GroupCommit
-from proxy.store.limits import LimitTx
+from proxy.store.limits import LimitRow, LimitTx
 
 log = logging.getLogger("keyrelay.limits")
 
@@ -110,6 +121,7 @@ PER_MESSAGE_TOKENS = 4
 ADMIT_WAIT_S = 1.0  # longest wait for the store's write lock at admission (cooperative)
 SETTLE_WAIT_S = 5.0
 LEASE_MARGIN_S = 120.0  # a lease lives the request deadline + this
+FLIGHT_GENERATIONS = 8  # a lease ttl is this many generations: a lost slot comes back after 7/8 to 8/8 ttl
 CONCURRENCY_RETRY_S = 1.0  # a slot's release time is unknown: suggest a second
 
 Refusal = tuple[str, str, float, str]  # (limit label, message, retry_after, code)
@@ -141,6 +153,8 @@ class Scope:
     label: str  # "" for the client, else the glob (for messages and metric labels)
     rpm: int | None
     tpm: int | None
+    concurrent: int | None = None  # max_concurrent: the client's scope only
+    spends: bool = False  # a budget or a token quota: the client's scope only
 
 
 @dataclass(frozen=True)
@@ -256,9 +270,11 @@ class Limiter:
     # -- scopes ------------------------------------------------------------------------------------
     @staticmethod
     def scopes(client: Client, model: str) -> list[Scope]:
+        """The client's own scope first (when it has any limit), then its matching model globs'."""
         out = []
-        if client.rpm or client.tpm:
-            out.append(Scope(client.id, "", client.rpm, client.tpm))
+        spends = client.budget_usd is not None or client.token_quota is not None
+        if client.rpm or client.tpm or client.max_concurrent or spends:
+            out.append(Scope(client.id, "", client.rpm, client.tpm, client.max_concurrent, spends))
         for ml in client.model_limits:
             if (ml.rpm or ml.tpm) and model_names.matches(model, (ml.pattern,)):
                 out.append(Scope(f"{client.id}|{ml.pattern}", ml.pattern, ml.rpm, ml.tpm))
@@ -281,8 +297,7 @@ class Limiter:
         token_scopes = tuple(s for s in scopes if s.tpm)
         try:
             refusals, req_view, tok_view, lease = self.group.run(
-                lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, token_scopes, reserve),
-                ADMIT_WAIT_S)
+                lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, reserve), ADMIT_WAIT_S)
         except StoreUnavailable as exc:
             log.warning("limits store unavailable", extra={"event": "limits_unavailable", "error": str(exc)})
             raise LimitsUnavailable("The gateway cannot check this client's limits right now; retry "
@@ -294,91 +309,98 @@ class Limiter:
                          scopes=(Booking(token_scopes, prompt, reserve),) if token_scopes else (),
                          headers=headers)
 
-    def _admit_in(self, tx: LimitTx, client: Client, scopes: list[Scope], token_scopes: tuple[Scope, ...],
+    def _admit_in(self, tx: LimitTx, client: Client, scopes: list[Scope],
                   reserve: int) -> tuple[list[Refusal], View | None, View | None, str | None]:
         """Inside the transaction: (refusals, the tightest request and token views, the lease); charges
-        every limit only when nothing refused."""
+        every limit only when nothing refused. One read of the scopes' rows, one write of each."""
         now = self.clock()
-        refusals = self._check_spend(tx, client, now)
+        rows = tx.limit_rows([s.key for s in scopes]) if scopes else {}
+        refusals: list[Refusal] = []
         req_view: View | None = None
         tok_view: View | None = None
-        hits: list[Scope] = []
+        gen = self._generation(now)
+        charges: list[tuple[Scope, LimitRow, tuple[str, int] | None, float | None, Ring | None]] = []
         for s in scopes:
-            if not s.rpm:
-                continue
-            n, oldest = tx.window(s.key, now - WINDOW_S)
-            ok = n < s.rpm
-            after = n + 1 if ok else n
-            first = oldest if oldest is not None else now
-            reset = max(0.0, first + WINDOW_S - now)
-            if not ok:
-                name = "rpm" + (f":{s.label}" if s.label else "")
-                refusals.append((name, f"{name} limit of {s.rpm} requests per minute for this "
-                                 f"client key{_for(s)} reached", reset, "rate_limit_exceeded"))
-            else:
-                hits.append(s)
-            view = (s.rpm, s.rpm - after, reset)
-            if req_view is None or view[1] < req_view[1]:
-                req_view = view
-        levels: list[tuple[Scope, float, int, int]] = []
-        for s in token_scopes:
-            assert s.tpm
-            level, charged, reserved = self._refill(tx, s, now)
-            need = min(reserve, s.tpm)
-            rate = s.tpm / WINDOW_S
-            if level < need:
-                name = "tpm" + (f":{s.label}" if s.label else "")
-                refusals.append((name, f"{name} limit of {s.tpm} tokens per minute for this client "
-                                 f"key{_for(s)} reached (this request reserves {reserve})",
-                                 (need - level) / rate, "rate_limit_exceeded"))
-                after_level = level
-            else:
-                after_level = level - reserve
-            levels.append((s, after_level, charged, reserved))
-            view = (s.tpm, max(0, math.floor(after_level)), (s.tpm - after_level) / rate)
-            if tok_view is None or view[1] < tok_view[1]:
-                tok_view = view
-        if client.max_concurrent:
-            live = tx.leases(client.id, now)
-            if live >= client.max_concurrent:
-                refusals.append(("concurrency", f"max_concurrent limit of {client.max_concurrent} "
-                                 "requests in flight for this client key reached",
-                                 CONCURRENCY_RETRY_S, "rate_limit_exceeded"))
+            row = rows.get(s.key) or LimitRow(s.key)
+            hits = flight = None
+            after_level: float | None = None
+            if s.spends:
+                refusals += self._check_spend(row, client, now)
+            if s.rpm:
+                # a second counts while its last admission is in the window: every admission of
+                # (now-60, now] is counted; a slot comes back 60 to 61 s after it was taken
+                hits_text, n, oldest = expire_seconds(row.hits, row.hits_n, now - WINDOW_S)
+                hits = (hits_text, n)
+                ok = n < s.rpm
+                reset = max(0.0, (oldest if oldest is not None else now) + WINDOW_S - now)
+                if not ok:
+                    name = "rpm" + (f":{s.label}" if s.label else "")
+                    refusals.append((name, f"{name} limit of {s.rpm} requests per minute for this "
+                                     f"client key{_for(s)} reached", reset, "rate_limit_exceeded"))
+                view = (s.rpm, s.rpm - (n + 1 if ok else n), reset)
+                if req_view is None or view[1] < req_view[1]:
+                    req_view = view
+            if s.tpm:
+                level = _refill(row, s.tpm, now)
+                need = min(reserve, s.tpm)
+                rate = s.tpm / WINDOW_S
+                if level < need:
+                    name = "tpm" + (f":{s.label}" if s.label else "")
+                    refusals.append((name, f"{name} limit of {s.tpm} tokens per minute for this client "
+                                     f"key{_for(s)} reached (this request reserves {reserve})",
+                                     (need - level) / rate, "rate_limit_exceeded"))
+                    after_level = level
+                else:
+                    after_level = level - reserve
+                view = (s.tpm, max(0, math.floor(after_level)), (s.tpm - after_level) / rate)
+                if tok_view is None or view[1] < tok_view[1]:
+                    tok_view = view
+            if s.concurrent:
+                flight = Ring(row.flight_at, row.flight)
+                flight.forget(gen - FLIGHT_GENERATIONS + 1)
+                if flight.total() >= s.concurrent:
+                    refusals.append(("concurrency", f"max_concurrent limit of {s.concurrent} "
+                                     "requests in flight for this client key reached",
+                                     CONCURRENCY_RETRY_S, "rate_limit_exceeded"))
+            charges.append((s, row, hits, after_level, flight))
         lease = None
         if not refusals:  # charge everything, in the same transaction
-            for s in hits:
-                tx.add_hit(s.key, now)
-            for s, after_level, charged, reserved in levels:
-                tx.put_bucket(s.key, after_level, now, charged, reserved + reserve)
-            if client.max_concurrent:
-                lease = "l_" + secrets.token_hex(8)
-                tx.add_lease(lease, client.id, now + self.lease_ttl_s)
+            for _s, row, hits, after_level, flight in charges:
+                changed = False
+                if hits is not None:
+                    row.hits, row.hits_n = add_second(hits[0], now), hits[1] + 1
+                    changed = True
+                if after_level is not None:
+                    row.level, row.at, row.reserved = after_level, now, row.reserved + reserve
+                    changed = True
+                if flight is not None:
+                    flight.add(gen)
+                    row.flight_at, row.flight = flight.dump()
+                    lease = str(gen)
+                    changed = True
+                if changed:  # a budget-only row is written at settlement
+                    tx.put_limit_row(row)
         return refusals, req_view, tok_view, lease
 
-    def _check_spend(self, tx: LimitTx, client: Client, now: float) -> list[Refusal]:
+    def _generation(self, at: float) -> int:
+        """The lease generation of time ``at``: FLIGHT_GENERATIONS of them make one lease ttl."""
+        return math.floor(at * FLIGHT_GENERATIONS / self.lease_ttl_s)
+
+    def _check_spend(self, row: LimitRow, client: Client, now: float) -> list[Refusal]:
         out = []
         if client.budget_usd is not None:
             start, end = self.period(client.budget_period, now)
-            spent = tx.spend(client.id, client.budget_period, start)["cost_usd"]
+            spent = row.spent(client.budget_period).at(start).cost
             if spent >= client.budget_usd:
                 out.append(("budget", f"budget of ${client.budget_usd:g} per {client.budget_period} for this "
                             f"client key spent (${spent:.6g})", end - now, "budget_exceeded"))
         if client.token_quota is not None:
             start, end = self.period(client.quota_period, now)
-            used = tx.spend(client.id, client.quota_period, start)["tokens"]
+            used = row.spent(client.quota_period).at(start).tokens
             if used >= client.token_quota:
                 out.append(("quota", f"token quota of {client.token_quota} per {client.quota_period} for "
                             f"this client key used ({used})", end - now, "quota_exceeded"))
         return out
-
-    @staticmethod
-    def _refill(tx: LimitTx, s: Scope, now: float) -> tuple[float, int, int]:
-        assert s.tpm
-        row = tx.bucket(s.key)
-        if row is None:
-            return float(s.tpm), 0, 0
-        level, at, charged, reserved = row
-        return min(float(s.tpm), level + max(0.0, now - at) * s.tpm / WINDOW_S), charged, reserved
 
     def _refusal(self, client: Client, refusals: list[Refusal],
                  headers: dict[str, str]) -> RateLimited:
@@ -410,19 +432,40 @@ class Limiter:
 
     def _settle_in(self, tx: LimitTx, admission: Admission, booking: Booking | None, used: int,
                    spends: bool, cost_usd: float | None, at: float) -> None:
+        """One read of the rows concerned, one write of each: the buckets refunded, the lease's slot
+        given back and the spend added (these three share the client's row)."""
         now = self.clock()
-        if booking is not None:
-            for s in booking.token_scopes:
-                level, charged, reserved = self._refill(tx, s, now)
+        client_id = admission.client.id
+        token_scopes = {s.key: s for s in booking.token_scopes} if booking is not None else {}
+        keys = list(token_scopes)
+        if (admission.lease is not None or spends) and client_id not in token_scopes:
+            keys.append(client_id)
+        rows = tx.limit_rows(keys) if keys else {}
+        for key in keys:
+            row = rows.get(key) or LimitRow(key)
+            s = token_scopes.get(key)
+            if s is not None and booking is not None:
                 assert s.tpm  # a refund never fills the bucket past its capacity
-                tx.put_bucket(s.key, min(float(s.tpm), level + booking.reserved - used), now,
-                              charged + used, max(0, reserved - booking.reserved))
-        if admission.lease is not None:
-            tx.drop_lease(admission.lease, admission.client.id, now)
-        if spends:
-            unpriced = 1 if cost_usd is None and used > 0 else 0
-            periods = [(period, *self.period(period, at)) for period in PERIODS]
-            tx.add_spend(admission.client.id, periods, 1, used, cost_usd or 0.0, unpriced)
+                level = _refill(row, s.tpm, now)
+                row.level, row.at = min(float(s.tpm), level + booking.reserved - used), now
+                row.charged, row.reserved = row.charged + used, max(0, row.reserved - booking.reserved)
+            if key == client_id:
+                if admission.lease is not None:
+                    flight = Ring(row.flight_at, row.flight)
+                    flight.forget(self._generation(now) - FLIGHT_GENERATIONS + 1)
+                    flight.take(int(admission.lease))  # False: its generation expired, nothing to give back
+                    row.flight_at, row.flight = flight.dump()
+                if spends:
+                    unpriced = 1 if cost_usd is None and used > 0 else 0
+                    spends_by_period = row.spend()
+                    for period in PERIODS:
+                        spend = spends_by_period[period].at(self.period(period, at)[0])
+                        spend.requests += 1
+                        spend.tokens += used
+                        spend.cost += cost_usd or 0.0
+                        spend.unpriced += unpriced
+                        spends_by_period[period] = spend
+            tx.put_limit_row(row)
 
     # -- views -------------------------------------------------------------------------------------
     def spend(self, client: Client, period: str | None = None) -> dict:
@@ -440,6 +483,14 @@ class Limiter:
         if client.token_quota is not None and period == client.quota_period:
             out["quota_remaining_tokens"] = max(0, client.token_quota - row["tokens"])
         return out
+
+
+def _refill(row: LimitRow, tpm: int, now: float) -> float:
+    """The bucket's level at ``now``: refilled at tpm/60 a second since ``row.at``, capped at ``tpm``;
+    a scope without a bucket yet has a full one."""
+    if row.level is None:
+        return float(tpm)
+    return min(float(tpm), row.level + max(0.0, now - row.at) * tpm / WINDOW_S)
 
 
 def _for(s: Scope) -> str:

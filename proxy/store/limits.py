@@ -1,24 +1,109 @@
-"""Portable SQL for client limits (part of ``KeyTx``): the rpm window log, the tpm token buckets, the
-concurrency leases and the per-period spend. The algorithms are in ``proxy.clients.limits``; every
-method here is one or two short statements run inside the caller's transaction."""
+"""Portable SQL for client limits (part of ``KeyTx``): one ``limiter_state`` row per scope holding the
+rpm counts per second, the tpm bucket, the in-flight counts per lease generation and (the client's row)
+the spend of the current day, week and month. The algorithms, and the meaning of the columns, are in
+``proxy.clients.limits``; this module only reads and writes rows: an admission or a settlement reads its
+scopes' rows in one statement and writes each changed one back in one more."""
 from __future__ import annotations
 
 from typing import Any, Protocol
+
+PERIOD_KINDS = ("day", "week", "month")
+COLUMNS = ("scope", "hits_n", "hits", "level", "at", "charged", "reserved", "flight_at", "flight", "spend")
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM limiter_state"
+_INSERT = (f"INSERT INTO limiter_state({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})")
+_UPDATE = f"UPDATE limiter_state SET {', '.join(c + '=?' for c in COLUMNS[1:])} WHERE scope=?"
+
+
+class Spend:
+    """One period's spend in a ``limiter_state`` row; ``start`` None: nothing spent since the row began."""
+
+    __slots__ = ("start", "requests", "tokens", "cost", "unpriced")
+
+    def __init__(self, start: float | None = None, requests: int = 0, tokens: int = 0, cost: float = 0.0,
+                 unpriced: int = 0) -> None:
+        self.start, self.requests, self.tokens = start, requests, tokens
+        self.cost, self.unpriced = cost, unpriced
+
+    def at(self, start: float) -> Spend:
+        """This spend if it is the period beginning at ``start``, else an empty one (a new period)."""
+        return self if self.start == start else Spend(start)
+
+    def dump(self, period: str) -> str:
+        return f"{period}:{self.start!r}:{self.requests}:{self.tokens}:{self.cost!r}:{self.unpriced}"
+
+    def view(self) -> dict:
+        return {"requests": self.requests, "tokens": self.tokens, "cost_usd": self.cost,
+                "unpriced": self.unpriced}
+
+
+class LimitRow:
+    """One ``limiter_state`` row, mutable: read, changed by the limiter, written back. ``hits``: the rpm
+    window's admissions per second (``"<last admission>:<count>,…"``), ``hits_n`` their sum; ``flight``:
+    in-flight counts per lease generation from ``flight_at`` on, as text ("3,0,5"); ``level``
+    None: no token bucket yet (a full one); ``spend()`` by period kind, stored as text
+    ``day:<start>:<requests>:<tokens>:<cost>:<unpriced>|week:…|month:…`` (one column, not fifteen: a
+    row's cost grows with its columns) and parsed only when asked for (a client without a budget or a
+    quota has none)."""
+
+    __slots__ = ("scope", "hits_n", "hits", "level", "at", "charged", "reserved", "flight_at", "flight",
+                 "_spend_text", "_spend", "exists")
+
+    def __init__(self, scope: str) -> None:
+        self.scope = scope
+        self.hits_n, self.hits = 0, ""
+        self.level: float | None = None
+        self.at, self.charged, self.reserved = 0.0, 0, 0
+        self.flight_at, self.flight = 0, ""
+        self._spend_text = ""
+        self._spend: dict[str, Spend] | None = None
+        self.exists = False  # read from the table (an UPDATE writes it back) or new (an INSERT)
+
+    @classmethod
+    def load(cls, r: Any) -> LimitRow:
+        row = cls.__new__(cls)
+        row.scope, row.hits_n, row.hits = r[0], int(r[1]), r[2]
+        row.level = None if r[3] is None else float(r[3])
+        row.at, row.charged, row.reserved = float(r[4]), int(r[5]), int(r[6])
+        row.flight_at, row.flight = int(r[7]), r[8]
+        row._spend_text, row._spend, row.exists = r[9], None, True
+        return row
+
+    def spent(self, period: str) -> Spend:
+        """The spend of one period kind, read only (the admission's budget check: no full parse)."""
+        if self._spend is not None:
+            return self._spend[period]
+        text = self._spend_text
+        i = text.find(period + ":")
+        if i < 0:
+            return Spend()
+        j = text.find("|", i)
+        _, start, req, tok, cost, unp = text[i:j if j >= 0 else len(text)].split(":")
+        return Spend(float(start), int(req), int(tok), float(cost), int(unp))
+
+    def spend(self) -> dict[str, Spend]:
+        """The spend by period kind, to change (parsed on first use; changes are written back)."""
+        if self._spend is None:
+            self._spend = {p: Spend() for p in PERIOD_KINDS}
+            if self._spend_text:
+                for part in self._spend_text.split("|"):
+                    p, start, req, tok, cost, unp = part.split(":")
+                    self._spend[p] = Spend(float(start), int(req), int(tok), float(cost), int(unp))
+        return self._spend
+
+    def values(self) -> list:
+        spend = self._spend_text if self._spend is None else \
+            "|".join(s.dump(p) for p, s in self._spend.items() if s.start is not None)
+        return [self.hits_n, self.hits, self.level, self.at, self.charged, self.reserved, self.flight_at,
+                self.flight, spend]
 
 
 class LimitTx(Protocol):
     """The limit half of a transaction (``SqlLimits`` is the portable implementation)."""
 
-    def window(self, scope: str, since: float) -> tuple[int, float | None]: ...
-    def add_hit(self, scope: str, at: float) -> None: ...
+    def limit_rows(self, scopes: list[str]) -> dict[str, LimitRow]: ...
+    def put_limit_row(self, row: LimitRow) -> None: ...
     def bucket(self, scope: str) -> tuple[float, float, int, int] | None: ...
-    def put_bucket(self, scope: str, level: float, at: float, charged: int, reserved: int) -> None: ...
-    def leases(self, scope: str, now: float) -> int: ...
-    def add_lease(self, lid: str, scope: str, expires: float) -> None: ...
-    def drop_lease(self, lid: str, scope: str, now: float) -> None: ...
     def spend(self, client_id: str, period: str, start: float) -> dict: ...
-    def add_spend(self, client_id: str, periods: list[tuple[str, float, float]], requests: int,
-                  tokens: int, cost_usd: float, unpriced: int) -> None: ...
 
 
 class SqlLimits:
@@ -27,66 +112,31 @@ class SqlLimits:
     def _run(self, statement: str, params: tuple | list = ()) -> Any:
         raise NotImplementedError
 
-    # rpm: sliding-window log -------------------------------------------------------------------
-    def window(self, scope: str, since: float) -> tuple[int, float | None]:
-        """Forget the hits at or before ``since``; (hits left, the oldest one's time). Index seeks
-        only (the count is kept in ``limit_windows``), so the cost does not grow with rpm."""
-        deleted = self._run("DELETE FROM limit_hits WHERE scope=? AND at<=?", (scope, since)).rowcount
-        if deleted and deleted > 0:
-            self._run("UPDATE limit_windows SET n=n-? WHERE scope=?", (deleted, scope))
-        n, oldest = self._run("SELECT (SELECT n FROM limit_windows WHERE scope=?),"
-                              " (SELECT MIN(at) FROM limit_hits WHERE scope=?)", (scope, scope)).fetchone()
-        return int(n or 0), oldest
+    def limit_rows(self, scopes: list[str]) -> dict[str, LimitRow]:
+        """The rows of ``scopes`` that exist (a primary-key lookup each, in one statement)."""
+        if len(scopes) == 1:
+            rows = self._run(_SELECT + " WHERE scope=?", scopes).fetchall()
+        else:
+            rows = self._run(_SELECT + f" WHERE scope IN ({','.join('?' * len(scopes))})", scopes).fetchall()
+        return {r[0]: LimitRow.load(r) for r in rows}
 
-    def add_hit(self, scope: str, at: float) -> None:
-        self._run("INSERT INTO limit_hits(scope, at) VALUES (?,?)", (scope, at))
-        self._run("INSERT INTO limit_windows(scope, n) VALUES (?, 1)"
-                  " ON CONFLICT(scope) DO UPDATE SET n=limit_windows.n+1", (scope,))
+    def put_limit_row(self, row: LimitRow) -> None:
+        """Write ``row`` back: an UPDATE by primary key when it was read, else an INSERT (no other
+        transaction can have created it meanwhile: the caller holds the write lock)."""
+        if row.exists:
+            self._run(_UPDATE, (*row.values(), row.scope))
+        else:
+            self._run(_INSERT, (row.scope, *row.values()))
+            row.exists = True
 
-    # tpm: token buckets ------------------------------------------------------------------------
     def bucket(self, scope: str) -> tuple[float, float, int, int] | None:
-        """(level, at, charged, reserved) or None when the scope has no bucket yet (a full one)."""
-        row = self._run("SELECT level, at, charged, reserved FROM limit_buckets WHERE scope=?",
-                        (scope,)).fetchone()
-        return None if row is None else (float(row[0]), float(row[1]), int(row[2]), int(row[3]))
+        """(level, at, charged, reserved) of the scope's token bucket; None when it has none yet."""
+        row = self.limit_rows([scope]).get(scope)
+        if row is None or row.level is None:
+            return None
+        return row.level, row.at, row.charged, row.reserved
 
-    def put_bucket(self, scope: str, level: float, at: float, charged: int, reserved: int) -> None:
-        self._run("INSERT INTO limit_buckets(scope, level, at, charged, reserved) VALUES (?,?,?,?,?)"
-                  " ON CONFLICT(scope) DO UPDATE SET level=excluded.level, at=excluded.at,"
-                  " charged=excluded.charged, reserved=excluded.reserved",
-                  (scope, level, at, charged, reserved))
-
-    # max_concurrent: leases --------------------------------------------------------------------
-    def leases(self, scope: str, now: float) -> int:
-        """The live leases of ``scope`` (expired ones do not count; ``drop_lease`` deletes them)."""
-        return int(self._run("SELECT COUNT(*) FROM limit_leases WHERE scope=? AND expires>?",
-                             (scope, now)).fetchone()[0])
-
-    def add_lease(self, lid: str, scope: str, expires: float) -> None:
-        self._run("INSERT INTO limit_leases(id, scope, expires) VALUES (?,?,?)", (lid, scope, expires))
-
-    def drop_lease(self, lid: str, scope: str, now: float) -> None:
-        """Release ``lid``, and forget the leases of ``scope`` that expired (a killed worker's)."""
-        self._run("DELETE FROM limit_leases WHERE id=? OR (scope=? AND expires<=?)", (lid, scope, now))
-
-    # budgets and quotas: spend per period -----------------------------------------------------
     def spend(self, client_id: str, period: str, start: float) -> dict:
-        row = self._run("SELECT requests, tokens, cost_usd, unpriced FROM client_spend"
-                        " WHERE client_id=? AND period=? AND period_start=?",
-                        (client_id, period, start)).fetchone()
-        r, t, c, u = tuple(row) if row is not None else (0, 0, 0.0, 0)
-        return {"requests": int(r), "tokens": int(t), "cost_usd": float(c), "unpriced": int(u)}
-
-    def add_spend(self, client_id: str, periods: list[tuple[str, float, float]], requests: int,
-                  tokens: int, cost_usd: float, unpriced: int) -> None:
-        """Add to the spend of every ``(period, start, end)`` in one statement."""
-        values = ",".join(["(?,?,?,?,?,?,?,?)"] * len(periods))
-        params = [v for p, start, end in periods
-                  for v in (client_id, p, start, end, requests, tokens, cost_usd, unpriced)]
-        self._run("INSERT INTO client_spend(client_id, period, period_start, period_end, requests, tokens,"
-                  f" cost_usd, unpriced) VALUES {values}"
-                  " ON CONFLICT(client_id, period, period_start) DO UPDATE SET"
-                  " requests=client_spend.requests+excluded.requests,"
-                  " tokens=client_spend.tokens+excluded.tokens,"
-                  " cost_usd=client_spend.cost_usd+excluded.cost_usd,"
-                  " unpriced=client_spend.unpriced+excluded.unpriced", params)
+        """The spend of ``client_id`` in the ``period`` (day / week / month) beginning at ``start``."""
+        row = self.limit_rows([client_id]).get(client_id)
+        return (row.spent(period) if row is not None else Spend()).at(start).view()

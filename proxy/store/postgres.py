@@ -36,7 +36,7 @@ BACKSTOP_S = 5.0
 _RETRY_CONNECT_S = 0.5  # after a failed connect, calls fail at once for this long (no connect storm)
 # Written on every request or by background jobs, and part of no cached view: no NOTIFY for these.
 QUIET_TABLES = frozenset({
-    "limit_hits", "limit_windows", "limit_buckets", "limit_leases", "limiter_state", "client_spend",
+    "limiter_state", "client_spend",
     "usage_records", "usage_daily", "inspector_entries", "cache_entries", "cache_totals", "stored_responses",
     "key_history", "key_periods", "quota_hits", "quota_minute", "quota_day", "audit", "job_claims",
 })

@@ -9,9 +9,9 @@ import json
 import subprocess
 import sys
 import threading
-import time
 
 from proxy.store.group import GroupCommit
+from proxy.store.limits import LimitRow
 from tests.harness import REPO
 from tests.stores import Backend
 
@@ -22,6 +22,7 @@ monkey.patch_all()
 import gevent
 from proxy.store.backend import open_store
 from proxy.store.group import GroupCommit
+from proxy.store.limits import LimitRow
 
 store = open_store(sys.argv[1], lock_wait_s=0.3)
 group = GroupCommit(store)
@@ -31,8 +32,10 @@ def op(i):
     def fn(tx):
         if mode == "fail" and i == 7:
             raise ValueError("op 7 is broken")
-        n, _ = tx.window("s", 0.0)
-        tx.add_hit("s", time.time())
+        row = tx.limit_rows(["s"]).get("s") or LimitRow("s")
+        n = row.charged
+        row.charged += 1
+        tx.put_limit_row(row)
         return n
     try:
         return ("ok", group.run(fn, 0.3))
@@ -42,7 +45,8 @@ def op(i):
 jobs = [gevent.spawn(op, i) for i in range(20)]
 gevent.joinall(jobs, timeout=10)
 with store.snapshot() as tx:
-    rows = tx._run("SELECT COUNT(*) FROM limit_hits WHERE scope='s'").fetchone()[0]
+    row = tx._run("SELECT charged FROM limiter_state WHERE scope='s'").fetchone()
+rows = row[0] if row else 0
 print(json.dumps({"results": [j.value for j in jobs], "batches": group.batches, "ops": group.ops,
                   "rows": rows}))
 """
@@ -86,8 +90,10 @@ def test_threads_exact_counts(any_backend: Backend) -> None:
     seen: list[int] = []
 
     def fn(tx) -> int:  # noqa: ANN001
-        n, _ = tx.window("s", 0.0)
-        tx.add_hit("s", time.time())
+        row = tx.limit_rows(["s"]).get("s") or LimitRow("s")
+        n = row.charged
+        row.charged += 1
+        tx.put_limit_row(row)
         return n
 
     def worker() -> None:
@@ -100,5 +106,5 @@ def test_threads_exact_counts(any_backend: Backend) -> None:
     for t in threads:
         t.join(30)
     assert sorted(seen) == list(range(400))  # no two operations saw the same count
-    with store.transaction() as tx:  # window() forgets old hits: a write
-        assert tx.window("s", 0.0)[0] == 400
+    with store.snapshot() as tx:
+        assert tx.limit_rows(["s"])["s"].charged == 400

@@ -273,7 +273,7 @@ def test_change_token_moves_on_another_connections_commit(tmp_path, backend):
         time.sleep(0.3)
         assert store.change_token() == token
         with other.transaction() as tx:  # a quiet table: no notification
-            tx.add_hit("c_1", NOW)
+            tx.claim_job("quiet", "o:1", NOW, 1.0)
         time.sleep(0.3)
         assert store.change_token() == token or isinstance(store, SQLiteStore)
         add_keys(other, K1)
