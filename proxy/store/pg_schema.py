@@ -28,7 +28,7 @@ _TYPES = [
     # SQLite compares text byte by byte; a database created with a locale (en_US.UTF-8, Debian's
     # default) would sort 'Zeta' after 'alpha' and compare case-insensitively first. Upper case only:
     # the migrations spell types in upper case, and a column or value named "text" stays as it is.
-    (re.compile(r"\bTEXT\b"), 'TEXT COLLATE "C"'),
+    (re.compile(r"(?<!AS )\bTEXT\b"), 'TEXT COLLATE "C"'),  # a column's type, not CAST(x AS TEXT)
 ]
 _COMMENT = re.compile(r"--[^\n]*")
 
