@@ -107,8 +107,9 @@ from proxy.clients.model import PERIODS, Admission, Client, Finished, period_bou
 from proxy.clients.ring import Ring, add_second, expire_seconds
 from proxy.config import Config
 from proxy.errors import GatewayError
+from proxy.observability import metrics, quiet
 from proxy.observability.metrics import CLIENT_LIMITED
-from proxy.store.base import KeyStore, StoreUnavailable
+from proxy.store.base import KeyStore, StoreUnavailable, StoreUnreachable
 from proxy.store.group import GroupCommit
 from proxy.store.limits import LimitRow, LimitTx
 
@@ -298,7 +299,11 @@ class Limiter:
         try:
             refusals, req_view, tok_view, lease = self.group.run(
                 lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, reserve), ADMIT_WAIT_S)
-        except StoreUnavailable as exc:
+        except StoreUnreachable as exc:  # PostgreSQL down: serve, charge the spend once it is back
+            quiet.warn(log, "limits_degraded", "limits not checked, the database is unreachable: %s", exc)
+            metrics.LIMITS_DEGRADED.inc()
+            return Admission(client, model)
+        except StoreUnavailable as exc:  # locked past the wait: a moment's refusal keeps limits exact
             log.warning("limits store unavailable", extra={"event": "limits_unavailable", "error": str(exc)})
             raise LimitsUnavailable("The gateway cannot check this client's limits right now; retry "
                                     "shortly.") from None

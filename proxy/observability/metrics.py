@@ -102,6 +102,8 @@ USAGE_UNPRICED = Counter("keyrelay_usage_unpriced_total",
                          "Requests that used tokens of a model with no price (cost_usd null)", ["model"])
 USAGE_DROPPED = Counter("keyrelay_usage_dropped_total",
                         "Usage records dropped because the unflushed queue was full (database locked)")
+LIMITS_DEGRADED = Counter("keyrelay_limits_unchecked_total",
+                          "Keyed requests admitted without a limit check: the database was unreachable")
 STORE_DROPPED = Counter("keyrelay_store_writes_dropped_total",
                         "Writes dropped: too many waited for an unavailable database (key_state, settlement)",
                         ["kind"])
