@@ -47,7 +47,10 @@ ADMIN = "pg-instances-admin-token-0123456789"
 UPSTREAM_KEYS = ("sk-pg-one", "sk-pg-two")
 KEY_IDS = {secret: key_id("up", secret) for secret in UPSTREAM_KEYS}
 CLIENTS = {name: new_key() for name in ("rpm40", "disable", "usage", "kill", "outage")}
-RPM = 40
+# the outage client has limits (never reached here): while PostgreSQL is down they cannot be checked,
+# and its requests must still be served (docs/postgresql.md)
+LIMITS = {"rpm40": {"rpm": 40}, "outage": {"rpm": 100_000, "tpm": 100_000_000, "max_concurrent": 64}}
+RPM = LIMITS["rpm40"]["rpm"]
 OUTAGE_S = 10.0
 
 
@@ -92,8 +95,7 @@ def cluster(tmp_path_factory, pg_server, mock) -> Iterator[Cluster]:
                        "timeouts": {"connect": 2, "first_byte": 10, "idle": 10}}],
         "models": [{"name": "chat", "targets": [{"provider": "up", "model": "gpt-4o-mini"}]}],
         "auth": {"mode": "keys"},
-        "clients": [{"name": name, "key": key, **({"rpm": RPM} if name == "rpm40" else {})}
-                    for name, key in CLIENTS.items()],
+        "clients": [{"name": name, "key": key, **LIMITS.get(name, {})} for name, key in CLIENTS.items()],
     }
     root = tmp_path_factory.mktemp("instances")
     (root / "a").mkdir()
@@ -452,6 +454,7 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
     prober = threading.Thread(target=probe, daemon=True)
     prober.start()
     t_down = t_up = t_ready = None
+    t_starting = 0.0
     try:
         time.sleep(2.0)
         t_stop = time.monotonic()
@@ -464,6 +467,7 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
                         json={"reason": "while the database is down"})
         admin_s = time.monotonic() - t_admin
         time.sleep(max(0.0, t_down + OUTAGE_S - time.monotonic()))
+        t_starting = time.monotonic()  # the server may accept connections before pg_ctl returns
         cluster.pg.start()
         t_up = time.monotonic()
         deadline = t_up + 20
@@ -489,7 +493,7 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
           f"slowest answer {slowest:.2f} s; both /readyz ready "
           f"{'%.2f s' % (t_ready - t_up) if t_ready else 'NOT within 20 s'} after the start")
     print("\n".join(load.per_second()))
-    down_bodies = {name: [b for t, n, _, b in readyz if n == name and t_down + 1.0 <= t < t_up]
+    down_bodies = {name: [b for t, n, _, b in readyz if n == name and t_down + 1.0 <= t < t_starting - 0.5]
                    for name in ("A", "B")}
     for name, bodies in down_bodies.items():
         seen = Counter((b.get("status"), b.get("database")) for b in bodies)
@@ -516,7 +520,16 @@ def test_postgresql_down_for_10s_under_load(cluster, mock):
     assert key_enabled_in_db(cluster, KEY_IDS[UPSTREAM_KEYS[0]])  # refused means: nothing was changed
     assert slowest < 6.0, "a request hung"
     assert not [x for x in load.results if x[2] in ("ReadTimeout", "ConnectTimeout", "ConnectionError")]
-    assert during and during_ok == len(during), Counter(x[2] for x in during)
+    # every request while the server was down is answered; the only refusals allowed are a handful of
+    # 503 limits_unavailable as it comes back (the restarted server is reachable but the write lock is
+    # queued behind the workers' backlog flushes past the admission's 1 s wait: limits stay exact)
+    refused_limits = [x for x in load.results if x[2] == "503 limits_unavailable"]
+    assert all(x[0] >= t_starting - 0.5 for x in refused_limits), refused_limits
+    assert len(refused_limits) <= len(load.results) // 100, refused_limits
+    assert during and during_ok + len([x for x in during if x in refused_limits]) == len(during), \
+        Counter(x[2] for x in during)
+    assert all(x[2] in ("200", "503 limits_unavailable") for x in load.results), \
+        Counter(x[2] for x in load.results)
     for name, bodies in down_bodies.items():
         assert bodies, name
         assert all(b.get("database") == "degraded" and b.get("reasons") for b in bodies), (name, bodies[-1])
