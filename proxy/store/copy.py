@@ -38,7 +38,8 @@ MAX_PARAMS = 30_000  # per INSERT statement (PostgreSQL's limit is 65,535)
 MAX_BATCH_ROWS = 500
 Columns = dict[str, dict[str, tuple[str, bool]]]  # {table: {column: (data type, is identity)}}
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_SEEDS = re.compile(r"\bINSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+# rows a migration inserts itself (INSERT ... VALUES), not ones it moves from an old table (INSERT ... SELECT)
+_SEEDS = re.compile(r"\bINSERT\s+INTO\s+(\w+)\s*(?:\([^)]*\))?\s*VALUES\b", re.IGNORECASE)
 
 
 class CopyError(Exception):

@@ -113,7 +113,7 @@ def source(tmp_path_factory, mock) -> dict:
     max_id = {t: conn.execute(f"SELECT MAX(id) FROM {t}").fetchone()[0] for t in ("audit", "usage_records")}
     conn.close()
     for table in ("keys", "audit", "clients", "client_keys", "runtime_keys", "usage_records", "usage_daily",
-                  "client_spend", "key_history"):
+                  "limiter_state", "key_history"):
         assert counts[table] > 0, (table, counts)  # populated by the gateway itself
     return {"db": db, "dir": tmp, "key_a": key_a, "disabled": disabled, "runtime": runtime_kid,
             "counts": counts, "mock": mock, "max_id": max_id}
