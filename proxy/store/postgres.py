@@ -89,10 +89,6 @@ class PostgresStore:
             finally:
                 conn.close()
 
-    @property
-    def display(self) -> str:
-        return self.target.display
-
     # -- connections ---------------------------------------------------------------------------------
     def _connect(self, deadline: float) -> PgConnection:
         now = time.monotonic()
