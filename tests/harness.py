@@ -17,6 +17,19 @@ REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures"
 
 
+def nginx_conf(tmp: Path, site: str) -> Path:
+    """A whole nginx.conf in ``tmp`` around a ``server``/``upstream`` site: foreground, its pid, logs and
+    temp directories in ``tmp`` (as root, workers run as root so they can read them)."""
+    temp = "\n".join(f"    {kind}_temp_path {tmp}/{kind};" for kind in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = tmp / "nginx.conf"
+    conf.write_text(
+        ("user root;\n" if os.geteuid() == 0 else "")
+        + f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log info;\nevents {{}}\n"
+        f"http {{\n    access_log {tmp}/access.log;\n{temp}\n{site}\n}}\n")
+    return conf
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

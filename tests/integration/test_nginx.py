@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import re
 import shutil
 import signal
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, Server, free_port
+from tests.harness import REPO, Server, free_port, nginx_conf
 from tests.integration import resilience_report
 from tests.mock_upstream import MockUpstream, pace
 
@@ -36,14 +35,7 @@ def render_nginx_conf(tmp: Path, listen_port: int, keyrelay_port: int) -> Path:
                              flags=re.M)  # the uncommented one
     site, n_upstream = re.subn(r"server\s+127\.0\.0\.1:\d+;", f"server 127.0.0.1:{keyrelay_port};", site)
     assert (n_listen, n_upstream) == (1, 1), "config/nginx.conf changed shape: update render_nginx_conf"
-    temp = "\n".join(f"    {kind}_temp_path {tmp}/{kind};" for kind in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log info;\nevents {{}}\n"
-        f"http {{\n    access_log {tmp}/access.log;\n{temp}\n{site}\n}}\n")
-    return conf
+    return nginx_conf(tmp, site)
 
 
 @pytest.fixture

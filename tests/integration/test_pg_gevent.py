@@ -25,6 +25,7 @@ from proxy.keys import key_id
 from proxy.store.pg_conn import PgConnection, parse_url
 from proxy.store.postgres import WRITE_LOCK
 from tests.harness import REPO, Server, mock_config
+from tests.integration.test_db_lock import chat, timed
 
 TOKEN = "test-admin-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -84,15 +85,6 @@ class AdvisoryLock:
         self.conn.close()
 
 
-def chat(session: requests.Session, gw: Server) -> requests.Response:
-    return session.post(gw.url + "/v1/chat/completions", timeout=5,
-                        json={"model": "mock-chat", "messages": [{"role": "user", "content": "hi"}]})
-
-
-def timed(fn) -> tuple[requests.Response, float]:
-    start = time.monotonic()
-    r = fn()
-    return r, time.monotonic() - start
 
 
 def lock_waiters(url: str) -> int:

@@ -38,7 +38,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from proxy.clients.model import config_client_id, new_key
 from proxy.keys.ids import key_id
-from tests.harness import REPO, Server, free_port
+from tests.harness import REPO, Server, free_port, nginx_conf
 from tests.mock_upstream import openai_compat
 from tests.mock_upstream.core import plan_reply
 
@@ -73,14 +73,7 @@ def render_nginx_conf(tmp: Path, listen_port: int, ports: tuple[int, int]) -> Pa
     site, n_upstream = re.subn(r"server\s+127\.0\.0\.1:\d+", lambda _: f"server 127.0.0.1:{next(servers)}",
                                site)
     assert (n_listen, n_upstream) == (1, 2), "config/two-instances/nginx.conf changed shape"
-    temp = "\n".join(f"    {kind}_temp_path {tmp}/{kind};" for kind in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
-    conf = tmp / "nginx.conf"
-    conf.write_text(
-        ("user root;\n" if os.geteuid() == 0 else "")
-        + f"daemon off;\npid {tmp}/nginx.pid;\nerror_log {tmp}/error.log info;\nevents {{}}\n"
-        f"http {{\n    access_log {tmp}/access.log;\n{temp}\n{site}\n}}\n")
-    return conf
+    return nginx_conf(tmp, site)
 
 
 @pytest.fixture(scope="module")
