@@ -332,7 +332,7 @@ def _install_request_log(app: Flask) -> None:
             entry["client_id"] = client.id
         admission = state.get("admission")
         if admission is not None:
-            resp.headers.update(admission.headers)
+            resp.headers.extend(admission.headers)  # set nowhere else: appended, no search for old ones
         if request.blueprint in DATA_PLANE and request.method == "POST" and "wall_started" in state:
             entry.update(_metered=True, _stream=resp.is_streamed)
         exchange = app.extensions["keyrelay"].inspector.response(state, request, resp) \

@@ -5,7 +5,9 @@ sees the same counts. Each admission checks every applicable limit and charges t
 refused request charges nothing), inside one write transaction; each settlement is one more. The
 transactions go through ``proxy.store.group.GroupCommit``: the admissions and settlements a worker
 reaches in the same turn of its event loop share one transaction, each seeing the ones before it, so
-counts stay exact while the cost of taking the lock and committing is paid once per batch.
+counts stay exact while the cost of taking the lock and committing is paid once per batch; within it
+``proxy.store.limits.LimitBatch`` reads each row once and writes each changed row once, however many
+of the batch's operations touch it.
 
 Scopes: the client (``c_…``) and, for every ``model_limits`` glob the requested (client-facing) model
 name matches, the pair (``c_…|<glob>``). ``rpm`` / ``tpm`` apply per scope, ``max_concurrent`` per
@@ -111,7 +113,7 @@ from proxy.observability import metrics, quiet
 from proxy.observability.metrics import CLIENT_LIMITED
 from proxy.store.base import KeyStore, StoreUnavailable, StoreUnreachable
 from proxy.store.group import GroupCommit
-from proxy.store.limits import LimitRow, LimitTx
+from proxy.store.limits import LimitBatch, LimitRow, LimitTx
 
 log = logging.getLogger("keyrelay.limits")
 
@@ -255,7 +257,9 @@ class Limiter:
         self.config, self.store, self.clock = config, store, clock
         self.tz = config.accounting.timezone
         self.lease_ttl_s = config.retry.deadline_s + LEASE_MARGIN_S
-        self.group = GroupCommit(store)  # admissions and settlements arriving together share a transaction
+        # admissions and settlements arriving together share a transaction, and each row is read and
+        # written once per transaction
+        self.group = GroupCommit(store, batch=LimitBatch)
         self._bounds: dict[str, tuple[float, float]] = {}  # period -> the current one's [start, end)
 
     def period(self, period: str, at: float) -> tuple[float, float]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from .base import KeyStore, KeyTx, StoreUnavailable
 
@@ -40,9 +40,17 @@ class _Op(Generic[T]):
         return self.value
 
 
+class Batch(Protocol):
+    """What the operations of one transaction see instead of the bare transaction (``GroupCommit``'s
+    ``batch``): e.g. rows read once and written once at the end (``flush``) for the whole batch."""
+
+    def flush(self) -> None: ...
+
+
 class GroupCommit:
-    def __init__(self, store: KeyStore) -> None:
+    def __init__(self, store: KeyStore, batch: Callable[[KeyTx], Batch] | None = None) -> None:
         self.store = store
+        self.batch = batch
         self._lock = threading.Lock()
         self._pending: list[_Op] = []
         self._leading = False
@@ -85,7 +93,7 @@ class GroupCommit:
         try:
             try:
                 with self.store.transaction(timeout=min(op.timeout for op in batch)) as tx:
-                    values = [op.fn(tx) for op in batch]
+                    values = self._apply(tx, batch)
             except Exception as exc:
                 if len(batch) == 1:
                     batch[0].error = exc
@@ -102,9 +110,17 @@ class GroupCommit:
     def _alone(self, op: _Op) -> None:
         try:
             with self.store.transaction(timeout=op.timeout) as tx:
-                op.value = op.fn(tx)
+                op.value = self._apply(tx, [op])[0]
         except Exception as exc:
             op.error = exc
+
+    def _apply(self, tx: KeyTx, ops: list[_Op]) -> list:
+        if self.batch is None:
+            return [op.fn(tx) for op in ops]
+        view = self.batch(tx)
+        values = [op.fn(view) for op in ops]  # type: ignore[arg-type]
+        view.flush()
+        return values
 
 
 def _cooperative_yield() -> Callable[[], None] | None:

@@ -3,7 +3,8 @@ a client has: each admission is settled before the next (in-flight leases stay f
 
 Two passes: ``own tx`` (every call its own transaction, wall time: what one idle worker pays) and
 ``batched`` (BATCH admissions, then their settlements, inside one transaction, as ``GroupCommit`` runs
-them in a loaded gunicorn worker — proxy/store/group.py; CPU time of this process, so the figure is the
+them in a loaded gunicorn worker — proxy/store/group.py, each row read and written once per
+transaction; CPU time of this process, so the figure is the
 statements' cost without the commit and is less disturbed by other processes on the machine).
 
     PYTHONPATH=$PWD /work/main/.venv/bin/python -m tests.unit.bench_limits [N]
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from proxy.clients.limits import Limiter
 from proxy.clients.model import Client, Finished, ModelLimit, Usage
+from proxy.store.limits import LimitBatch
 from proxy.store.sqlite import SQLiteStore
 from tests.unit.test_client_limits import config
 
@@ -76,7 +78,8 @@ def batched(lim: Limiter, store: SQLiteStore, c: Client, body: dict, n: int) -> 
     try:
         for _ in range(n // BATCH):
             with store.transaction() as tx:
-                lim.group = _InTx(tx)  # type: ignore[assignment]
+                rows = LimitBatch(tx)
+                lim.group = _InTx(rows)  # type: ignore[assignment]
                 t0 = time.process_time()
                 adms = [lim.admit(c, "m", body) for _ in range(BATCH)]
                 t1 = time.process_time()
@@ -86,6 +89,7 @@ def batched(lim: Limiter, store: SQLiteStore, c: Client, body: dict, n: int) -> 
                                            client=c, model="m", provider="p", upstream_model="m", key_id=None,
                                            status=200, outcome="ok", usage=Usage(30, 50), latency_ms=1,
                                            first_byte_ms=1, stream=False, admission=a), 0.001)
+                rows.flush()
                 t2 = time.process_time()
                 t_admit += t1 - t0
                 t_settle += t2 - t1

@@ -10,8 +10,10 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from proxy.store.group import GroupCommit
-from proxy.store.limits import LimitRow
+from proxy.store.limits import LimitBatch, LimitRow
 from tests.harness import REPO
 from tests.stores import Backend
 
@@ -24,9 +26,11 @@ from proxy.store.backend import open_store
 from proxy.store.group import GroupCommit
 from proxy.store.limits import LimitRow
 
+from proxy.store.limits import LimitBatch
+
 store = open_store(sys.argv[1], lock_wait_s=0.3)
-group = GroupCommit(store)
-mode = sys.argv[2]
+mode, batched = sys.argv[2], sys.argv[3] == "batched"
+group = GroupCommit(store, batch=LimitBatch if batched else None)
 
 def op(i):
     def fn(tx):
@@ -52,22 +56,26 @@ print(json.dumps({"results": [j.value for j in jobs], "batches": group.batches, 
 """
 
 
-def run_gevent(database: str, mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, database, mode], cwd=REPO, capture_output=True,
+def run_gevent(database: str, mode: str, batched: bool = False) -> dict:
+    out = subprocess.run([sys.executable, "-c", GEVENT_SCRIPT, database, mode,
+                          "batched" if batched else "plain"], cwd=REPO, capture_output=True,
                          text=True, timeout=60, check=True)
     return json.loads(out.stdout)
 
 
-def test_callers_of_one_turn_share_one_transaction_and_see_each_other(any_backend: Backend) -> None:
-    out = run_gevent(any_backend.database, "ok")
+@pytest.mark.parametrize("batched", [False, True], ids=["plain", "row-batch"])
+def test_callers_of_one_turn_share_one_transaction_and_see_each_other(any_backend: Backend,
+                                                                      batched: bool) -> None:
+    out = run_gevent(any_backend.database, "ok", batched)
     assert out["batches"] == 1 and out["ops"] == 20
     # each operation saw exactly the ones queued before it: 0, 1, …, 19 in arrival order
     assert [r[1] for r in out["results"]] == list(range(20))
     assert out["rows"] == 20
 
 
-def test_a_failing_operation_fails_alone(any_backend: Backend) -> None:
-    out = run_gevent(any_backend.database, "fail")
+@pytest.mark.parametrize("batched", [False, True], ids=["plain", "row-batch"])
+def test_a_failing_operation_fails_alone(any_backend: Backend, batched: bool) -> None:
+    out = run_gevent(any_backend.database, "fail", batched)
     assert out["results"][7] == ["error", "ValueError"]
     others = [r for i, r in enumerate(out["results"]) if i != 7]
     assert all(r[0] == "ok" for r in others)
@@ -108,3 +116,43 @@ def test_threads_exact_counts(any_backend: Backend) -> None:
     assert sorted(seen) == list(range(400))  # no two operations saw the same count
     with store.snapshot() as tx:
         assert tx.limit_rows(["s"])["s"].charged == 400
+
+
+class _CountingTx:
+    """A transaction stand-in that counts the statements LimitBatch sends."""
+
+    def __init__(self) -> None:
+        self.table: dict[str, LimitRow] = {}
+        self.reads: list[list[str]] = []
+        self.writes: list[str] = []
+
+    def limit_rows(self, scopes: list[str]) -> dict[str, LimitRow]:
+        self.reads.append(scopes)
+        return {s: self.table[s] for s in scopes if s in self.table}
+
+    def put_limit_row(self, row: LimitRow) -> None:
+        self.writes.append(row.scope)
+        self.table[row.scope] = row
+
+
+def test_a_row_batch_reads_each_row_once_and_writes_each_changed_row_once() -> None:
+    tx = _CountingTx()
+    old = LimitRow("old")
+    old.exists = True
+    tx.table["old"] = old
+    batch = LimitBatch(tx)
+    for i in range(10):  # ten operations, each seeing the ones before it
+        rows = batch.limit_rows(["old", "new"])
+        assert ("new" in rows) == (i > 0)  # created by the first operation, seen by the next
+        for scope in ("old", "new"):
+            row = rows.get(scope) or LimitRow(scope)
+            assert row.charged == i
+            row.charged += 1
+            batch.put_limit_row(row)
+    assert tx.reads == [["old", "new"]] and tx.writes == []  # nothing written before the flush
+    batch.flush()
+    assert sorted(tx.writes) == ["new", "old"]
+    assert tx.table["old"].charged == tx.table["new"].charged == 10
+    batch.limit_rows(["other"])  # a scope not read yet is read; a known absent one is not read again
+    batch.limit_rows(["other", "old"])
+    assert tx.reads == [["old", "new"], ["other"]]
