@@ -57,16 +57,29 @@ class Gate:
         """Settle now, or keep it (bounded) for the next request when the store is unavailable: the
         spend of a request served during a database outage is still charged once it is back."""
         try:
-            self.limiter.settle(admission, done, cost)
+            self.limiter.settle(admission, done, cost,
+                                failed=lambda exc: self._settle_failed(exc, admission, done, cost))
             return True
         except StoreUnavailable as exc:
-            with self._lock:
-                if len(self._unsettled) < MAX_UNSETTLED:
-                    self._unsettled.append((admission, done, cost))
-                else:
-                    metrics.STORE_DROPPED.labels("settlement").inc()
-            quiet.warn(log, "settlement_deferred", "limit settlement deferred: %s", exc)
+            self._keep(exc, admission, done, cost)
             return False
+
+    def _settle_failed(self, exc: BaseException, admission: Admission, done: Finished,
+                       cost: float | None) -> None:
+        """A settlement that joined another request's transaction and failed there (never raises: it
+        runs in that request's greenlet)."""
+        if isinstance(exc, StoreUnavailable):
+            self._keep(exc, admission, done, cost)
+        else:
+            log.error("limit settlement failed: %s", exc, exc_info=exc, extra={"event": "settlement_error"})
+
+    def _keep(self, exc: StoreUnavailable, admission: Admission, done: Finished, cost: float | None) -> None:
+        with self._lock:
+            if len(self._unsettled) < MAX_UNSETTLED:
+                self._unsettled.append((admission, done, cost))
+            else:
+                metrics.STORE_DROPPED.labels("settlement").inc()
+        quiet.warn(log, "settlement_deferred", "limit settlement deferred: %s", exc)
 
     def _settle_deferred(self) -> None:
         """A few at a time (each is a transaction): a backlog drains over the next requests."""

@@ -7,7 +7,11 @@ transactions go through ``proxy.store.group.GroupCommit``: the admissions and se
 reaches in the same turn of its event loop share one transaction, each seeing the ones before it, so
 counts stay exact while the cost of taking the lock and committing is paid once per batch; within it
 ``proxy.store.limits.LimitBatch`` reads each row once and writes each changed row once, however many
-of the batch's operations touch it.
+of the batch's operations touch it. A settlement that finds a transaction being prepared joins it and
+returns without waiting (``GroupCommit.run_detached``): it still comes before every admission
+queued after it, so the next request of the worker sees it; another worker sees it once that
+transaction commits (microseconds later: a request in flight at the same moment, as concurrent ones
+always are for a budget).
 
 Scopes: the client (``c_…``) and, for every ``model_limits`` glob the requested (client-facing) model
 name matches, the pair (``c_…|<glob>``). ``rpm`` / ``tpm`` apply per scope, ``max_concurrent`` per
@@ -111,7 +115,7 @@ from proxy.config import Config
 from proxy.errors import GatewayError
 from proxy.observability import metrics, quiet
 from proxy.observability.metrics import CLIENT_LIMITED
-from proxy.store.base import KeyStore, StoreUnavailable, StoreUnreachable
+from proxy.store.base import KeyStore, KeyTx, StoreUnavailable, StoreUnreachable
 from proxy.store.group import GroupCommit
 from proxy.store.limits import LimitBatch, LimitRow, LimitTx
 
@@ -423,8 +427,11 @@ class Limiter:
                            headers=headers)
 
     # -- settlement --------------------------------------------------------------------------------
-    def settle(self, admission: Admission, done: Finished, cost_usd: float | None) -> None:
-        """Give back what the request did not use; add its cost and tokens to the period's spend."""
+    def settle(self, admission: Admission, done: Finished, cost_usd: float | None,
+               failed: Callable[[BaseException], None] | None = None) -> None:
+        """Give back what the request did not use; add its cost and tokens to the period's spend.
+        With ``failed``, nothing waits for a transaction already being prepared: the settlement joins
+        it and returns (``GroupCommit.run_detached``), and an error it meets goes to ``failed``."""
         client = admission.client
         if not self.has_limits(client):
             return
@@ -436,8 +443,12 @@ class Limiter:
         if booking is None and admission.lease is None and not spends:
             return  # rpm only: the admission charged everything there is (no transaction, ~40 µs saved)
         at = done.at or self.clock()
-        self.group.run(lambda raw: self._settle_in(cast(LimitTx, raw), admission, booking, used, spends,
-                                                   cost_usd, at), SETTLE_WAIT_S)
+        def fn(raw: KeyTx) -> None:
+            self._settle_in(cast(LimitTx, raw), admission, booking, used, spends, cost_usd, at)
+        if failed is None:
+            self.group.run(fn, SETTLE_WAIT_S)
+        else:
+            self.group.run_detached(fn, SETTLE_WAIT_S, failed)
 
     def _settle_in(self, tx: LimitTx, admission: Admission, booking: Booking | None, used: int,
                    spends: bool, cost_usd: float | None, at: float) -> None:

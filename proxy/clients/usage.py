@@ -152,17 +152,18 @@ class UsageLog:
         metrics = self.metrics
         client = done.client.id if done.client else ANONYMOUS
         model = metrics.model_label(done.model or "")
-        metrics.CLIENT_REQUESTS.labels(client, model, str(done.status)).inc()
+        child = metrics.child
+        child(metrics.CLIENT_REQUESTS, client, model, str(done.status)).inc()
         u = done.usage
         if u is not None:
             for kind, n in (("prompt", u.prompt), ("completion", u.completion), ("cached", u.cached),
                             ("reasoning", u.reasoning)):
                 if n:
-                    metrics.CLIENT_TOKENS.labels(client, model, kind).inc(n)
+                    child(metrics.CLIENT_TOKENS, client, model, kind).inc(n)
         if cost_usd is None:
-            metrics.USAGE_UNPRICED.labels(metrics.model_label(done.upstream_model or done.model or "")).inc()
+            child(metrics.USAGE_UNPRICED, metrics.model_label(done.upstream_model or done.model or "")).inc()
         elif cost_usd > 0:
-            metrics.CLIENT_COST.labels(client, model).inc(cost_usd)
+            child(metrics.CLIENT_COST, client, model).inc(cost_usd)
 
     def pending(self) -> int:
         with self._lock:

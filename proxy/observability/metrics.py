@@ -149,6 +149,19 @@ class _ModelLabels:
 
 
 model_label = _ModelLabels()
+_CHILDREN: dict[tuple, Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """``metric.labels(*labels)``, cached (``.labels()`` takes a lock and checks each value: a few µs);
+    the values must be bounded already (client ids, ``model_label`` names, statuses)."""
+    key = (metric, *labels)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = metric.labels(*labels)
+        if len(_CHILDREN) < 64 * MAX_MODEL_LABELS:
+            _CHILDREN[key] = found
+    return found
 
 
 class RelayMetrics(Observer):

@@ -10,12 +10,16 @@ exception, and charges nothing.
 If an operation raises, the whole batch is rolled back and each operation is run again in a
 transaction of its own, so one failure is only its own caller's. A store failure (lock wait past the
 timeout) is every caller's of that batch. No SQL here: any ``KeyStore`` works.
+
+``run_detached`` is for work nobody waits for (a settlement): queued behind a leader at work, it
+returns at once; ``batch`` gives the operations of one transaction a shared view (``LimitBatch``:
+each row read and written once).
 """
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .base import KeyStore, KeyTx, StoreUnavailable
 
@@ -24,10 +28,11 @@ _UNSET: Any = object()
 
 
 class _Op(Generic[T]):
-    __slots__ = ("fn", "timeout", "done", "value", "error")
+    __slots__ = ("fn", "timeout", "done", "value", "error", "failed")
 
-    def __init__(self, fn: Callable[[KeyTx], T], timeout: float) -> None:
-        self.fn, self.timeout = fn, timeout
+    def __init__(self, fn: Callable[[KeyTx], T], timeout: float,
+                 failed: Callable[[BaseException], None] | None) -> None:
+        self.fn, self.timeout, self.failed = fn, timeout, failed
         self.done = threading.Event()
         self.value: Any = _UNSET
         self.error: BaseException | None = None
@@ -61,12 +66,27 @@ class GroupCommit:
     def run(self, fn: Callable[[KeyTx], T], timeout: float) -> T:
         """``fn(tx)`` inside a write transaction shared with the callers queued at the same moment;
         StoreUnavailable when the store's write lock cannot be had within ``timeout``."""
-        op = _Op(fn, timeout)
+        return cast(T, self._run(_Op(fn, timeout, None)))
+
+    def run_detached(self, fn: Callable[[KeyTx], Any], timeout: float,
+                     failed: Callable[[BaseException], None]) -> None:
+        """``run`` for work whose result nobody waits for (a settlement): a caller that finds a leader
+        at work queues ``fn`` behind it and returns at once, saving the wait and the wake-up. The leader
+        runs it before it stops leading, so it still comes before every operation queued later, and
+        hands its exception, if any, to ``failed`` (which must not raise). A caller that leads runs
+        and raises as ``run`` does."""
+        self._run(_Op(fn, timeout, failed))
+
+    def _run(self, op: _Op) -> Any:
         with self._lock:
             self._pending.append(op)
             lead = not self._leading
             self._leading = True
+            if lead:
+                op.failed = None
         if not lead:
+            if op.failed is not None:
+                return None
             op.done.wait()
             return op.result()
         try:
@@ -84,6 +104,8 @@ class GroupCommit:
                 batch, self._pending, self._leading = self._pending, [], False
             for o in batch:
                 o.done.set()
+                if o.failed is not None:
+                    o.failed(StoreUnavailable("the transaction was interrupted"))
             raise
         return op.result()
 
@@ -106,6 +128,8 @@ class GroupCommit:
         finally:
             for op in batch:
                 op.done.set()
+                if op.failed is not None and op.error is not None:
+                    op.failed(op.error)
 
     def _alone(self, op: _Op) -> None:
         try:

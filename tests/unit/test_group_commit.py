@@ -32,17 +32,22 @@ store = open_store(sys.argv[1], lock_wait_s=0.3)
 mode, batched = sys.argv[2], sys.argv[3] == "batched"
 group = GroupCommit(store, batch=LimitBatch if batched else None)
 
+detached_errors = []
+
 def op(i):
     def fn(tx):
-        if mode == "fail" and i == 7:
+        if mode.endswith("fail") and i == 7:
             raise ValueError("op 7 is broken")
         row = tx.limit_rows(["s"]).get("s") or LimitRow("s")
         n = row.charged
         row.charged += 1
         tx.put_limit_row(row)
         return n
+    # "detached…": the odd operations do not wait (their errors go to a handler)
+    detached = (lambda exc: detached_errors.append([i, type(exc).__name__])) \
+        if mode.startswith("detached") and i % 2 else None
     try:
-        return ("ok", group.run(fn, 0.3))
+        return ("ok", group.run_detached(fn, 0.3, detached) if detached else group.run(fn, 0.3))
     except Exception as exc:
         return ("error", type(exc).__name__)
 
@@ -52,7 +57,7 @@ with store.snapshot() as tx:
     row = tx._run("SELECT charged FROM limiter_state WHERE scope='s'").fetchone()
 rows = row[0] if row else 0
 print(json.dumps({"results": [j.value for j in jobs], "batches": group.batches, "ops": group.ops,
-                  "rows": rows}))
+                  "rows": rows, "detached_errors": detached_errors}))
 """
 
 
@@ -81,6 +86,25 @@ def test_a_failing_operation_fails_alone(any_backend: Backend, batched: bool) ->
     assert all(r[0] == "ok" for r in others)
     assert sorted(r[1] for r in others) == list(range(19))  # re-run one by one, still exact
     assert out["rows"] == 19
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["plain", "row-batch"])
+def test_detached_callers_do_not_wait_and_keep_their_place(any_backend: Backend, batched: bool) -> None:
+    out = run_gevent(any_backend.database, "detached", batched)
+    results = out["results"]
+    # op 0 leads; the others queue behind it, the odd ones return at once without a value …
+    assert all(results[i] == ["ok", None] for i in range(1, 20, 2))
+    # … yet ran in arrival order in the leader's one transaction: the even ones saw them
+    assert [results[i][1] for i in range(0, 20, 2)] == list(range(0, 20, 2))
+    assert out["batches"] == 1 and out["rows"] == 20 and out["detached_errors"] == []
+
+
+def test_a_detached_failure_goes_to_its_handler(any_backend: Backend) -> None:
+    out = run_gevent(any_backend.database, "detached-fail", True)
+    assert out["detached_errors"] == [[7, "ValueError"]]  # run alone after the batch failed, then reported
+    assert out["results"][7] == ["ok", None] and out["rows"] == 19
+    waited = [out["results"][i][1] for i in range(0, 20, 2)]
+    assert waited == sorted(waited) and len(set(waited)) == 10
 
 
 def test_locked_store_fails_the_batch_and_the_next_call_works(any_backend: Backend) -> None:
