@@ -560,6 +560,9 @@ class KeyPool:
             rows, cds, runtime = tx.keys(), tx.all_cooldowns(now), tx.runtime_keys()
             learned = tx.quota_limits()
         self.pacer.load(learned)
+        # a key with a deferred transition: its local view is ahead of the store's until the flush
+        ahead = {kid: (self._states[kid], self._cooldowns.get(kid, {}))
+                 for _, kid in self._retry if kid in self._states}
         self._states = {st.id: st for st in rows}
         self._load_runtime(runtime)
         by_provider: dict[str, list[str]] = {}
@@ -567,8 +570,16 @@ class KeyPool:
             by_provider.setdefault(self._states[kid].provider, []).append(kid)
         self._by_provider = by_provider
         self._cooldowns = cds
+        for kid, (st, local_cds) in ahead.items():
+            if kid in self._states:
+                self._states[kid] = st
+                merged = dict(cds.get(kid, {}))
+                for model, until in local_cds.items():
+                    merged[model] = max(until, merged.get(model, until))
+                self._cooldowns[kid] = merged
         for kid in self._pending:
-            self._reapply(kid)
+            if kid not in ahead:
+                self._reapply(kid)
         self._data_version = version
 
     def _load_runtime(self, rows: list[RuntimeKeyRow]) -> None:

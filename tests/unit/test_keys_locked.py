@@ -53,6 +53,28 @@ def test_transition_waits_alone_then_is_deferred_and_written_by_the_next_flush(a
     b.close()
 
 
+def test_a_reload_keeps_what_deferred_transitions_changed_in_the_local_view(any_backend):
+    """A reload while a transition waits for the database (PostgreSQL's backstop turns the change token
+    every few seconds) does not undo it in the local view."""
+    db = any_backend.database
+    with make_pool(db, settings=WAIT, start_flusher=False) as a:
+        a.acquire("gemini", M)
+        lock = any_backend.lock()
+        try:
+            a.record(G[0], M, errors.AUTH)  # waits its lock wait, then is deferred
+            a.record(G[1], M, errors.QUOTA, retry_after=600)  # deferred behind it
+            a.reload()  # the store still has both keys usable
+            with pytest.raises(errors.NoKeyAvailable):
+                a.acquire("gemini", M, exclude=frozenset(G[1:]))
+            with pytest.raises(errors.NoKeyAvailable):
+                a.acquire("gemini", M, exclude=frozenset([G[0], *G[2:]]))
+        finally:
+            lock.release()
+        assert a.flush() is True
+        a.reload()
+        assert a.get(G[0])["status"] == "invalid" and M in a.get(G[1])["cooldowns_until"]
+
+
 def test_admin_change_under_lock_fails_cleanly_and_changes_nothing(any_backend):
     db = any_backend.database
     with make_pool(db, settings=WAIT, start_flusher=False) as p:
