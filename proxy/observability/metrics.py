@@ -153,8 +153,9 @@ _CHILDREN: dict[tuple, Any] = {}
 
 
 def child(metric: Any, *labels: str) -> Any:
-    """``metric.labels(*labels)``, cached (``.labels()`` takes a lock and checks each value: a few µs);
-    the values must be bounded already (client ids, ``model_label`` names, statuses)."""
+    """``metric.labels(*labels)``, cached (``.labels()`` takes a lock and checks each value: a few µs,
+    and the hot path makes several per request); the values must be bounded already (key and client
+    ids, ``model_label`` names, statuses)."""
     key = (metric, *labels)
     found = _CHILDREN.get(key)
     if found is None:
@@ -165,33 +166,15 @@ def child(metric: Any, *labels: str) -> Any:
 
 
 class RelayMetrics(Observer):
-    """The relay's Observer: upstream counters and histograms.
-
-    Labelled children are kept in a dict (label values are bounded by ``model_label``): prometheus'
-    ``.labels()`` costs a few microseconds per call, and the hot path makes several per request."""
-
-    def __init__(self) -> None:
-        self._children: dict[tuple, Any] = {}
+    """The relay's Observer: upstream counters and histograms (labelled children cached: ``child``)."""
 
     def _child(self, metric: Any, provider: str, model: str, *extra: str) -> Any:
-        key = (metric, provider, model, *extra)
-        child = self._children.get(key)
-        if child is None:
-            child = metric.labels(provider, model_label(model), *extra)
-            if len(self._children) < 8 * MAX_MODEL_LABELS:  # raw names come from clients: stay bounded
-                self._children[key] = child
-        return child
+        return child(metric, provider, model_label(model), *extra)
 
     def attempt(self, attempt: Attempt) -> None:
         self._child(UPSTREAM_REQUESTS, attempt.provider, attempt.model, attempt.outcome).inc()
-        key = (KEY_REQUESTS, attempt.key_id, attempt.provider, attempt.model, attempt.outcome)
-        child = self._children.get(key)
-        if child is None:
-            child = KEY_REQUESTS.labels(attempt.key_id, attempt.provider, model_label(attempt.model),
-                                        attempt.outcome)
-            if len(self._children) < 8 * MAX_MODEL_LABELS:
-                self._children[key] = child
-        child.inc()
+        model = model_label(attempt.model)
+        child(KEY_REQUESTS, attempt.key_id, attempt.provider, model, attempt.outcome).inc()
         self._child(UPSTREAM_LATENCY, attempt.provider, attempt.model).observe(
             max(attempt.latency_ms, 0.0) / 1000
         )
