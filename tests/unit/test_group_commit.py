@@ -24,9 +24,7 @@ monkey.patch_all()
 import gevent
 from proxy.store.backend import open_store
 from proxy.store.group import GroupCommit
-from proxy.store.limits import LimitRow
-
-from proxy.store.limits import LimitBatch
+from proxy.store.limits import LimitBatch, LimitRow
 
 store = open_store(sys.argv[1], lock_wait_s=0.3)
 mode, batched = sys.argv[2], sys.argv[3] == "batched"
