@@ -130,6 +130,7 @@ class KeyPool:
         self._cooldowns: dict[str, dict[str, float]] = {}
         self._pending: dict[str, _Pending] = {}
         self._retry: list[tuple[Tx, str]] = []
+        self._writing: dict[str, int] = {}  # key id → transitions being written now (see _ahead)
         self.dropped_transitions = 0
         self._history = HistoryBuffer()  # per key and model rollups, written with the counters
         self._wrr: dict[str, dict[str, float]] = {}  # smooth-WRR running state per provider
@@ -333,10 +334,12 @@ class KeyPool:
                 st.status = STATUS_INVALID
                 changes.append(("invalid", err or "the upstream refused the key"))
                 writes.append((self._tx_invalid(key_id, err, now), key_id))
+            for _, kid in writes:  # counted under the lock that changed the local view
+                self._writing[kid] = self._writing.get(kid, 0) + 1
         for state, reason in changes:
             log_key_state(st.id, st.label, st.provider, model, state, reason)
         for fn, kid in writes:  # outside the pool lock: a locked database delays this caller only
-            self.write(fn, kid)
+            self._write(fn, kid)
         if limits:
             for m, item in self.pacer.learn(key_id, model, limits):
                 log_key_state(st.id, st.label, st.provider, m, "learned limit",
@@ -427,8 +430,15 @@ class KeyPool:
         already obeys it) and retried by the next flush, after any transition deferred before it.
         """
         with self._lock:
+            self._writing[kid] = self._writing.get(kid, 0) + 1
+        return self._write(fn, kid, timeout)
+
+    def _write(self, fn: Tx, kid: str, timeout: float | None = None) -> bool:
+        """``write`` for a transition already counted in ``_writing``."""
+        with self._lock:
             if self._retry:
                 self._defer(fn, kid)
+                self._written(kid, False)
                 return False
         try:
             with self.store.transaction(timeout) as tx:
@@ -437,9 +447,26 @@ class KeyPool:
             quiet.warn(log, "key_state_write_deferred", "key state write for %s deferred: %s", kid, exc)
             with self._lock:
                 self._defer(fn, kid)
+                self._written(kid, False)
             return False
-        self.reload_key(kid)
+        with self._lock:
+            self._written(kid, True)
         return True
+
+    def _written(self, kid: str, stored: bool) -> None:
+        """One transition of ``kid`` is no longer being written (pool lock held): the store has it
+        (``stored``) or it waits in ``_retry``. Once none is in flight or deferred, the key's view is
+        the store's again."""
+        n = self._writing.pop(kid, 0) - 1
+        if n > 0:
+            self._writing[kid] = n
+        if stored and not self._ahead(kid):
+            self._load_key(kid)
+
+    def _ahead(self, kid: str) -> bool:
+        """A transition of ``kid`` is being written or deferred: the local view is ahead of the store's,
+        and a reload must not undo it."""
+        return kid in self._writing or any(k == kid for _, k in self._retry)
 
     def _defer(self, fn: Tx, kid: str) -> None:
         """Keep a transition for the next flush (pool lock held); past ``MAX_DEFERRED`` it is dropped:
@@ -464,6 +491,8 @@ class KeyPool:
             if self._closed:
                 return True
             retry, self._retry = self._retry, []
+            for _, kid in retry:
+                self._writing[kid] = self._writing.get(kid, 0) + 1
             pending, self._pending = self._pending, {}
             history = self._history.take()
         for i, (fn, kid) in enumerate(retry):
@@ -474,10 +503,13 @@ class KeyPool:
                 quiet.warn(log, "key_state_write_deferred", "deferred key state writes wait on: %s", exc)
                 with self._lock:
                     self._retry[:0] = retry[i:]
+                    for _, k in retry[i:]:
+                        self._written(k, False)
                     self._merge_back(pending)
                     self._history.put_back(*history)
                 return False
-            self.reload_key(kid)
+            with self._lock:
+                self._written(kid, True)
         self.pacer.flush(timeout)
         if not pending and not history[0] and not history[1]:
             return True
@@ -560,9 +592,10 @@ class KeyPool:
             rows, cds, runtime = tx.keys(), tx.all_cooldowns(now), tx.runtime_keys()
             learned = tx.quota_limits()
         self.pacer.load(learned)
-        # a key with a deferred transition: its local view is ahead of the store's until the flush
+        # keys with a transition being written or deferred keep their local view (see _ahead)
+        behind = set(self._writing).union(kid for _, kid in self._retry)
         ahead = {kid: (self._states[kid], self._cooldowns.get(kid, {}))
-                 for _, kid in self._retry if kid in self._states}
+                 for kid in behind if kid in self._states}
         self._states = {st.id: st for st in rows}
         self._load_runtime(runtime)
         by_provider: dict[str, list[str]] = {}

@@ -75,6 +75,31 @@ def test_a_reload_keeps_what_deferred_transitions_changed_in_the_local_view(any_
         assert a.get(G[0])["status"] == "invalid" and M in a.get(G[1])["cooldowns_until"]
 
 
+def test_a_reload_while_a_transition_waits_for_the_lock_keeps_it(any_backend):
+    """A reload in the moment a transition waits for the database (not deferred yet) does not undo it
+    in the local view either."""
+    db = any_backend.database
+    with make_pool(db, settings=WAIT, start_flusher=False) as a:
+        a.acquire("gemini", M)
+        lock = any_backend.lock()
+        try:
+            recorder = threading.Thread(target=a.record, args=(G[0], M, errors.AUTH))
+            recorder.start()
+            time.sleep(0.1)  # the recorder waits for the write lock
+            assert recorder.is_alive()
+            a.reload()  # the store still has the key usable
+            with pytest.raises(errors.NoKeyAvailable):
+                a.acquire("gemini", M, exclude=frozenset(G[1:]))
+            recorder.join()
+            with pytest.raises(errors.NoKeyAvailable):
+                a.acquire("gemini", M, exclude=frozenset(G[1:]))
+        finally:
+            lock.release()
+        assert a.flush() is True
+        a.reload()
+        assert a.get(G[0])["status"] == "invalid"
+
+
 def test_admin_change_under_lock_fails_cleanly_and_changes_nothing(any_backend):
     db = any_backend.database
     with make_pool(db, settings=WAIT, start_flusher=False) as p:
