@@ -574,11 +574,14 @@ class KeyPool:
                 log.exception("key counters flush failed")
 
     def _maybe_refresh(self, force: bool = False) -> None:
+        """Reload when the change token turned (looked at every ``refresh_interval_s``); ``force`` (the
+        views, not the request path): reload now, as PostgreSQL's token turns only when another
+        process's notification has arrived, a moment after its commit."""
         mono = time.monotonic()
         if not force and mono - self._checked_at < self.settings.refresh_interval_s:
             return
         self._checked_at = mono
-        if self.store.change_token() != self._data_version:
+        if force or self.store.change_token() != self._data_version:
             try:
                 self._reload()
             except StoreUnavailable as exc:  # serve from the last view; the next acquire retries
