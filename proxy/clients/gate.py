@@ -95,7 +95,9 @@ class Gate:
     def start(self) -> None:
         self.auth.start()
         self.usage.start()
+        self.limiter.start()
 
     def close(self) -> None:
+        self.limiter.close()
         self.usage.close()
         self.auth.close()

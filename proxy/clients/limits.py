@@ -13,6 +13,13 @@ queued after it, so the next request of the worker sees it; another worker sees 
 transaction commits (microseconds later: a request in flight at the same moment, as concurrent ones
 always are for a budget).
 
+A busy client far from all of its limits is admitted from this worker's *slice* of its capacity
+(``proxy.clients.slices``): one admission's transaction also reserves up to 63 more admissions (their
+rpm counts, token reservations, slots and a budget hold, charged as those admissions would be), which
+are then handed out in memory, with no store operation each, for at most ``SLICE_S``; what was not
+used goes back. Settlements are unchanged. No worker can use what another holds, so all of them
+together never pass a limit; near a limit, and for limits under 128, there are no slices.
+
 Scopes: the client (``c_…``) and, for every ``model_limits`` glob the requested (client-facing) model
 name matches, the pair (``c_…|<glob>``). ``rpm`` / ``tpm`` apply per scope, ``max_concurrent`` per
 client, budgets / quotas per client and period (``day`` / ``week`` (Monday) / ``month`` in
@@ -104,13 +111,15 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import cast
 
 from proxy import model_names
 from proxy.clients.model import PERIODS, Admission, Client, Finished, period_bounds
-from proxy.clients.ring import Ring, add_second, expire_seconds
+from proxy.clients.ring import Ring, add_second, expire_seconds, newest_second, remove_from_second
+from proxy.clients.slices import ROOM, SLICE_S, Slice, room
 from proxy.config import Config
 from proxy.errors import GatewayError
 from proxy.observability import metrics, quiet
@@ -265,6 +274,16 @@ class Limiter:
         # written once per transaction
         self.group = GroupCommit(store, batch=LimitBatch)
         self._bounds: dict[str, tuple[float, float]] = {}  # period -> the current one's [start, end)
+        # slices (proxy/clients/slices.py), per client id: this worker's, the next one's size, the
+        # latest admission, the most one request cost; a client being granted one is in _granting
+        self._slices: dict[str, Slice] = {}
+        self._sizes: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self._cost_max: dict[str, float] = {}
+        self._granting: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sweeper: threading.Thread | None = None
 
     def period(self, period: str, at: float) -> tuple[float, float]:
         """``period_bounds`` in the accounting time zone, cached until the period ends (datetime
@@ -275,6 +294,10 @@ class Limiter:
             if bounds[0] <= self.clock() < bounds[1]:  # keep only the current period
                 self._bounds[period] = bounds
         return bounds
+
+    def _starts(self, at: float) -> tuple[float, ...]:
+        """The start of the day, week and month holding ``at``."""
+        return tuple(self.period(p, at)[0] for p in PERIODS)
 
     # -- scopes ------------------------------------------------------------------------------------
     @staticmethod
@@ -297,16 +320,25 @@ class Limiter:
     # -- admission ---------------------------------------------------------------------------------
     def admit(self, client: Client, model: str, body: dict) -> Admission | None:
         """One write transaction: check every limit of ``client`` for ``model``; charge them all only
-        if all pass. RateLimited (429) otherwise, LimitsUnavailable (503) when the store is locked."""
+        if all pass. RateLimited (429) otherwise, LimitsUnavailable (503) when the store is locked.
+        A busy client is admitted from this worker's slice of its capacity when it has one."""
         if not self.has_limits(client):
             return Admission(client, model)
         scopes = self.scopes(client, model)
         prompt = estimate_prompt(body)
         reserve = prompt + completion_reserve(body)
         token_scopes = tuple(s for s in scopes if s.tpm)
+        booking = (Booking(token_scopes, prompt, reserve),) if token_scopes else ()
+        sliceable = len(scopes) == 1 and client.token_quota is None
+        if sliceable:
+            got = self._from_slice(client, model, scopes[0], reserve, booking)
+            if got is not None:
+                return got
+        more, old = self._slice_wanted(client) if sliceable else (0, None)
         try:
-            refusals, req_view, tok_view, lease = self.group.run(
-                lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, reserve), ADMIT_WAIT_S)
+            refusals, req_view, tok_view, lease, granted = self.group.run(
+                lambda raw: self._admit_in(cast(LimitTx, raw), client, scopes, reserve, more, old),
+                ADMIT_WAIT_S)
         except StoreUnreachable as exc:  # PostgreSQL down: serve, charge the spend once it is back
             quiet.warn(log, "limits_degraded", "limits not checked, the database is unreachable: %s", exc)
             metrics.LIMITS_DEGRADED.inc()
@@ -315,19 +347,74 @@ class Limiter:
             log.warning("limits store unavailable", extra={"event": "limits_unavailable", "error": str(exc)})
             raise LimitsUnavailable("The gateway cannot check this client's limits right now; retry "
                                     "shortly.") from None
+        finally:
+            if more:
+                with self._lock:
+                    self._granting.discard(client.id)
         headers = _headers(req_view, tok_view)
         if refusals:
             raise self._refusal(client, refusals, headers)
+        if granted is not None:
+            with self._lock:
+                self._slices[client.id] = granted
         return Admission(client, model, reserved_tokens=reserve if token_scopes else 0, lease=lease,
-                         scopes=(Booking(token_scopes, prompt, reserve),) if token_scopes else (),
-                         headers=headers)
+                         scopes=booking, headers=headers)
 
-    def _admit_in(self, tx: LimitTx, client: Client, scopes: list[Scope],
-                  reserve: int) -> tuple[list[Refusal], View | None, View | None, str | None]:
-        """Inside the transaction: (refusals, the tightest request and token views, the lease); charges
-        every limit only when nothing refused. One read of the scopes' rows, one write of each."""
+    def _from_slice(self, client: Client, model: str, scope: Scope, reserve: int,
+                    booking: tuple) -> Admission | None:
+        """An admission from this worker's slice, in memory; None when there is none to give."""
+        now = self.clock()
+        with self._lock:
+            sl = self._slices.get(client.id)
+            if sl is None or not sl.take(now, reserve, bool(scope.tpm), bool(scope.concurrent),
+                                         client.budget_usd is not None):
+                return None
+        req = tok = None
+        if sl.req is not None:
+            limit, left, reset_at = sl.req
+            req = (limit, left - sl.used, max(0.0, reset_at - now))
+        if sl.tok is not None:
+            limit, level, rate = sl.tok
+            level -= sl.tokens_total - sl.tokens  # what the slice handed out, this one included
+            tok = (limit, max(0, math.floor(level)), (limit - level) / rate)
+        return Admission(client, model, reserved_tokens=reserve if booking else 0,
+                         lease=str(sl.gen) if scope.concurrent else None, scopes=(*booking, sl),
+                         headers=_headers(req, tok))
+
+    def _slice_wanted(self, client: Client) -> tuple[int, Slice | None]:
+        """(how many admissions beyond this one to reserve as a slice, the ended slice to give back)."""
+        now = self.clock()
+        with self._lock:
+            if client.id in self._granting:
+                return 0, None
+            old = self._slices.pop(client.id, None)
+            if old is not None:
+                old.live = False
+            last = self._last.get(client.id)
+            if old is not None:
+                size = self._sizes[client.id] = old.next_size(now)
+            elif last is not None and now - last < SLICE_S:  # busy again: the last size, at least 2
+                size = max(2, self._sizes.get(client.id, 2))
+            else:
+                size = 1
+            self._last[client.id] = now
+            more = size - 1
+            if more:
+                self._granting.add(client.id)
+            return more, old
+
+    def _admit_in(self, tx: LimitTx, client: Client, scopes: list[Scope], reserve: int, more: int = 0,
+                  old: Slice | None = None,
+                  ) -> tuple[list[Refusal], View | None, View | None, str | None, Slice | None]:
+        """Inside the transaction: (refusals, the tightest request and token views, the lease, a new
+        slice); gives back what ``old`` did not use first; charges every limit only when nothing
+        refused, then up to ``more`` admissions as a slice. One read of the scopes' rows, one write of
+        each."""
         now = self.clock()
         rows = tx.limit_rows([s.key for s in scopes]) if scopes else {}
+        if old is not None and client.id in rows:
+            self._give_back(rows[client.id], old, now)
+            tx.put_limit_row(rows[client.id])
         refusals: list[Refusal] = []
         req_view: View | None = None
         tok_view: View | None = None
@@ -393,7 +480,73 @@ class Limiter:
                     changed = True
                 if changed:  # a budget-only row is written at settlement
                     tx.put_limit_row(row)
-        return refusals, req_view, tok_view, lease
+        granted = None
+        if more and not refusals:
+            granted = self._grant(tx, client, charges[0], reserve, more, now, gen, req_view, tok_view)
+        return refusals, req_view, tok_view, lease, granted
+
+    def _grant(self, tx: LimitTx, client: Client,
+               charge: tuple[Scope, LimitRow, tuple[str, int] | None, float | None, Ring | None],
+               reserve: int, more: int, now: float, gen: int, req_view: View | None,
+               tok_view: View | None) -> Slice | None:
+        """Reserve up to ``more`` admissions of the client's scope as this worker's slice (at most
+        1/ROOM of what is left of each limit: proxy/clients/slices.py); None when there is no room."""
+        s, row, _, after_level, flight = charge
+        n = more
+        if s.rpm:
+            n = min(n, room(s.rpm - row.hits_n, 1))
+        if s.tpm and after_level is not None:
+            n = min(n, room(after_level, reserve))
+        if s.concurrent and flight is not None:
+            n = min(n, room(s.concurrent - flight.total(), 1))
+        usd = 0.0
+        if client.budget_usd is not None:
+            cost = self._cost_max.get(client.id, 0.0)
+            start, _ = self.period(client.budget_period, now)
+            left = client.budget_usd - row.spent(client.budget_period).at(start).cost - row.held(now)
+            n = min(n, room(left, cost) if cost > 0 else 0)
+            usd = left / ROOM if n > 0 else 0.0
+        if n < 1:
+            return None
+        until = now + SLICE_S
+        second = hold = None
+        if s.rpm:  # counted at the slice's end: never earlier than its requests are admitted
+            row.hits, row.hits_n = add_second(row.hits, until, n), row.hits_n + n
+            second = newest_second(row.hits)
+        if s.tpm and after_level is not None:
+            row.level, row.at, row.reserved = after_level - n * reserve, now, row.reserved + n * reserve
+        if s.concurrent and flight is not None:
+            flight.add(gen, n)
+            row.flight_at, row.flight = flight.dump()
+        if client.budget_usd is not None:
+            hold = row.hold(until, usd)
+        tx.put_limit_row(row)
+        req = (req_view[0], req_view[1], now + req_view[2]) if req_view is not None else None
+        tok = (tok_view[0], float(after_level), s.tpm / WINDOW_S) \
+            if tok_view is not None and after_level is not None and s.tpm else None
+        tokens = n * reserve if s.tpm else 0
+        return Slice(requests=n, tokens=tokens, tokens_total=tokens, slots=n if s.concurrent else 0,
+                     gen=gen, second=second, hold=hold, usd=usd, until=until, size=n + 1, req=req, tok=tok)
+
+    def _give_back(self, row: LimitRow, sl: Slice, now: float) -> None:
+        """What an ended slice did not use goes back to the client's row."""
+        if sl.second is not None and sl.requests:
+            row.hits, row.hits_n = remove_from_second(row.hits, row.hits_n, sl.second, sl.requests)
+        if sl.tokens_total and sl.tok is not None:
+            tpm = sl.tok[0]
+            row.level, row.at = min(float(tpm), _refill(row, tpm, now) + sl.tokens), now
+            # its reservations are closed but those of its requests still in flight (settled alone)
+            row.reserved = max(0, row.reserved - (sl.tokens_total - sl.inflight_tokens))
+            row.charged += sl.charged
+        if sl.slots:
+            flight = Ring(row.flight_at, row.flight)
+            flight.forget(self._generation(now) - FLIGHT_GENERATIONS + 1)
+            flight.take(sl.gen, sl.slots)
+            row.flight_at, row.flight = flight.dump()
+        if sl.hold is not None:
+            row.release(sl.hold)
+        for starts, (requests, tokens, cost, unpriced) in sl.spend.items():
+            _add_spend(row, starts, requests, tokens, cost, unpriced)
 
     def _generation(self, at: float) -> int:
         """The lease generation of time ``at``: FLIGHT_GENERATIONS of them make one lease ttl."""
@@ -403,10 +556,11 @@ class Limiter:
         out = []
         if client.budget_usd is not None:
             start, end = self.period(client.budget_period, now)
-            spent = row.spent(client.budget_period).at(start).cost
-            if spent >= client.budget_usd:
+            spent, held = row.spent(client.budget_period).at(start).cost, row.held(now)
+            if spent + held >= client.budget_usd:
                 out.append(("budget", f"budget of ${client.budget_usd:g} per {client.budget_period} for this "
-                            f"client key spent (${spent:.6g})", end - now, "budget_exceeded"))
+                            f"client key spent (${spent:.6g}" + (f", ${held:.6g} more held for requests "
+                            "being admitted" if held else "") + ")", end - now, "budget_exceeded"))
         if client.token_quota is not None:
             start, end = self.period(client.quota_period, now)
             used = row.spent(client.quota_period).at(start).tokens
@@ -443,6 +597,14 @@ class Limiter:
         if booking is None and admission.lease is None and not spends:
             return  # rpm only: the admission charged everything there is (no transaction, ~40 µs saved)
         at = done.at or self.clock()
+        sl = next((b for b in admission.scopes if isinstance(b, Slice)), None)
+        with self._lock:
+            if client.budget_usd is not None and cost_usd and cost_usd > self._cost_max.get(client.id, 0.0):
+                self._cost_max[client.id] = cost_usd
+            if sl is not None and sl.live:  # its slice takes it back; written when the slice ends
+                sl.settle(used, booking.reserved if booking else 0, admission.lease is not None,
+                          cost_usd, self._starts(at) if spends else None)
+                return
         def fn(raw: KeyTx) -> None:
             self._settle_in(cast(LimitTx, raw), admission, booking, used, spends, cost_usd, at)
         if failed is None:
@@ -476,16 +638,58 @@ class Limiter:
                     flight.take(int(admission.lease))  # False: its generation expired, nothing to give back
                     row.flight_at, row.flight = flight.dump()
                 if spends:
-                    unpriced = 1 if cost_usd is None and used > 0 else 0
-                    spends_by_period = row.spend()
-                    for period in PERIODS:
-                        spend = spends_by_period[period].at(self.period(period, at)[0])
-                        spend.requests += 1
-                        spend.tokens += used
-                        spend.cost += cost_usd or 0.0
-                        spend.unpriced += unpriced
-                        spends_by_period[period] = spend
+                    _add_spend(row, self._starts(at), 1, used, cost_usd or 0.0,
+                               1 if cost_usd is None and used > 0 else 0)
             tx.put_limit_row(row)
+
+    # -- slices ending ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """The background sweep: a slice that ended gives back what it did not use even when its client
+        sends nothing more to this worker."""
+        if self._sweeper is None:
+            self._sweeper = threading.Thread(target=self._sweep_loop, name="keyrelay-limit-slices",
+                                             daemon=True)
+            self._sweeper.start()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(SLICE_S):
+            try:
+                self.sweep()
+            except StoreUnavailable as exc:  # the next sweep, or the lapse in the store, takes them
+                quiet.warn(log, "slice_sweep_failed", "limit slices not given back yet: %s", exc)
+            except Exception:
+                log.exception("limit slice sweep failed")
+
+    def sweep(self, every: bool = False) -> None:
+        """Give back what the ended slices (``every``: all of them) did not use, in one transaction."""
+        now = self.clock()
+        with self._lock:
+            ended = [(cid, sl) for cid, sl in self._slices.items()
+                     if (every or now >= sl.until) and cid not in self._granting]
+            for cid, sl in ended:
+                sl.live = False
+                del self._slices[cid]
+        if not ended:
+            return
+
+        def fn(raw: KeyTx) -> None:
+            tx = cast(LimitTx, raw)
+            rows = tx.limit_rows([cid for cid, _ in ended])
+            for cid, sl in ended:
+                if cid in rows:
+                    self._give_back(rows[cid], sl, now)
+                    tx.put_limit_row(rows[cid])
+        self.group.run(fn, SETTLE_WAIT_S)
+
+    def close(self) -> None:
+        """Stop the sweep and give every slice back (a worker that stops holds nothing)."""
+        self._stop.set()
+        if self._sweeper is not None and self._sweeper is not threading.current_thread():
+            self._sweeper.join(timeout=5)
+        try:
+            self.sweep(every=True)
+        except StoreUnavailable as exc:
+            log.warning("limit slices not given back at shutdown (they lapse by themselves): %s", exc)
 
     # -- views -------------------------------------------------------------------------------------
     def spend(self, client: Client, period: str | None = None) -> dict:
@@ -511,6 +715,24 @@ def _refill(row: LimitRow, tpm: int, now: float) -> float:
     if row.level is None:
         return float(tpm)
     return min(float(tpm), row.level + max(0.0, now - row.at) * tpm / WINDOW_S)
+
+
+def _add_spend(row: LimitRow, starts: tuple[float, ...], requests: int, tokens: int, cost: float,
+               unpriced: int) -> None:
+    """Add to the spend of the day, week and month beginning at ``starts``; a period the row has moved
+    past is not reopened (a request that began before midnight and ended after it counts in the usage
+    rollups of its day, and leaves today's spend alone)."""
+    by_period = row.spend()
+    for period, start in zip(PERIODS, starts, strict=True):
+        current = by_period[period]
+        if current.start is not None and current.start > start:
+            continue
+        spend = current.at(start)
+        spend.requests += requests
+        spend.tokens += tokens
+        spend.cost += cost
+        spend.unpriced += unpriced
+        by_period[period] = spend
 
 
 def _for(s: Scope) -> str:

@@ -41,11 +41,11 @@ class Ring:
             counts.extend([0] * (i - len(counts) + 1))
         counts[i] += n
 
-    def take(self, unit: int) -> bool:
-        """Take one from ``unit`` if it still has one (False: it was forgotten already)."""
+    def take(self, unit: int, n: int = 1) -> bool:
+        """Take ``n`` from ``unit`` (as many as it still has; False: it was forgotten already)."""
         i = unit - self.base
         if 0 <= i < len(self.counts) and self.counts[i] > 0:
-            self.counts[i] -= 1
+            self.counts[i] -= min(n, self.counts[i])
             return True
         return False
 
@@ -79,16 +79,37 @@ def expire_seconds(text: str, n: int, since: float) -> tuple[str, int, float | N
     return "", 0, None
 
 
-def add_second(text: str, at: float) -> str:
-    """Count an admission at ``at``: in the newest second when ``at`` falls in it (or before it: another
-    worker's clock ran ahead; its ``last`` stays the later time, so the count is kept longer, never
-    shorter), else in a new second. Only the newest entry is parsed."""
+def add_second(text: str, at: float, n: int = 1) -> str:
+    """Count ``n`` admissions at ``at``: in the newest second when ``at`` falls in it (or before it:
+    another worker's clock ran ahead; its ``last`` stays the later time, so the count is kept longer,
+    never shorter), else in a new second. Only the newest entry is parsed."""
     if not text:
-        return f"{at!r}:1"
+        return f"{at!r}:{n}"
     cut = text.rfind(",")
     tail = text[cut + 1:]
     colon = tail.index(":")
     last = float(tail[:colon])
     if int(at) <= int(last):
-        return f"{text[:cut + 1]}{max(at, last)!r}:{int(tail[colon + 1:]) + 1}"
-    return f"{text},{at!r}:1"
+        return f"{text[:cut + 1]}{max(at, last)!r}:{int(tail[colon + 1:]) + n}"
+    return f"{text},{at!r}:{n}"
+
+
+def newest_second(text: str) -> int:
+    """The whole second of the newest entry (where ``add_second`` just counted)."""
+    tail = text[text.rfind(",") + 1:]
+    return int(float(tail[:tail.index(":")]))
+
+
+def remove_from_second(text: str, n_total: int, second: int, n: int) -> tuple[str, int]:
+    """Take back up to ``n`` admissions counted in the entry of ``second`` (none if it left the window
+    already): (text, the count left)."""
+    parts = text.split(",") if text else []
+    for i, part in enumerate(parts):
+        last, count = part.split(":")
+        if int(float(last)) == second:
+            back = min(n, int(count))
+            parts[i] = f"{last}:{int(count) - back}"
+            if int(count) == back:
+                del parts[i]
+            return ",".join(parts), n_total - back
+    return text, n_total

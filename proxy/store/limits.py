@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 PERIOD_KINDS = ("day", "week", "month")
-COLUMNS = ("scope", "hits_n", "hits", "level", "at", "charged", "reserved", "flight_at", "flight", "spend")
+COLUMNS = ("scope", "hits_n", "hits", "level", "at", "charged", "reserved", "flight_at", "flight", "spend",
+           "holds")
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM limiter_state"
 _INSERT = (f"INSERT INTO limiter_state({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})")
 _UPDATE = f"UPDATE limiter_state SET {', '.join(c + '=?' for c in COLUMNS[1:])} WHERE scope=?"
@@ -43,10 +44,10 @@ class LimitRow:
     None: no token bucket yet (a full one); ``spend()`` by period kind, stored as text
     ``day:<start>:<requests>:<tokens>:<cost>:<unpriced>|week:…|month:…`` (one column, not fifteen: a
     row's cost grows with its columns) and parsed only when asked for (a client without a budget or a
-    quota has none)."""
+    quota has none). ``holds``: budget headroom held by workers' slices, ``"<until>:<usd>,…"``."""
 
     __slots__ = ("scope", "hits_n", "hits", "level", "at", "charged", "reserved", "flight_at", "flight",
-                 "_spend_text", "_spend", "exists")
+                 "_spend_text", "_spend", "holds", "exists")
 
     def __init__(self, scope: str) -> None:
         self.scope = scope
@@ -56,6 +57,7 @@ class LimitRow:
         self.flight_at, self.flight = 0, ""
         self._spend_text = ""
         self._spend: dict[str, Spend] | None = None
+        self.holds = ""
         self.exists = False  # read from the table (an UPDATE writes it back) or new (an INSERT)
 
     @classmethod
@@ -65,8 +67,28 @@ class LimitRow:
         row.level = None if r[3] is None else float(r[3])
         row.at, row.charged, row.reserved = float(r[4]), int(r[5]), int(r[6])
         row.flight_at, row.flight = int(r[7]), r[8]
-        row._spend_text, row._spend, row.exists = r[9], None, True
+        row._spend_text, row._spend, row.holds, row.exists = r[9], None, r[10], True
         return row
+
+    def held(self, now: float) -> float:
+        """The budget headroom held by live holds (lapsed ones are dropped)."""
+        if not self.holds:
+            return 0.0
+        live = [(u, usd) for u, usd in (h.split(":") for h in self.holds.split(",")) if float(u) > now]
+        self.holds = ",".join(f"{u}:{usd}" for u, usd in live)
+        return sum(float(usd) for _, usd in live)
+
+    def hold(self, until: float, usd: float) -> str:
+        """Add a hold; its text, to take it back with ``release``."""
+        entry = f"{until!r}:{usd!r}"
+        self.holds = f"{self.holds},{entry}" if self.holds else entry
+        return entry
+
+    def release(self, entry: str) -> None:
+        parts = self.holds.split(",") if self.holds else []
+        if entry in parts:
+            parts.remove(entry)
+            self.holds = ",".join(parts)
 
     def spent(self, period: str) -> Spend:
         """The spend of one period kind, read only (the admission's budget check)."""
@@ -87,7 +109,7 @@ class LimitRow:
         spend = self._spend_text if self._spend is None else \
             "|".join(s.dump(p) for p, s in self._spend.items() if s.start is not None)
         return [self.hits_n, self.hits, self.level, self.at, self.charged, self.reserved, self.flight_at,
-                self.flight, spend]
+                self.flight, spend, self.holds]
 
 
 class LimitTx(Protocol):

@@ -30,7 +30,8 @@ def test_start_background_starts_the_flusher_and_revalidation_once(make_app):
     started = sorted(t.name for t in threading.enumerate() if t.name not in before)
     listener = ["keyrelay-pg-listen"] if os.environ.get("KEYRELAY_TEST_BACKEND") == "postgresql" else []
     assert started == sorted(["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-history-prune",
-                              "keyrelay-key-flush", "keyrelay-revalidate", "keyrelay-usage-flush", *listener])
+                              "keyrelay-key-flush", "keyrelay-limit-slices", "keyrelay-revalidate",
+                              "keyrelay-usage-flush", *listener])
 
 
 def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request(tmp_path):
@@ -52,7 +53,8 @@ def test_wsgi_entry_point_sets_up_logging_and_starts_background_on_first_request
                           timeout=60)
     assert proc.returncode == 0, proc.stderr
     background = str(["keyrelay-catalog", "keyrelay-client-touch", "keyrelay-history-prune",
-                      "keyrelay-key-flush", "keyrelay-revalidate", "keyrelay-usage-flush"])
+                      "keyrelay-key-flush", "keyrelay-limit-slices", "keyrelay-revalidate",
+                      "keyrelay-usage-flush"])
     assert proc.stdout.splitlines() == ["JsonFormatter []", background]
 
 
