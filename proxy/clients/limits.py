@@ -266,8 +266,11 @@ def used_tokens(done: Finished, prompt_estimate: int) -> int:
 
 
 class Limiter:
-    def __init__(self, config: Config, store: KeyStore, clock: Callable[[], float]) -> None:
+    def __init__(self, config: Config, store: KeyStore, clock: Callable[[], float], *,
+                 slices: bool = True) -> None:
+        """``slices=False``: every admission is its own store operation (tests/unit/bench_limits)."""
         self.config, self.store, self.clock = config, store, clock
+        self.slices = slices
         self.tz = config.accounting.timezone
         self.lease_ttl_s = config.retry.deadline_s + LEASE_MARGIN_S
         # admissions and settlements arriving together share a transaction, and each row is read and
@@ -329,7 +332,7 @@ class Limiter:
         reserve = prompt + completion_reserve(body)
         token_scopes = tuple(s for s in scopes if s.tpm)
         booking = (Booking(token_scopes, prompt, reserve),) if token_scopes else ()
-        sliceable = len(scopes) == 1 and client.token_quota is None
+        sliceable = self.slices and len(scopes) == 1 and client.token_quota is None
         if sliceable:
             got = self._from_slice(client, model, scopes[0], reserve, booking)
             if got is not None:

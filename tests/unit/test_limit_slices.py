@@ -78,7 +78,7 @@ def test_two_workers_slices_never_pass_the_limit_together(any_store, clock):
         except RateLimited:
             pass
     assert admitted <= 2000
-    assert lim_ops_saved(a)  # a was busy enough to slice
+    assert a.group.ops < 1000  # a admitted ~1,660 of them, most from slices
     for w in (a, b):
         w.close()  # both give back what they hold
     late = 0
@@ -90,10 +90,6 @@ def test_two_workers_slices_never_pass_the_limit_together(any_store, clock):
             pass
     assert admitted + late == 2000  # once given back, exactly the limit
     assert row(any_store).hits_n == 2000
-
-
-def lim_ops_saved(lim: Limiter) -> bool:
-    return lim.group.ops < 2000
 
 
 def test_no_slice_near_a_limit(any_store, clock):
