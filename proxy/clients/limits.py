@@ -508,7 +508,7 @@ class Limiter:
             start, _ = self.period(client.budget_period, now)
             left = client.budget_usd - row.spent(client.budget_period).at(start).cost - row.held(now)
             n = min(n, room(left, cost) if cost > 0 else 0)
-            usd = left / ROOM if n > 0 else 0.0
+            usd = left / ROOM
         if n < 1:
             return None
         until = now + SLICE_S

@@ -108,8 +108,9 @@ def remove_from_second(text: str, n_total: int, second: int, n: int) -> tuple[st
         last, count = part.split(":")
         if int(float(last)) == second:
             back = min(n, int(count))
-            parts[i] = f"{last}:{int(count) - back}"
-            if int(count) == back:
+            if int(count) > back:
+                parts[i] = f"{last}:{int(count) - back}"
+            else:
                 del parts[i]
             return ",".join(parts), n_total - back
     return text, n_total
